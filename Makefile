@@ -1,0 +1,40 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: install data demo demo-quick test bench-demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# The stamp re-installs when the project's dependencies change.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Fashion-MNIST ships as a Debian package; install it only when missing (needs root/sudo).
+data:
+	@if [ -z "$$NOISYSTUDENT_DATA" ] && [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; \
+	fi
+
+demo: install data
+	$(BIN)/noisystudent demo
+
+demo-quick: install data
+	$(BIN)/noisystudent demo --quick
+
+test: install data
+	$(BIN)/python -m pytest -q
+
+bench-demo: install data
+	$(BIN)/python benchmarks/demo.py
+
+clean:
+	rm -rf runs .pytest_cache
