@@ -1,0 +1,127 @@
+"""Command line: `noisystudent demo | run | evaluate | models`.
+
+Mistakes a user can fix (config, paths, data) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib import resources
+from pathlib import Path
+
+from .errors import UserError
+
+OVERRIDES_HELP = "dotted overrides, e.g. student.unlabeled_ratio=7 noise.dropout=0 models=resnet_small_32,resnet_medium_32"
+
+DESCRIPTION = """\
+Noisy Student Training (Xie et al., CVPR 2020) on your CPU or GPU.
+
+A teacher trains on labeled images; it labels an unlabeled pool un-noised; confident pseudo
+labels are balanced per class; an equal-or-larger student trains on labeled + pseudo-labeled
+images with noise (RandAugment, dropout, stochastic depth); the student becomes the next
+teacher. Everything lands in runs/<name>/ and a rerun resumes where it stopped.
+
+examples:
+  noisystudent demo --quick              # every stage on a Fashion-MNIST subset, a few minutes
+  noisystudent demo                      # the full demo (1,000 labels, 59k unlabeled, 2 rounds)
+  noisystudent run configs/demo.yaml student.unlabeled_ratio=7 name=ratio7
+  noisystudent evaluate runs/demo/round-2/student
+  noisystudent models                    # model names for the `models` list
+"""
+
+
+def bundled_config(name: str) -> Path:
+    return Path(str(resources.files("noisystudent") / "configs" / f"{name}.yaml"))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .pipeline import run
+
+    run(load_config(args.config, args.overrides))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    args.config = bundled_config("smoke" if args.quick else "demo")
+    return cmd_run(args)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import load_config
+    from .data import load_splits
+    from .evaluate import evaluate_accuracy
+    from .models import resolve_device
+    from .train import load_exported
+
+    config = load_config(args.config, args.overrides)
+    model = load_exported(args.checkpoint)
+    _, _, test = load_splits(config.data, config.seed)
+    metrics = evaluate_accuracy(model, test, resolve_device(config.device))
+    print(json.dumps({"checkpoint": str(args.checkpoint), "model": model.spec.name, **metrics}, indent=2))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .models import SMALL_IMAGE_MODELS, count_parameters
+
+    print("small-image variants (28-32 px, 10 classes, 1 channel):")
+    for name in SMALL_IMAGE_MODELS:
+        print(f"  {name:20s} {count_parameters(name, 10, 1) / 1e6:6.2f}M parameters")
+    print("and every timm model name, e.g. efficientnet_b0 ... efficientnet_b7, efficientnet_l2")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="noisystudent", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo", help="run the embedded Fashion-MNIST default", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run Noisy Student on Fashion-MNIST (Debian package dataset-fashion-mnist).\n\n"
+                    "example:\n  noisystudent demo --quick\n  noisystudent demo rounds=3 name=demo3")
+    demo.add_argument("--quick", action="store_true", help="tiny models and a data subset: every stage in minutes")
+    demo.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    demo.set_defaults(func=cmd_demo)
+
+    run = commands.add_parser(
+        "run", help="run a config file", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every round of a config; a rerun skips finished stages and resumes training.\n\n"
+                    "example:\n  noisystudent run configs/demo.yaml labels.kind=hard name=demo-hard")
+    run.add_argument("config", type=Path, help="YAML config (see configs/ and noisystudent/config.py)")
+    run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    run.set_defaults(func=cmd_run)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="test top-1/top-5 of exported weights", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a stage folder or its final.safetensors on the configured test set.\n\n"
+                    "example:\n  noisystudent evaluate runs/demo/round-2/student\n"
+                    "  noisystudent evaluate runs/demo/round-0/teacher/final.safetensors --config configs/demo.yaml")
+    evaluate.add_argument("checkpoint", type=Path, help="stage folder or .safetensors file")
+    evaluate.add_argument("--config", type=Path, default=None, help="config whose data section to use")
+    evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.test_limit=1000 device=cpu")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    models = commands.add_parser("models", help="list model names", description="List the model registry.")
+    models.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"noisystudent: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("noisystudent: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

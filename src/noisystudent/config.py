@@ -1,0 +1,249 @@
+"""One config object for a whole run: dataclasses, loaded from YAML, overridden by `a.b=value`.
+
+Defaults reproduce the paper where the paper says something (threshold 0.3, head dropout 0.5,
+stochastic-depth survival 0.8 at the last block, RandAugment N=2, soft labels); the sizes of
+models and schedules default to what fits a 2-core CPU on Fashion-MNIST. Every field is
+documented once, here, next to its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, UserError
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "fashion_mnist"  # the embedded default; more sources come with their own keys
+    root: str | None = None  # IDX folder; default $NOISYSTUDENT_DATA, else the Debian package's
+    download: bool = False  # fetch with torchvision's downloader when files are missing
+    labels_per_class: int = 100  # labeled images per class, drawn (seeded) from the train split
+    unlabeled_limit: int | None = None  # cap the unlabeled pool (quick runs); None = all the rest
+    test_limit: int | None = None  # evaluate on the first N test images; None = all 10k
+    image_size: int = 32  # 28 px images are zero-padded to this (32 keeps ImageNet-C ops valid)
+
+
+@dataclass
+class NoiseConfig:
+    """Student noise (the paper's three sources). The teacher never sees any of it."""
+
+    randaugment: bool = True  # input noise on unlabeled and labeled student images
+    randaugment_layers: int = 2  # N: ops applied per image (paper 2)
+    randaugment_magnitude: float = 27.0  # M on the TF scale (10 = its "max"; the paper uses 27)
+    dropout: float = 0.5  # before the classifier (paper 0.5); 0 turns it off
+    survival_prob: float = 0.8  # stochastic depth at the last block (paper 0.8); 1 turns it off
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = 60.0  # passes over the labeled set (teacher) or the pseudo-labeled selection (student)
+    batch_size: int = 64  # labeled images per step
+    lr: float = 0.1  # peak learning rate (SGD, Nesterov), reached after warm-up
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to 0
+    label_smoothing: float = 0.0  # on the labeled loss only
+    augment: bool = True  # weak augmentation (random crop + flip) on labeled images
+    checkpoint_every: int = 200  # steps between resumable checkpoints (also at the end)
+    unlabeled_ratio: float = 3.0  # student only: r*B pseudo-labeled images per step (paper 3..28)
+
+
+@dataclass
+class LabelConfig:
+    kind: str = "soft"  # soft (probabilities) or hard (one-hot argmax); paper: soft a bit better
+    temperature: float = 1.0  # softmax(logits / T) for soft labels
+    batch_size: int = 1024  # teacher inference batch
+    shard_size: int = 20000  # images per store shard
+
+
+@dataclass
+class SelectionConfig:
+    confidence_threshold: float = 0.3  # drop images whose max probability is below (paper 0.3)
+    images_per_class: int | None = None  # balance target; None = mean kept count per class (paper 130K)
+
+
+@dataclass
+class Config:
+    name: str = "demo"  # run directory name under runs_dir
+    runs_dir: str = "runs"
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    rounds: int = 2  # student rounds after the round-0 teacher
+    # models[0] is the round-0 teacher, models[k] the round-k student; a shorter list repeats
+    # its last entry. See `noisystudent models` for the registry.
+    models: list[str] = field(default_factory=lambda: ["resnet_small_32", "resnet_small_32", "resnet_medium_32"])
+    allow_smaller_student: bool = False  # the paper's student is equal or larger; refuse otherwise
+    threads: int | None = None  # torch CPU threads; None = torch's default
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TrainConfig = field(default_factory=TrainConfig)
+    student: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, warmup_epochs=0.2))
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    labels: LabelConfig = field(default_factory=LabelConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+
+    def model_for_round(self, round_index: int) -> str:
+        return self.models[min(round_index, len(self.models) - 1)]
+
+    def validate(self) -> "Config":
+        """Raise ConfigError naming the first impossible value."""
+        checks: list[tuple[str, bool, str]] = [
+            ("name", bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
+             "must be a plain directory name (no '/')"),
+            ("rounds", self.rounds >= 0, "must be >= 0"),
+            ("models", len(self.models) >= 1, "needs at least the teacher's model name"),
+            ("data.dataset", self.data.dataset == "fashion_mnist", "only 'fashion_mnist' is built in"),
+            ("data.labels_per_class", self.data.labels_per_class >= 1, "must be >= 1"),
+            ("data.unlabeled_limit", self.data.unlabeled_limit is None or self.data.unlabeled_limit >= 1,
+             "must be >= 1 or null"),
+            ("data.test_limit", self.data.test_limit is None or self.data.test_limit >= 1, "must be >= 1 or null"),
+            ("data.image_size", self.data.image_size >= 28, "must be >= 28 (Fashion-MNIST is 28x28)"),
+            ("noise.randaugment_layers", self.noise.randaugment_layers >= 0, "must be >= 0"),
+            ("noise.randaugment_magnitude", 0 <= self.noise.randaugment_magnitude <= 30,
+             "must be in [0, 30] (TF scale: 10 is its nominal max, the paper uses 27)"),
+            ("noise.dropout", 0 <= self.noise.dropout < 1, "must be in [0, 1)"),
+            ("noise.survival_prob", 0 < self.noise.survival_prob <= 1, "must be in (0, 1]; 1 turns it off"),
+            ("labels.kind", self.labels.kind in ("soft", "hard"), "must be 'soft' or 'hard'"),
+            ("labels.temperature", self.labels.temperature > 0, "must be > 0"),
+            ("labels.batch_size", self.labels.batch_size >= 1, "must be >= 1"),
+            ("labels.shard_size", self.labels.shard_size >= 1, "must be >= 1"),
+            ("selection.confidence_threshold", 0 <= self.selection.confidence_threshold <= 1,
+             "must be in [0, 1] (a probability)"),
+            ("selection.images_per_class",
+             self.selection.images_per_class is None or self.selection.images_per_class >= 1, "must be >= 1 or null"),
+        ]
+        for prefix, train in (("teacher", self.teacher), ("student", self.student)):
+            checks += [
+                (f"{prefix}.epochs", train.epochs > 0, "must be > 0"),
+                (f"{prefix}.batch_size", train.batch_size >= 1, "must be >= 1"),
+                (f"{prefix}.lr", train.lr > 0, "must be > 0"),
+                (f"{prefix}.momentum", 0 <= train.momentum < 1, "must be in [0, 1)"),
+                (f"{prefix}.weight_decay", train.weight_decay >= 0, "must be >= 0"),
+                (f"{prefix}.warmup_epochs", 0 <= train.warmup_epochs < train.epochs, "must be in [0, epochs)"),
+                (f"{prefix}.label_smoothing", 0 <= train.label_smoothing < 1, "must be in [0, 1)"),
+                (f"{prefix}.checkpoint_every", train.checkpoint_every >= 1, "must be >= 1"),
+                (f"{prefix}.unlabeled_ratio", train.unlabeled_ratio > 0, "must be > 0 (paper: 3 to 28)"),
+            ]
+        for key, ok, message in checks:
+            if not ok:
+                raise ConfigError(key, f"{message}; got {_lookup(self, key)!r}")
+        from .models import MODEL_NAMES_HELP, is_known_model
+
+        for index, name in enumerate(self.models):
+            if not is_known_model(name):
+                raise ConfigError(f"models[{index}]", f"unknown model {name!r}; {MODEL_NAMES_HELP}")
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML and dotted overrides
+
+
+def to_dict(config: Any) -> dict:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict, cls: type = Config, prefix: str = "") -> Any:
+    """Build a dataclass from a plain dict, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "<root>", f"expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(dotted, f"unknown key; valid keys here: {', '.join(sorted(names))}")
+        kwargs[key] = _coerce(value, hints[key], dotted)
+    return cls(**kwargs)
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_dict(value, hint, key + ".")
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        if isinstance(value, str):  # `models=a,b,c` on the command line
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {value!r}")
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+        raise ConfigError(key, f"expected {hint.__name__}, got {value!r} ({type(value).__name__})")
+    return value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `a.b.c=value` strings (values parsed as YAML scalars) to a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"override {item!r} is not of the form key.sub=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.strip().split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parts[: depth + 1]), "unknown section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                base: Config | None = None) -> Config:
+    """Defaults (or `base`) <- YAML file <- overrides, validated."""
+    data = to_dict(base or Config())
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} not found")
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise UserError(f"config file {path} is not valid YAML: {error}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"config file {path} must hold a mapping of keys to values")
+        _merge(data, loaded, "")
+    apply_overrides(data, overrides or [])
+    return from_dict(data).validate()
+
+
+def _merge(into: dict, update: dict, prefix: str) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value, f"{prefix}{key}.")
+        else:
+            into[key] = value
+
+
+def dump_yaml(config: Config) -> str:
+    return yaml.safe_dump(to_dict(config), sort_keys=False)
+
+
+def _lookup(config: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config

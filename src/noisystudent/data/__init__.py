@@ -1,0 +1,22 @@
+"""Data: sources that produce in-memory image sets, the labeled/unlabeled split, weak augmentation."""
+
+from .images import ImageSet, pad_to
+from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, resolve_root
+from .split import split_labeled_unlabeled
+from .augment import weak_augment
+
+__all__ = [
+    "ImageSet", "pad_to", "FASHION_MNIST_CLASSES", "load_fashion_mnist", "resolve_root",
+    "split_labeled_unlabeled", "weak_augment", "load_splits",
+]
+
+
+def load_splits(data_config, seed: int):
+    """(labeled, unlabeled, test) ImageSets for a run, padded to the configured size."""
+    train, test = load_fashion_mnist(data_config.root, download=data_config.download)
+    train, test = pad_to(train, data_config.image_size), pad_to(test, data_config.image_size)
+    labeled, unlabeled = split_labeled_unlabeled(
+        train, data_config.labels_per_class, seed=seed, unlabeled_limit=data_config.unlabeled_limit)
+    if data_config.test_limit is not None:
+        test = test.subset(range(min(data_config.test_limit, len(test))))
+    return labeled, unlabeled, test

@@ -1,0 +1,49 @@
+"""An in-memory image set: uint8 pixels, integer labels, stable ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8 [N, C, H, W]
+    labels: torch.Tensor  # int64 [N]; for the unlabeled pool, the hidden truth (never trained on)
+    ids: list[str]  # stable per-image ids ("train-00042"), the key of the pseudo-label store
+    classes: list[str]
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError(f"images must be uint8 [N, C, H, W], got {self.images.dtype} {tuple(self.images.shape)}")
+        if not (len(self.images) == len(self.labels) == len(self.ids)):
+            raise ValueError(f"images ({len(self.images)}), labels ({len(self.labels)}) and ids ({len(self.ids)}) differ in length")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    def subset(self, indices) -> "ImageSet":
+        index = torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)
+        return ImageSet(self.images[index], self.labels[index], [self.ids[i] for i in index.tolist()], self.classes)
+
+
+def pad_to(images: ImageSet, size: int) -> ImageSet:
+    """Zero-pad (centered) to size x size; Fashion-MNIST's background is already 0."""
+    height, width = images.images.shape[-2:]
+    if (height, width) == (size, size):
+        return images
+    if height > size or width > size:
+        raise ValueError(f"images are {height}x{width}, larger than image_size {size}")
+    top, left = (size - height) // 2, (size - width) // 2
+    padded = F.pad(images.images, (left, size - width - left, top, size - height - top))
+    return ImageSet(padded, images.labels, images.ids, images.classes)

@@ -1,0 +1,53 @@
+"""Batched, un-noised inference: eval mode, inference_mode, clean inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import UserError
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"device {name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {name!r} requested but CUDA is not available; use device=cpu or auto")
+    return device
+
+
+def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> float [0, 1] on device, channels_last (faster convs on CPU and GPU)."""
+    return images.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=torch.channels_last)
+
+
+def autocast(device: torch.device):
+    # bf16 needs no loss scaling; on CPUs without bf16 units it is slower, so only on CUDA.
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def iterate_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+                   desc: str = "predict") -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (start, float32 logits on CPU) per batch with the model in eval mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), autocast(device):
+            for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+                batch = to_model_input(images[start:start + batch_size], device)
+                yield start, model(batch).float().cpu()
+    finally:
+        model.train(was_training)
+
+
+def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+                   desc: str = "predict") -> torch.Tensor:
+    return torch.cat([logits for _, logits in iterate_logits(model, images, batch_size, device, desc)])

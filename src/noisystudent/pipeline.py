@@ -1,0 +1,221 @@
+"""The rounds of Noisy Student Training, as stages that each leave a finished folder on disk.
+
+    round-0/teacher      train on labeled images (weak augmentation, no noise)
+    round-k/labels       teacher of round k (round k-1's model) labels the pool, un-noised
+    round-k/selection    filter by confidence, balance classes
+    round-k/student      noised, equal-or-larger student on labeled + selected pseudo labels
+
+A stage is finished when its DONE marker exists; DONE is written last and records the hash of
+the stage's inputs (its settings and the hash of the stage it reads from). Rerunning skips
+finished stages, resumes an unfinished training stage from its checkpoint, and refuses a
+finished stage whose inputs changed rather than silently mixing two configs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from .config import Config, dump_yaml
+from .data import load_splits
+from .errors import UserError
+from .evaluate import evaluate_accuracy
+from .io import atomic_write, read_json, write_json, write_text
+from .labels import LabelStore, pseudo_label, select, targets_for
+from .models import build_model, check_student_size, resolve_device
+from .noise import RandAugment
+from .train import PseudoLabeledSet, load_exported, train_model
+
+DONE = "DONE"
+
+
+@dataclass
+class Stage:
+    path: Path
+    inputs: dict
+
+    @property
+    def inputs_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.inputs, sort_keys=True).encode()).hexdigest()[:16]
+
+    def is_done(self) -> bool:
+        marker = self.path / DONE
+        if not marker.is_file():
+            return False
+        recorded = read_json(marker)
+        if recorded.get("inputs_hash") != self.inputs_hash:
+            changed = sorted(_changed_keys(recorded.get("inputs", {}), self.inputs))
+            raise UserError(f"{self.path} was finished with different settings (changed: {', '.join(changed) or '?'}); "
+                            f"use a new run name (name=...) or delete {self.path} and the stages after it")
+        return True
+
+    def mark_done(self, **info) -> None:
+        write_json(self.path / DONE, {"inputs_hash": self.inputs_hash, "inputs": self.inputs,
+                                      "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for key in set(old) | set(new):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(prefix + key)
+    return keys
+
+
+class Pipeline:
+    def __init__(self, config: Config, log: Callable[[str], None] = print):
+        self.config, self.log = config, log
+        self.run_dir = Path(config.runs_dir) / config.name
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed)
+
+    # -- stages ---------------------------------------------------------------------------------
+
+    def train_stage(self, stage: Stage, model_name: str, desc: str, pseudo: PseudoLabeledSet | None = None) -> dict:
+        """Train a teacher (pseudo=None, no noise) or a noised student; return its eval dict."""
+        if not stage.is_done():
+            config, noise = self.config, self.config.noise
+            is_student = pseudo is not None
+            model = build_model(model_name, self.labeled.num_classes, self.labeled.channels,
+                                dropout=noise.dropout if is_student else 0.0,
+                                survival_prob=noise.survival_prob if is_student else 1.0)
+            randaugment = (RandAugment(noise.randaugment_layers, noise.randaugment_magnitude)
+                           if is_student and noise.randaugment and noise.randaugment_layers > 0 else None)
+            started = time.perf_counter()
+            train_model(model, self.labeled, config.student if is_student else config.teacher, stage.path,
+                        config.seed, self.device, pseudo=pseudo, randaugment=randaugment, desc=desc)
+            metrics = evaluate_accuracy(model, self.test, self.device)
+            metrics.update(model=model_name, parameters=sum(p.numel() for p in model.parameters()),
+                           train_seconds=round(time.perf_counter() - started, 1))
+            write_json(stage.path / "eval.json", metrics)
+            stage.mark_done()
+        metrics = read_json(stage.path / "eval.json")
+        self.log(f"  {desc}: {metrics['model']} test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}")
+        return metrics
+
+    def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
+        if not stage.is_done():
+            teacher = load_exported(teacher_dir)  # no noise: dropout 0, stochastic depth off
+            store = pseudo_label(teacher, self.unlabeled, self.config.labels, stage.path, self.device)
+            argmax = store.arrays()["argmax"]
+            truth = self.unlabeled.labels.numpy()
+            stats = {"pool": len(self.unlabeled), "teacher": str(teacher_dir),
+                     "pseudo_label_accuracy": float((argmax == truth).mean())}
+            write_json(stage.path / "stats.json", stats)
+            stage.mark_done()
+        return read_json(stage.path / "stats.json")
+
+    def selection_stage(self, stage: Stage, store: LabelStore) -> dict:
+        if not stage.is_done():
+            arrays = store.arrays()
+            selection = select(arrays["argmax"], arrays["confidence"], self.labeled.num_classes,
+                               self.config.selection.confidence_threshold, self.config.selection.images_per_class)
+            stats = selection.stats(len(arrays["id"]))
+            truth = self.unlabeled.labels.numpy()
+            if len(selection.rows):
+                stats["selected_pseudo_label_accuracy"] = float((arrays["argmax"][selection.rows] == truth[selection.rows]).mean())
+            table = pa.table({"id": pa.array(arrays["id"][selection.rows].tolist(), pa.string()),
+                              "store_row": pa.array(selection.rows)})
+            atomic_write(stage.path / "selection.parquet", lambda tmp: pq.write_table(table, tmp))
+            write_json(stage.path / "stats.json", stats)
+            stage.mark_done()
+        return read_json(stage.path / "stats.json")
+
+    def pseudo_labeled_set(self, store: LabelStore, selection_dir: Path) -> PseudoLabeledSet:
+        arrays = store.arrays()
+        chosen = pq.read_table(selection_dir / "selection.parquet")
+        if chosen.num_rows == 0:
+            raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
+                            f"{self.config.selection.confidence_threshold}; lower it")
+        rows = chosen.column("store_row").to_numpy()
+        position = {image_id: i for i, image_id in enumerate(self.unlabeled.ids)}
+        try:
+            pool_rows = torch.tensor([position[image_id] for image_id in arrays["id"][rows]])
+        except KeyError as missing:
+            raise UserError(f"label store {store.root} has id {missing} that is not in the unlabeled pool; "
+                            f"the data changed since labeling: use a new run name") from None
+        return PseudoLabeledSet(self.unlabeled.images[pool_rows], targets_for(arrays["probs"][rows], self.config.labels.kind))
+
+    # -- the rounds -----------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        config = self.config
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text(self.run_dir / "config.yaml", dump_yaml(config))
+        self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
+                 f"{len(self.labeled)}, unlabeled {len(self.unlabeled)}, test {len(self.test)}")
+        data_inputs = {"data": asdict(config.data), "seed": config.seed}
+        teacher_model = config.model_for_round(0)
+        teacher_stage = Stage(self.run_dir / "round-0" / "teacher",
+                              {**data_inputs, "model": teacher_model, "train": asdict(config.teacher)})
+        self.log("round 0")
+        teacher_eval = self.train_stage(teacher_stage, teacher_model, "teacher round 0")
+        rounds, previous = [], (teacher_stage, teacher_model, teacher_eval)
+        for k in range(1, config.rounds + 1):
+            self.log(f"round {k}")
+            teacher_stage, teacher_model, teacher_eval = previous
+            student_model = config.model_for_round(k)
+            check_student_size(teacher_model, student_model, self.labeled.num_classes, self.labeled.channels,
+                               config.allow_smaller_student)
+            round_dir = self.run_dir / f"round-{k}"
+            label_stage = Stage(round_dir / "labels", {"teacher": teacher_stage.inputs_hash, **data_inputs,
+                                                       "labels": asdict(config.labels)})
+            label_stats = self.label_stage(label_stage, teacher_stage.path)
+            store = LabelStore(label_stage.path)
+            selection_stage = Stage(round_dir / "selection", {"labels": label_stage.inputs_hash,
+                                                              "selection": asdict(config.selection)})
+            selection_stats = self.selection_stage(selection_stage, store)
+            self.log(f"  pseudo labels: accuracy {label_stats['pseudo_label_accuracy']:.4f} on the pool, kept "
+                     f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
+            student_stage = Stage(round_dir / "student", {"selection": selection_stage.inputs_hash, **data_inputs,
+                                                          "model": student_model, "train": asdict(config.student),
+                                                          "noise": asdict(config.noise)})
+            pseudo = None if student_stage.is_done() else self.pseudo_labeled_set(store, selection_stage.path)
+            student_eval = self.train_stage(student_stage, student_model, f"student round {k}", pseudo)
+            rounds.append({
+                "round": k, "teacher_model": teacher_model, "student_model": student_model,
+                "teacher_parameters": teacher_eval["parameters"], "student_parameters": student_eval["parameters"],
+                "pseudo_label_accuracy": label_stats["pseudo_label_accuracy"],
+                "kept_fraction": selection_stats["kept_fraction"],
+                "teacher_top1": teacher_eval["top1"], "student_top1": student_eval["top1"],
+                "student_top5": student_eval["top5"],
+            })
+            previous = (student_stage, student_model, student_eval)
+        first_teacher = read_json(self.run_dir / "round-0" / "teacher" / "eval.json")
+        summary = {"name": config.name, "device": str(self.device), "teacher_top1": first_teacher["top1"],
+                   "final_top1": previous[2]["top1"], "rounds": rounds}
+        write_json(self.run_dir / "summary.json", summary)
+        self.log(format_summary(summary))
+        return summary
+
+
+def format_summary(summary: dict) -> str:
+    header = ("round", "teacher -> student", "params", "pseudo acc", "kept", "teacher top-1", "student top-1")
+    rows = [(str(r["round"]), f"{r['teacher_model']} -> {r['student_model']}",
+             f"{r['teacher_parameters'] / 1e6:.2f}M -> {r['student_parameters'] / 1e6:.2f}M",
+             f"{r['pseudo_label_accuracy']:.4f}", f"{r['kept_fraction']:.3f}",
+             f"{r['teacher_top1']:.4f}", f"{r['student_top1']:.4f}") for r in summary["rounds"]]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths))  # noqa: E731
+    table = [line(header), line(["-" * w for w in widths]), *map(line, rows)]
+    gain = summary["final_top1"] - summary["teacher_top1"]
+    table.append(f"round-0 teacher top-1 {summary['teacher_top1']:.4f} -> final student {summary['final_top1']:.4f} "
+                 f"({gain * 100:+.2f} points)")
+    return "\n".join(table)
+
+
+def run(config: Config, log: Callable[[str], None] = print) -> dict:
+    return Pipeline(config, log).run()

@@ -1,0 +1,11 @@
+"""Training: the joint labeled / pseudo-labeled loop, checkpoints, exported weights."""
+
+from .checkpoint import export_weights, load_checkpoint, load_exported, save_checkpoint
+from .loop import (
+    PseudoLabeledSet, build_batch, joint_batch_sizes, learning_rate, sample_indices, soft_cross_entropy,
+    steps_for, train_model,
+)
+
+__all__ = ["export_weights", "load_checkpoint", "load_exported", "save_checkpoint", "PseudoLabeledSet",
+           "build_batch", "joint_batch_sizes", "learning_rate", "sample_indices", "soft_cross_entropy",
+           "steps_for", "train_model"]

@@ -1,0 +1,61 @@
+"""Resumable training checkpoints and exported weights.
+
+A checkpoint (`checkpoints/last.pt`) holds what a resume needs: model and optimizer state and
+the step. Every other random choice in training is a function of (seed, step) (see loop.py),
+so these three restore the run exactly. Exported weights (`final.safetensors`) carry the
+model description in their metadata so any command can rebuild the model from the file alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from ..errors import UserError
+from ..io import atomic_write
+from ..models import Classifier, ModelSpec, build_model
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore model and optimizer in place; return the step to continue from."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        raise UserError(f"checkpoint {path} cannot be loaded ({error}); delete it to restart this stage") from None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+def export_weights(path: Path, model: Classifier) -> None:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=model.spec.to_metadata()))
+
+
+def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float = 1.0) -> Classifier:
+    """Rebuild a Classifier from `final.safetensors` (noise settings are not part of weights)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "final.safetensors"
+    if not path.is_file():
+        raise UserError(f"weights file {path} not found; pass a stage folder (e.g. runs/demo/round-1/student) "
+                        f"or its final.safetensors")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            spec = ModelSpec.from_metadata(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"{path} is not a readable safetensors file ({error})") from None
+    model = build_model(spec.name, spec.num_classes, spec.in_chans, dropout, survival_prob, spec.mean, spec.std)
+    model.load_state_dict(tensors)
+    return model

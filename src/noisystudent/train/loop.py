@@ -1,0 +1,176 @@
+"""The training loop shared by teacher and student.
+
+A teacher step is B weakly augmented labeled images. A student step is a joint batch: B labeled
+plus U = round(r * B) pseudo-labeled images, both noised with RandAugment on top of the weak
+augmentation, and the loss is one mean cross-entropy over the concatenated B + U rows (soft
+targets for pseudo labels, as in the paper). Model noise (dropout, stochastic depth) is part of
+the model the caller builds.
+
+Every random choice of step s (which images, crops, flips, RandAugment ops, dropout masks) is
+drawn from generators seeded with (seed, s). That makes training a pure function of the seed,
+and a resume from a checkpoint at step s continues exactly as if never interrupted: a
+checkpoint needs only model, optimizer and step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..config import TrainConfig
+from ..data import ImageSet, weak_augment
+from ..errors import UserError
+from ..models import autocast, to_model_input
+from ..noise import RandAugment
+from .checkpoint import export_weights, load_checkpoint, save_checkpoint
+
+LABELED_STREAM, UNLABELED_STREAM, STEP_STREAM = 1, 2, 3
+
+
+@dataclass
+class PseudoLabeledSet:
+    """The selection the student trains on: one row per (possibly duplicated) image."""
+
+    images: torch.Tensor  # uint8 [M, C, H, W]
+    targets: torch.Tensor  # float32 [M, K], rows sum to 1 (soft) or one-hot (hard)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+def joint_batch_sizes(batch_size: int, unlabeled_ratio: float) -> tuple[int, int]:
+    """(B labeled, U unlabeled) per step; U = round(r * B), at least 1."""
+    return batch_size, max(1, round(unlabeled_ratio * batch_size))
+
+
+def _seed(seed: int, stream: int, index: int) -> int:
+    # Distinct, well-spread seeds per (seed, stream, index); torch wants < 2**63.
+    return (seed * 1_000_003 + stream * 7_919 + index * 104_729) % (2**63 - 1)
+
+
+def sample_indices(n: int, count: int, step: int, seed: int, stream: int) -> torch.Tensor:
+    """Rows for `step`: consecutive slices of per-epoch permutations (each epoch sees every row once)."""
+    start = step * count
+    rows = []
+    while count > 0:
+        epoch, offset = divmod(start, n)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(_seed(seed, stream, epoch)))
+        take = min(count, n - offset)
+        rows.append(order[offset:offset + take])
+        start, count = start + take, count - take
+    return torch.cat(rows)
+
+
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
+    """Linear warm-up to `peak`, then cosine decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def labeled_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
+    return F.one_hot(labels, num_classes).float() * (1.0 - smoothing) + smoothing / num_classes
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of -sum_k t_k log p_k (equals F.cross_entropy for one-hot targets)."""
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def build_batch(step: int, seed: int, labeled: ImageSet, config: TrainConfig, device: torch.device,
+                pseudo: PseudoLabeledSet | None, randaugment: RandAugment | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (float [0,1], channels_last, on device) and targets for one step."""
+    generator = torch.Generator().manual_seed(_seed(seed, STEP_STREAM, step))
+    batch, unlabeled = joint_batch_sizes(config.batch_size, config.unlabeled_ratio)
+    rows = sample_indices(len(labeled), batch, step, seed, LABELED_STREAM)
+    images = [labeled.images[rows]]
+    targets = [labeled_targets(labeled.labels[rows], labeled.num_classes, config.label_smoothing)]
+    if pseudo is not None:
+        rows = sample_indices(len(pseudo), unlabeled, step, seed, UNLABELED_STREAM)
+        images.append(pseudo.images[rows])
+        targets.append(pseudo.targets[rows])
+    pixels = torch.cat(images).to(device)
+    if config.augment:
+        pixels = weak_augment(pixels, generator)
+    if randaugment is not None:
+        pixels = randaugment(pixels, generator)
+    return to_model_input(pixels, device), torch.cat(targets).to(device)
+
+
+def steps_for(config: TrainConfig, labeled_size: int, pseudo_size: int | None) -> int:
+    """Total steps: `epochs` passes over the labeled set (teacher) or the selection (student)."""
+    batch, unlabeled = joint_batch_sizes(config.batch_size, config.unlabeled_ratio)
+    per_epoch = math.ceil(labeled_size / batch) if pseudo_size is None else math.ceil(pseudo_size / unlabeled)
+    return max(1, round(config.epochs * per_epoch)), per_epoch
+
+
+def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, stage_dir: Path, seed: int,
+                device: torch.device, pseudo: PseudoLabeledSet | None = None,
+                randaugment: RandAugment | None = None, desc: str = "train") -> torch.nn.Module:
+    """Train (or resume training) and export `stage_dir/final.safetensors`."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = stage_dir / "checkpoints" / "last.pt"
+    metrics_path = stage_dir / "metrics.jsonl"
+    model.to(device).to(memory_format=torch.channels_last).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    total_steps, steps_per_epoch = steps_for(config, len(labeled), None if pseudo is None else len(pseudo))
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    start = 0
+    if checkpoint_path.is_file():
+        start = load_checkpoint(checkpoint_path, model, optimizer)
+        _truncate_metrics(metrics_path, start)
+    log_every = max(1, min(50, total_steps // 20))
+    bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None, leave=False)
+    window_loss, window_images, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+    for step in range(start, total_steps):
+        lr = learning_rate(step, total_steps, warmup_steps, config.lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        inputs, targets = build_batch(step, seed, labeled, config, device, pseudo, randaugment)
+        torch.manual_seed(_seed(seed, STEP_STREAM, step))  # dropout and stochastic-depth masks
+        with autocast(device):
+            logits = model(inputs)
+        loss = soft_cross_entropy(logits, targets)
+        if not torch.isfinite(loss):
+            raise UserError(f"{desc}: loss became {loss.item()} at step {step}; lower {desc.split()[0]}.lr "
+                            f"(now {config.lr}) or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        window_loss += loss.item()
+        window_images += len(inputs)
+        window_steps += 1
+        bar.update(1)
+        done = step + 1
+        if done % log_every == 0 or done == total_steps:
+            seconds = time.perf_counter() - window_start
+            record = {"step": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr,
+                      "loss": window_loss / window_steps,
+                      "images_per_second": round(window_images / max(seconds, 1e-9), 1)}
+            with open(metrics_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            window_loss, window_images, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+        if done % config.checkpoint_every == 0 or done == total_steps:
+            save_checkpoint(checkpoint_path, model, optimizer, done)
+    bar.close()
+    model.eval()
+    export_weights(stage_dir / "final.safetensors", model)
+    return model
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop log lines past the checkpoint we resume from, so the log has no repeated steps."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
