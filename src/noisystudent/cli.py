@@ -59,7 +59,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     model = load_exported(args.checkpoint)
-    _, _, test = load_splits(config.data, config.seed)
+    _, _, test = load_splits(config.data, config.seed, test_only=True)
     metrics = evaluate_accuracy(model, test, resolve_device(config.device))
     print(json.dumps({"checkpoint": str(args.checkpoint), "model": model.spec.name, **metrics}, indent=2))
     return 0

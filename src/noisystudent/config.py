@@ -53,6 +53,8 @@ class TrainConfig:
     label_smoothing: float = 0.0  # on the labeled loss only
     augment: bool = True  # weak augmentation (random crop + flip) on labeled images
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at the end)
+    ema_decay: float = 0.0  # EMA of weights (official 0.9999, with timm's warm-up); 0 = off. When on,
+    #                         the EMA weights are the ones evaluated, exported and used as next teacher
     unlabeled_ratio: float = 3.0  # student only: r*B pseudo-labeled images per step (paper 3..28)
 
 
@@ -129,6 +131,7 @@ class Config:
                 (f"{prefix}.warmup_epochs", 0 <= train.warmup_epochs < train.epochs, "must be in [0, epochs)"),
                 (f"{prefix}.label_smoothing", 0 <= train.label_smoothing < 1, "must be in [0, 1)"),
                 (f"{prefix}.checkpoint_every", train.checkpoint_every >= 1, "must be >= 1"),
+                (f"{prefix}.ema_decay", 0 <= train.ema_decay < 1, "must be in [0, 1); 0 turns EMA off"),
                 (f"{prefix}.unlabeled_ratio", train.unlabeled_ratio > 0, "must be > 0 (paper: 3 to 28)"),
             ]
         for key, ok, message in checks:

@@ -95,7 +95,7 @@ class Pipeline:
             randaugment = (RandAugment(noise.randaugment_layers, noise.randaugment_magnitude)
                            if is_student and noise.randaugment and noise.randaugment_layers > 0 else None)
             started = time.perf_counter()
-            train_model(model, self.labeled, config.student if is_student else config.teacher, stage.path,
+            model = train_model(model, self.labeled, config.student if is_student else config.teacher, stage.path,
                         config.seed, self.device, pseudo=pseudo, randaugment=randaugment, desc=desc)
             metrics = evaluate_accuracy(model, self.test, self.device)
             metrics.update(model=model_name, parameters=sum(p.numel() for p in model.parameters()),
@@ -153,6 +153,9 @@ class Pipeline:
 
     def run(self) -> dict:
         config = self.config
+        for k in range(1, config.rounds + 1):  # refuse a bad model schedule before training anything
+            check_student_size(config.model_for_round(k - 1), config.model_for_round(k), self.labeled.num_classes,
+                               self.labeled.channels, config.allow_smaller_student)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", dump_yaml(config))
         self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
@@ -168,8 +171,6 @@ class Pipeline:
             self.log(f"round {k}")
             teacher_stage, teacher_model, teacher_eval = previous
             student_model = config.model_for_round(k)
-            check_student_size(teacher_model, student_model, self.labeled.num_classes, self.labeled.channels,
-                               config.allow_smaller_student)
             round_dir = self.run_dir / f"round-{k}"
             label_stage = Stage(round_dir / "labels", {"teacher": teacher_stage.inputs_hash, **data_inputs,
                                                        "labels": asdict(config.labels)})

@@ -11,12 +11,15 @@ __all__ = [
 ]
 
 
-def load_splits(data_config, seed: int):
-    """(labeled, unlabeled, test) ImageSets for a run, padded to the configured size."""
+def load_splits(data_config, seed: int, test_only: bool = False):
+    """(labeled, unlabeled, test) ImageSets for a run, padded to the configured size; with
+    `test_only`, (None, None, test)."""
     train, test = load_fashion_mnist(data_config.root, download=data_config.download)
-    train, test = pad_to(train, data_config.image_size), pad_to(test, data_config.image_size)
-    labeled, unlabeled = split_labeled_unlabeled(
-        train, data_config.labels_per_class, seed=seed, unlabeled_limit=data_config.unlabeled_limit)
+    test = pad_to(test, data_config.image_size)
     if data_config.test_limit is not None:
         test = test.subset(range(min(data_config.test_limit, len(test))))
+    if test_only:
+        return None, None, test
+    labeled, unlabeled = split_labeled_unlabeled(pad_to(train, data_config.image_size), data_config.labels_per_class,
+                                                 seed=seed, unlabeled_limit=data_config.unlabeled_limit)
     return labeled, unlabeled, test

@@ -19,19 +19,28 @@ from ..io import atomic_write
 from ..models import Classifier, ModelSpec, build_model
 
 
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    ema: torch.nn.Module | None = None) -> None:
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+    if ema is not None:
+        state["ema"] = ema.state_dict()
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore model and optimizer in place; return the step to continue from."""
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    ema: torch.nn.Module | None = None) -> int:
+    """Restore model, optimizer (and EMA weights) in place; return the step to continue from."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
         raise UserError(f"checkpoint {path} cannot be loaded ({error}); delete it to restart this stage") from None
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
+    if ema is not None:
+        if "ema" not in state:
+            raise UserError(f"checkpoint {path} has no EMA weights but ema_decay is now set; "
+                            f"delete it to restart this stage or set ema_decay=0")
+        ema.load_state_dict(state["ema"])
     return int(state["step"])
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.utils.model_ema import ModelEmaV3
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
@@ -115,7 +116,8 @@ def steps_for(config: TrainConfig, labeled_size: int, pseudo_size: int | None) -
 def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, stage_dir: Path, seed: int,
                 device: torch.device, pseudo: PseudoLabeledSet | None = None,
                 randaugment: RandAugment | None = None, desc: str = "train") -> torch.nn.Module:
-    """Train (or resume training) and export `stage_dir/final.safetensors`."""
+    """Train (or resume training), export `stage_dir/final.safetensors`, return the exported model
+    (the EMA weights when `config.ema_decay` is set)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = stage_dir / "checkpoints" / "last.pt"
     metrics_path = stage_dir / "metrics.jsonl"
@@ -124,9 +126,11 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
                                 weight_decay=config.weight_decay, nesterov=config.momentum > 0)
     total_steps, steps_per_epoch = steps_for(config, len(labeled), None if pseudo is None else len(pseudo))
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    # timm's warm-up keeps early EMA from averaging in the random init on short schedules.
+    ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema_decay > 0 else None
     start = 0
     if checkpoint_path.is_file():
-        start = load_checkpoint(checkpoint_path, model, optimizer)
+        start = load_checkpoint(checkpoint_path, model, optimizer, ema.module if ema else None)
         _truncate_metrics(metrics_path, start)
     log_every = max(1, min(50, total_steps // 20))
     bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None, leave=False)
@@ -146,6 +150,8 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if ema is not None:
+            ema.update(model, step=step + 1)
         window_loss += loss.item()
         window_images += len(inputs)
         window_steps += 1
@@ -161,11 +167,11 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
             bar.set_postfix(loss=f"{record['loss']:.3f}")
             window_loss, window_images, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
         if done % config.checkpoint_every == 0 or done == total_steps:
-            save_checkpoint(checkpoint_path, model, optimizer, done)
+            save_checkpoint(checkpoint_path, model, optimizer, done, ema.module if ema else None)
     bar.close()
-    model.eval()
-    export_weights(stage_dir / "final.safetensors", model)
-    return model
+    final = (ema.module if ema else model).eval()
+    export_weights(stage_dir / "final.safetensors", final)
+    return final
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

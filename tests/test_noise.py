@@ -1,0 +1,105 @@
+import math
+
+import pytest
+import torch
+
+from noisystudent.models import build_model
+from noisystudent.noise import OPS, RandAugment, op_parameters
+from noisystudent.noise.randaugment import apply_op
+
+
+def images(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g)
+
+
+def test_randaugment_picks_ops_uniformly_and_signs_evenly():
+    augment = RandAugment(layers=2, magnitude=10)
+    op_index, sign = augment.sample(160_000, torch.Generator().manual_seed(0))
+    frequency = torch.bincount(op_index.flatten(), minlength=len(OPS)).float() / op_index.numel()
+    assert torch.allclose(frequency, torch.full((len(OPS),), 1 / len(OPS)), atol=0.003)
+    assert abs((sign == 1).float().mean().item() - 0.5) < 0.005
+
+
+def test_every_chosen_op_is_applied_each_layer():
+    """TF's RandAugment applies the chosen op always (timm's applies it with p=0.5)."""
+    x = images(256)
+    for op in ("Invert", "Rotate", "Brightness"):
+        out = RandAugment(layers=1, magnitude=10, ops=(op,))(x, torch.Generator().manual_seed(1))
+        changed = (out != x).flatten(1).any(1).float().mean().item()
+        assert changed > 0.99, op
+
+
+def test_magnitude_is_on_the_tf_scale_and_not_clipped_at_10():
+    params = op_parameters(27, 224)
+    assert params["Rotate"] == pytest.approx(81.0)
+    assert params["ShearX"] == pytest.approx(0.81)
+    assert params["Brightness"] == pytest.approx(4.96)
+    assert params["TranslateX"] == pytest.approx(270.0)
+    assert params["Cutout"] == 108
+    assert op_parameters(10, 224)["TranslateX"] == pytest.approx(100.0)
+    assert op_parameters(10, 32)["TranslateX"] == pytest.approx(100 / 224 * 32)
+
+
+def test_each_op_keeps_shape_dtype_and_runs_on_a_batch():
+    x = images(8)
+    params = op_parameters(9, 32)
+    for op in OPS:
+        out = apply_op(op, x, params.get(op, 0.0), torch.Generator().manual_seed(0))
+        assert out.shape == x.shape and out.dtype == torch.uint8, op
+
+
+def test_randaugment_is_seeded():
+    x = images()
+    a = RandAugment(2, 10)(x, torch.Generator().manual_seed(3))
+    b = RandAugment(2, 10)(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_student_model_noise_active_in_train_and_off_in_eval():
+    model = build_model("resnet_tiny_32", 10, 1, dropout=0.5, survival_prob=0.8)
+    x = torch.rand(32, 1, 32, 32)
+    model.train()
+    torch.manual_seed(0)
+    a = model(x)
+    torch.manual_seed(1)
+    b = model(x)
+    assert not torch.allclose(a, b), "dropout / stochastic depth must make train-mode outputs random"
+    model.eval()
+    torch.manual_seed(0)
+    c = model(x)
+    torch.manual_seed(1)
+    assert torch.equal(c, model(x)), "no noise in eval mode"
+
+
+def test_noise_switches_turn_model_noise_off():
+    model = build_model("resnet_tiny_32", 10, 1, dropout=0.0, survival_prob=1.0)
+    model.train()
+    x = torch.rand(32, 1, 32, 32)
+    torch.manual_seed(0)
+    a = model(x)
+    torch.manual_seed(1)
+    assert torch.equal(a, model(x))
+    assert model.backbone.drop_rate == 0
+    assert all(getattr(m, "drop_path", None) is None for m in model.backbone.modules() if hasattr(m, "drop_path"))
+
+
+def test_stochastic_depth_decays_linearly_to_one_minus_survival():
+    model = build_model("resnet_medium_32", 10, 1, survival_prob=0.8)
+    rates = [m.drop_path.drop_prob if m.drop_path is not None else 0.0
+             for m in model.backbone.modules() if hasattr(m, "drop_path")]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
+    steps = [b - a for a, b in zip(rates, rates[1:])]
+    assert all(math.isclose(s, steps[0], rel_tol=1e-6) for s in steps)
+
+
+def test_dropout_before_the_classifier_drops_at_the_requested_rate():
+    """timm-style statistical test: seeded, large batch, observed rate within tolerance."""
+    for rate in (0.2, 0.5):
+        model = build_model("resnet_tiny_32", 10, 1, dropout=rate).train()
+        seen = []
+        model.backbone.fc.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0]))
+        torch.manual_seed(0)
+        model.backbone.forward_head(torch.ones(20_000, model.backbone.num_features, 2, 2))
+        observed = (seen[0] == 0).float().mean().item()
+        assert abs(observed - rate) < 0.01, (rate, observed)

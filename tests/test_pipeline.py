@@ -1,0 +1,111 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from noisystudent.cli import main
+from noisystudent.config import load_config
+from noisystudent.data import load_fashion_mnist
+from noisystudent.data.fashion_mnist import DEBIAN_ROOT, read_idx
+from noisystudent.errors import UserError
+from noisystudent.pipeline import run
+from noisystudent.train import loop as loop_module
+
+
+def snapshot(run_dir: Path) -> dict:
+    return {p: p.stat().st_mtime_ns for p in run_dir.rglob("*") if p.is_file()}
+
+
+def test_end_to_end_on_tiny_data_then_rerun_does_no_work(tiny_config):
+    summary = run(tiny_config, log=lambda line: None)
+    run_dir = Path(tiny_config.runs_dir) / tiny_config.name
+    for stage in ("round-0/teacher", "round-1/labels", "round-1/selection", "round-1/student"):
+        assert (run_dir / stage / "DONE").is_file(), stage
+    assert (run_dir / "round-1/labels/shard-00000.parquet").is_file()
+    assert (run_dir / "round-1/selection/selection.parquet").is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.json").is_file()
+    assert 0 <= summary["teacher_top1"] <= 1 and len(summary["rounds"]) == 1
+    assert summary["teacher_top1"] > 0.3, "the tiny classes are learnable"
+    round_1 = summary["rounds"][0]
+    assert 0 <= round_1["pseudo_label_accuracy"] <= 1 and 0 <= round_1["kept_fraction"] <= 1
+
+    before = {p: t for p, t in snapshot(run_dir).items() if p.name not in ("config.yaml", "summary.json")}
+    calls = []
+    original = loop_module.build_batch
+    loop_module.build_batch = lambda *a, **k: calls.append(1) or original(*a, **k)
+    try:
+        again = run(tiny_config, log=lambda line: None)
+    finally:
+        loop_module.build_batch = original
+    assert calls == [], "a finished run trains nothing"
+    after = {p: t for p, t in snapshot(run_dir).items() if p in before}
+    assert after == before, "a finished run rewrites no stage file"
+    assert again == summary
+
+
+def test_changed_settings_for_a_finished_stage_are_refused(tiny_config):
+    run(tiny_config, log=lambda line: None)
+    tiny_config.teacher.lr = 0.2
+    with pytest.raises(UserError, match="train.lr"):
+        run(tiny_config, log=lambda line: None)
+
+
+def test_smaller_student_is_refused_before_any_training(tiny_config):
+    tiny_config.models = ["resnet_small_32", "resnet_tiny_32"]
+    with pytest.raises(UserError, match=r"student resnet_tiny_32 \(317,034 parameters\) is smaller than teacher resnet_small_32"):
+        run(tiny_config, log=lambda line: None)
+    assert not (Path(tiny_config.runs_dir) / tiny_config.name / "round-0").exists()
+    tiny_config.allow_smaller_student = True
+    tiny_config.teacher.epochs = 2
+    tiny_config.selection.confidence_threshold = 0.0  # a 2-epoch teacher is rarely confident
+    assert run(tiny_config, log=lambda line: None)["rounds"][0]["student_model"] == "resnet_tiny_32"
+
+
+def test_smaller_student_exit_code_2_from_cli(tiny_config, capsys):
+    code = main(["demo", "--quick", f"data.root={tiny_config.data.root}", f"runs_dir={tiny_config.runs_dir}",
+                 "models=resnet_small_32,resnet_tiny_32", "data.labels_per_class=5", "data.unlabeled_limit=50"])
+    assert code == 2 and "smaller than teacher" in capsys.readouterr().err
+
+
+def test_missing_data_says_how_to_get_it(tmp_path):
+    with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist") as error:
+        load_fashion_mnist(tmp_path)
+    assert "download=true" in str(error.value)
+
+
+def test_corrupt_idx_is_a_clear_error(tmp_path):
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03" + (10).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2 + b"\x00" * 100)
+    with pytest.raises(UserError, match="truncated"):
+        read_idx(path)
+    path.write_bytes(b"GIF89a...")
+    with pytest.raises(UserError, match="magic"):
+        read_idx(path)
+
+
+def test_evaluate_command_prints_top1_top5(tiny_config, capsys):
+    run(tiny_config, log=lambda line: None)
+    student = Path(tiny_config.runs_dir) / tiny_config.name / "round-1" / "student"
+    assert main(["evaluate", str(student), f"data.root={tiny_config.data.root}"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    expected = json.loads((student / "eval.json").read_text())
+    assert result["top1"] == pytest.approx(expected["top1"]) and result["model"] == "resnet_tiny_32"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DEBIAN_ROOT / "train-images-idx3-ubyte.gz").is_file() and not os.environ.get("NOISYSTUDENT_DATA"),
+                    reason="Fashion-MNIST not installed (make test installs it)")
+def test_short_real_run_on_fashion_mnist(tmp_path):
+    """The real data, every stage, one round, in well under a minute on 2 cores."""
+    config = load_config(overrides=[
+        f"runs_dir={tmp_path}", "name=fmnist", "rounds=1", "models=resnet_tiny_32,resnet_tiny_32",
+        "data.labels_per_class=30", "data.unlabeled_limit=3000", "data.test_limit=2000",
+        "teacher.epochs=30", "teacher.batch_size=50", "teacher.lr=0.05", "teacher.warmup_epochs=2",
+        "student.epochs=2", "student.batch_size=32", "student.unlabeled_ratio=3", "student.lr=0.05",
+        "noise.randaugment_magnitude=10"])
+    summary = run(config, log=lambda line: None)
+    assert summary["teacher_top1"] > 0.6, summary  # a 10-class problem; chance is 0.1
+    assert summary["rounds"][0]["pseudo_label_accuracy"] > 0.6
+    assert summary["final_top1"] > 0.5

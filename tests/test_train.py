@@ -1,0 +1,134 @@
+import math
+
+import pytest
+import torch
+
+from noisystudent.config import TrainConfig
+from noisystudent.data import ImageSet
+from noisystudent.models import build_model
+from noisystudent.noise import RandAugment
+from noisystudent.train import PseudoLabeledSet, build_batch, learning_rate, sample_indices, soft_cross_entropy, train_model
+from noisystudent.train import loop as loop_module
+from noisystudent.train.checkpoint import load_exported
+
+
+def labeled_set(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return ImageSet(torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g),
+                    torch.arange(n) % 10, [f"l{i}" for i in range(n)], list("abcdefghij"))
+
+
+def pseudo_set(n=90, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    targets = torch.rand(n, 10, generator=g).softmax(1)
+    return PseudoLabeledSet(torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g), targets)
+
+
+def test_joint_batch_is_b_labeled_plus_r_times_b_pseudo_labeled():
+    labeled, pseudo = labeled_set(), pseudo_set()
+    config = TrainConfig(batch_size=8, unlabeled_ratio=3, augment=False)
+    inputs, targets = build_batch(5, 0, labeled, config, torch.device("cpu"), pseudo, None)
+    assert inputs.shape == (8 + 24, 1, 32, 32) and targets.shape == (32, 10)
+    # the first B rows are labeled images with one-hot targets, the rest pseudo-labeled with soft ones
+    rows = sample_indices(len(labeled), 8, 5, 0, loop_module.LABELED_STREAM)
+    assert torch.equal(inputs[:8], labeled.images[rows].float() / 255)
+    assert torch.equal(targets[:8].argmax(1), labeled.labels[rows]) and torch.equal(targets[:8].sum(1), torch.ones(8))
+    unlabeled_rows = sample_indices(len(pseudo), 24, 5, 0, loop_module.UNLABELED_STREAM)
+    assert torch.equal(targets[8:], pseudo.targets[unlabeled_rows])
+    assert torch.equal(inputs[8:], pseudo.images[unlabeled_rows].float() / 255)
+
+
+def test_randaugment_switch_changes_only_the_inputs():
+    labeled, pseudo = labeled_set(), pseudo_set()
+    config = TrainConfig(batch_size=8, unlabeled_ratio=2)
+    clean, t1 = build_batch(0, 0, labeled, config, torch.device("cpu"), pseudo, None)
+    noised, t2 = build_batch(0, 0, labeled, config, torch.device("cpu"), pseudo, RandAugment(2, 10))
+    assert torch.equal(t1, t2)
+    assert not torch.equal(clean, noised)
+
+
+def test_sampler_visits_every_row_once_per_epoch():
+    rows = torch.cat([sample_indices(10, 4, step, 0, 1) for step in range(5)])  # 2 epochs
+    assert sorted(rows[:10].tolist()) == list(range(10)) and sorted(rows[10:].tolist()) == list(range(10))
+
+
+def test_soft_cross_entropy_equals_cross_entropy_on_one_hot():
+    logits = torch.randn(16, 10)
+    labels = torch.randint(0, 10, (16,))
+    one_hot = torch.nn.functional.one_hot(labels, 10).float()
+    assert torch.allclose(soft_cross_entropy(logits, one_hot), torch.nn.functional.cross_entropy(logits, labels))
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    lrs = [learning_rate(s, 100, 10, 0.1) for s in range(101)]
+    assert lrs[9] == pytest.approx(0.1) and lrs[0] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:])) and lrs[100] == pytest.approx(0.0, abs=1e-12)
+
+
+def _train(stage_dir, config, labeled, pseudo):
+    torch.manual_seed(123)
+    model = build_model("resnet_tiny_32", 10, 1, dropout=0.3, survival_prob=0.8)
+    return train_model(model, labeled, config, stage_dir, seed=7, device=torch.device("cpu"), pseudo=pseudo,
+                       randaugment=RandAugment(2, 10), desc="student test")
+
+
+def _crash_then_resume(stage_dir, config, labeled, pseudo, monkeypatch, crash_at_call):
+    """Train until the loss is computed `crash_at_call` times, crash, then run again to the end."""
+    real_loss, calls = loop_module.soft_cross_entropy, {"n": 0}
+
+    def crashing_loss(logits, targets):
+        calls["n"] += 1
+        if calls["n"] == crash_at_call:
+            raise KeyboardInterrupt("simulated crash")
+        return real_loss(logits, targets)
+
+    monkeypatch.setattr(loop_module, "soft_cross_entropy", crashing_loss)
+    with pytest.raises(KeyboardInterrupt):
+        _train(stage_dir, config, labeled, pseudo)
+    monkeypatch.setattr(loop_module, "soft_cross_entropy", real_loss)
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch):
+    labeled, pseudo = labeled_set(), pseudo_set()
+    config = TrainConfig(epochs=2, batch_size=8, unlabeled_ratio=2, checkpoint_every=3, warmup_epochs=0.5)
+    straight = _train(tmp_path / "straight", config, labeled, pseudo)
+    _crash_then_resume(tmp_path / "resumed", config, labeled, pseudo, monkeypatch, crash_at_call=8)
+    assert (tmp_path / "resumed" / "checkpoints" / "last.pt").is_file()
+    assert not (tmp_path / "resumed" / "final.safetensors").exists()
+    resumed = _train(tmp_path / "resumed", config, labeled, pseudo)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)), "metrics log has no repeated steps after a resume"
+
+
+def test_exported_weights_rebuild_the_model(tmp_path):
+    labeled = labeled_set()
+    config = TrainConfig(epochs=1, batch_size=8)
+    model = train_model(build_model("resnet_tiny_32", 10, 1), labeled, config, tmp_path, 0, torch.device("cpu"))
+    loaded = load_exported(tmp_path).eval()
+    x = torch.rand(4, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), loaded(x), atol=1e-6)
+
+
+def test_diverging_loss_stops_with_the_step_named(tmp_path):
+    labeled = labeled_set()
+    config = TrainConfig(epochs=1, batch_size=8, lr=1e30, warmup_epochs=0)
+    with pytest.raises(Exception) as error:
+        train_model(build_model("resnet_tiny_32", 10, 1), labeled, config, tmp_path, 0, torch.device("cpu"), desc="teacher")
+    assert "at step" in str(error.value) and not math.isnan(0)
+
+
+def test_ema_weights_are_exported_and_resume_exactly(tmp_path, monkeypatch):
+    labeled, pseudo = labeled_set(), pseudo_set()
+    config = TrainConfig(epochs=2, batch_size=8, unlabeled_ratio=2, checkpoint_every=3, ema_decay=0.9)
+    straight = _train(tmp_path / "straight", config, labeled, pseudo)
+    raw = torch.load(tmp_path / "straight" / "checkpoints" / "last.pt", weights_only=True)
+    exported = load_exported(tmp_path / "straight").state_dict()
+    assert all(torch.equal(exported[k], raw["ema"][k]) for k in exported), "EMA weights are the exported ones"
+    assert any(not torch.equal(raw["ema"][k], raw["model"][k]) for k in raw["model"] if raw["model"][k].is_floating_point())
+    _crash_then_resume(tmp_path / "resumed", config, labeled, pseudo, monkeypatch, crash_at_call=5)
+    resumed = _train(tmp_path / "resumed", config, labeled, pseudo)
+    for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name
