@@ -54,7 +54,7 @@ def test_changed_settings_for_a_finished_stage_are_refused(tiny_config):
 
 def test_smaller_student_is_refused_before_any_training(tiny_config):
     tiny_config.models = ["resnet_small_32", "resnet_tiny_32"]
-    with pytest.raises(UserError, match=r"student resnet_tiny_32 \(317,034 parameters\) is smaller than teacher resnet_small_32"):
+    with pytest.raises(UserError, match=r"student resnet_tiny_32 \(317,034 parameters, [0-9,]+ FLOPs\) is smaller than teacher resnet_small_32"):
         run(tiny_config, log=lambda line: None)
     assert not (Path(tiny_config.runs_dir) / tiny_config.name / "round-0").exists()
     tiny_config.allow_smaller_student = True

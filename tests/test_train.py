@@ -26,7 +26,7 @@ def pseudo_set(n=90, seed=1):
 
 def test_joint_batch_is_b_labeled_plus_r_times_b_pseudo_labeled():
     labeled, pseudo = labeled_set(), pseudo_set()
-    config = TrainConfig(batch_size=8, unlabeled_ratio=3, augment=False)
+    config = TrainConfig(batch_size=8, unlabeled_ratio=3, augment=False, label_smoothing=0.0)
     inputs, targets = build_batch(5, 0, labeled, config, torch.device("cpu"), pseudo, None)
     assert inputs.shape == (8 + 24, 1, 32, 32) and targets.shape == (32, 10)
     # the first B rows are labeled images with one-hot targets, the rest pseudo-labeled with soft ones
@@ -36,6 +36,11 @@ def test_joint_batch_is_b_labeled_plus_r_times_b_pseudo_labeled():
     unlabeled_rows = sample_indices(len(pseudo), 24, 5, 0, loop_module.UNLABELED_STREAM)
     assert torch.equal(targets[8:], pseudo.targets[unlabeled_rows])
     assert torch.equal(inputs[8:], pseudo.images[unlabeled_rows].float() / 255)
+    # label smoothing touches the labeled targets only
+    _, smoothed = build_batch(5, 0, labeled, TrainConfig(batch_size=8, unlabeled_ratio=3, label_smoothing=0.1),
+                              torch.device("cpu"), pseudo, None)
+    assert smoothed[:8].max().item() == pytest.approx(0.91) and smoothed[:8].min().item() == pytest.approx(0.01)
+    assert torch.equal(smoothed[8:], targets[8:])
 
 
 def test_randaugment_switch_changes_only_the_inputs():
@@ -132,3 +137,23 @@ def test_ema_weights_are_exported_and_resume_exactly(tmp_path, monkeypatch):
     resumed = _train(tmp_path / "resumed", config, labeled, pseudo)
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_official_schedule_is_a_staircase_of_0_97_every_2_4_epochs():
+    lrs = [learning_rate(s, 1000, 10, 0.016, "exponential", steps_per_epoch=10) for s in range(100)]
+    assert lrs[10] == pytest.approx(0.016) and lrs[33] == pytest.approx(0.016)
+    assert lrs[34] == pytest.approx(0.016 * 0.97) and lrs[58] == pytest.approx(0.016 * 0.97 ** 2)
+
+
+def test_official_optimizer_preset_is_rmsprop_with_tf_constants():
+    optimizer = loop_module.make_optimizer(build_model("resnet_tiny_32", 10, 1), TrainConfig(optimizer="rmsprop"))
+    assert isinstance(optimizer, torch.optim.RMSprop)
+    group = optimizer.param_groups[0]
+    assert (group["alpha"], group["eps"], group["momentum"]) == (0.9, 1e-3, 0.9)
+
+
+def test_student_schedule_can_follow_the_labeled_data():
+    by_selection = loop_module.steps_for(TrainConfig(epochs=2, batch_size=10, unlabeled_ratio=3), 100, 3000)
+    by_labeled = loop_module.steps_for(TrainConfig(epochs=2, batch_size=10, unlabeled_ratio=3, epoch_unit="labeled"),
+                                       100, 3000)
+    assert by_selection == (200, 100) and by_labeled == (20, 10)

@@ -38,19 +38,25 @@ class NoiseConfig:
     randaugment: bool = True  # input noise on unlabeled and labeled student images
     randaugment_layers: int = 2  # N: ops applied per image (paper 2)
     randaugment_magnitude: float = 27.0  # M on the TF scale (10 = its "max"; the paper uses 27)
-    dropout: float = 0.5  # before the classifier (paper 0.5); 0 turns it off
+    dropout: float | None = 0.5  # before the classifier (paper 0.5); 0 turns it off; null = the
+    #                              model's own default (official: B0 0.2 ... B7 0.5)
     survival_prob: float = 0.8  # stochastic depth at the last block (paper 0.8); 1 turns it off
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = 60.0  # passes over the labeled set (teacher) or the pseudo-labeled selection (student)
+    epochs: float = 60.0  # length of training, in passes over `epoch_unit`
+    # What an epoch counts: the labeled set (teacher always; the official code's student too:
+    # its schedule follows the labeled data) or the student's pseudo-labeled selection.
+    epoch_unit: str = "selection"
     batch_size: int = 64  # labeled images per step
-    lr: float = 0.1  # peak learning rate (SGD, Nesterov), reached after warm-up
+    optimizer: str = "sgd"  # sgd (Nesterov; CPU-friendly) | rmsprop (official: decay 0.9, momentum 0.9, eps 1e-3)
+    lr: float = 0.1  # peak learning rate, reached after warm-up (official: 0.016 per 256 images)
+    lr_schedule: str = "cosine"  # cosine (to 0) | exponential (official: x0.97 every 2.4 epochs)
     momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to 0
-    label_smoothing: float = 0.0  # on the labeled loss only
+    weight_decay: float = 5e-4  # official: 1e-5
+    warmup_epochs: float = 1.0  # linear warm-up (official: 5 epochs)
+    label_smoothing: float = 0.1  # on the labeled loss only (official 0.1)
     augment: bool = True  # weak augmentation (random crop + flip) on labeled images
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at the end)
     ema_decay: float = 0.0  # EMA of weights (official 0.9999, with timm's warm-up); 0 = off. When on,
@@ -110,7 +116,7 @@ class Config:
             ("noise.randaugment_layers", self.noise.randaugment_layers >= 0, "must be >= 0"),
             ("noise.randaugment_magnitude", 0 <= self.noise.randaugment_magnitude <= 30,
              "must be in [0, 30] (TF scale: 10 is its nominal max, the paper uses 27)"),
-            ("noise.dropout", 0 <= self.noise.dropout < 1, "must be in [0, 1)"),
+            ("noise.dropout", self.noise.dropout is None or 0 <= self.noise.dropout < 1, "must be in [0, 1) or null"),
             ("noise.survival_prob", 0 < self.noise.survival_prob <= 1, "must be in (0, 1]; 1 turns it off"),
             ("labels.kind", self.labels.kind in ("soft", "hard"), "must be 'soft' or 'hard'"),
             ("labels.temperature", self.labels.temperature > 0, "must be > 0"),
@@ -124,6 +130,10 @@ class Config:
         for prefix, train in (("teacher", self.teacher), ("student", self.student)):
             checks += [
                 (f"{prefix}.epochs", train.epochs > 0, "must be > 0"),
+                (f"{prefix}.epoch_unit", train.epoch_unit in ("labeled", "selection"), "must be 'labeled' or 'selection'"),
+                (f"{prefix}.optimizer", train.optimizer in ("sgd", "rmsprop"), "must be 'sgd' or 'rmsprop'"),
+                (f"{prefix}.lr_schedule", train.lr_schedule in ("cosine", "exponential"),
+                 "must be 'cosine' or 'exponential'"),
                 (f"{prefix}.batch_size", train.batch_size >= 1, "must be >= 1"),
                 (f"{prefix}.lr", train.lr > 0, "must be > 0"),
                 (f"{prefix}.momentum", 0 <= train.momentum < 1, "must be in [0, 1)"),

@@ -155,7 +155,7 @@ class Pipeline:
         config = self.config
         for k in range(1, config.rounds + 1):  # refuse a bad model schedule before training anything
             check_student_size(config.model_for_round(k - 1), config.model_for_round(k), self.labeled.num_classes,
-                               self.labeled.channels, config.allow_smaller_student)
+                               self.labeled.channels, config.allow_smaller_student, config.data.image_size)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.run_dir / "config.yaml", dump_yaml(config))
         self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "

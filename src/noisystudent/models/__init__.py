@@ -2,9 +2,10 @@
 
 from .inference import autocast, iterate_logits, predict_logits, resolve_device, to_model_input
 from .registry import (
-    MODEL_NAMES_HELP, SMALL_IMAGE_MODELS, Classifier, ModelSpec, build_model, check_student_size,
-    count_parameters, is_known_model,
+    EFFICIENTNETS, MODEL_NAMES_HELP, MODELS, SMALL_IMAGE_MODELS, Classifier, ModelSpec, build_model,
+    check_student_size, count_flops, count_parameters, is_known_model, stochastic_depth_blocks,
 )
 
-__all__ = ["autocast", "iterate_logits", "predict_logits", "resolve_device", "to_model_input", "MODEL_NAMES_HELP", "SMALL_IMAGE_MODELS", "Classifier", "ModelSpec", "build_model",
-           "check_student_size", "count_parameters", "is_known_model"]
+__all__ = ["autocast", "iterate_logits", "predict_logits", "resolve_device", "to_model_input", "EFFICIENTNETS", "MODEL_NAMES_HELP", "MODELS", "SMALL_IMAGE_MODELS", "Classifier",
+           "ModelSpec", "build_model", "check_student_size", "count_flops", "count_parameters", "is_known_model",
+           "stochastic_depth_blocks"]

@@ -2,33 +2,46 @@
 
 Every model is a `Classifier`: it takes float images in [0, 1] (pixel space, so that attacks
 and corruptions need not know the normalization), normalizes them, and runs a timm backbone
-created with `drop_rate` (dropout before the classifier) and `drop_path_rate` (stochastic
-depth, timm's linear decay: 0 at the first block, the full rate at the last).
+with `drop_rate` (dropout before the classifier) and stochastic depth whose drop probability
+grows linearly with block index from 0 at the first block to `1 - survival_prob` at the last
+(the paper: "survival probability 0.8 for the final layer"; official code and timm's
+EfficientNet stop one step short, at rate * (n-1)/n, so we set each block's rate ourselves).
 
-Small-image variants. ImageNet stems downsample by 4 before the first stage (7x7/2 conv +
-max-pool), which leaves 8x8 feature maps from a 32x32 input and wastes the image. Ours keep
-timm's ResNet (BasicBlock, its stochastic depth and dropout) and swap the stem for one 3x3
-stride-2 conv without the max-pool: stage 1 sees 16x16, the last stage 2x2. Measured on 2 CPU
-cores at 32x32 (DESIGN.md), this stem trains 2-4x faster than a stride-1 stem at a small cost in
-accuracy on 28 px data. Why each exists:
-
-- resnet_tiny_32   (16-32-64-128 ch, 1 block/stage, 0.3M): tests and the quick demo.
-- resnet_small_32  (32-64-128-256 ch, 1 block/stage, 1.2M): the demo's teacher, ~900 img/s.
-- resnet_medium_32 (32-64-128-256 ch, 2 blocks/stage, 2.8M): a deeper student for a later round.
-- resnet_wide_32   (64-128-256-512 ch, 1 block/stage, 4.9M): a wider student, for GPUs.
+Names:
+- `efficientnet-b0` ... `efficientnet-b7`, `efficientnet-l0`, `-l1`, `-l2`: the paper's family,
+  built with timm's EfficientNet generator in its TF-faithful form (TF "same" padding, BN eps
+  1e-3), with the official width/depth multipliers, resolutions and dropout (see EFFICIENTNETS).
+- small-image ResNets for 28-32 px on CPUs (see SMALL_IMAGE_MODELS);
+- any other timm model name, built by timm with its own defaults.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import timm
 import torch
+from timm.layers import DropPath
+from timm.models.efficientnet import _gen_efficientnet
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from ..errors import UserError
+
+Builder = Callable[..., nn.Module]  # (num_classes, in_chans, drop_rate, drop_path_rate) -> nn.Module
+
+
+@dataclass(frozen=True)
+class RegistryEntry:
+    build: Builder
+    train_resolution: int
+    test_resolution: int
+    dropout: float  # the model's own default dropout before the classifier
+    width: float | None = None  # EfficientNet compound-scaling multipliers
+    depth: float | None = None
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,29 +69,84 @@ class ModelSpec:
             raise UserError(f"weights file lacks the model description ({error}); was it exported by noisystudent?") from None
 
 
-def _small_resnet(channels: tuple[int, ...], layers: tuple[int, ...]) -> Callable[..., nn.Module]:
+# ---------------------------------------------------------------------------------------------
+# Small-image variants. ImageNet stems downsample by 4 before the first stage (7x7/2 conv +
+# max-pool), which leaves 8x8 maps from a 32x32 input and wastes the image. Ours keep timm's
+# ResNet (BasicBlock, its dropout and stochastic depth) with one 3x3 stride-2 conv as the stem
+# and no max-pool: stage 1 sees 16x16, the last stage 2x2. On 2 CPU cores this trains 2-4x
+# faster than a stride-1 stem (DESIGN.md) at a small cost in accuracy on 28 px images.
+
+def _small_resnet(channels: tuple[int, ...], layers: tuple[int, ...]) -> Builder:
     def build(num_classes: int, in_chans: int, drop_rate: float, drop_path_rate: float) -> nn.Module:
         model = ResNet(BasicBlock, layers, num_classes=num_classes, in_chans=in_chans, channels=channels,
                        drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-        stem_channels = model.conv1.out_channels
-        model.conv1 = nn.Conv2d(in_chans, stem_channels, kernel_size=3, stride=2, padding=1, bias=False)
+        model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, kernel_size=3, stride=2, padding=1, bias=False)
         model.maxpool = nn.Identity()
         return model
     return build
 
 
-SMALL_IMAGE_MODELS: dict[str, Callable[..., nn.Module]] = {
-    "resnet_tiny_32": _small_resnet((16, 32, 64, 128), (1, 1, 1, 1)),
-    "resnet_small_32": _small_resnet((32, 64, 128, 256), (1, 1, 1, 1)),
-    "resnet_medium_32": _small_resnet((32, 64, 128, 256), (2, 2, 2, 2)),
-    "resnet_wide_32": _small_resnet((64, 128, 256, 512), (1, 1, 1, 1)),
+SMALL_IMAGE_MODELS: dict[str, RegistryEntry] = {
+    "resnet_tiny_32": RegistryEntry(_small_resnet((16, 32, 64, 128), (1, 1, 1, 1)), 32, 32, 0.5,
+                                    why="0.3M: tests and the quick demo; ~2000 img/s training on 2 cores"),
+    "resnet_small_32": RegistryEntry(_small_resnet((32, 64, 128, 256), (1, 1, 1, 1)), 32, 32, 0.5,
+                                     why="1.2M: the demo's teacher and first student; ~900 img/s"),
+    "resnet_medium_32": RegistryEntry(_small_resnet((32, 64, 128, 256), (2, 2, 2, 2)), 32, 32, 0.5,
+                                      why="2.8M: a deeper student for a later round; ~500 img/s"),
+    "resnet_wide_32": RegistryEntry(_small_resnet((64, 128, 256, 512), (1, 1, 1, 1)), 32, 32, 0.5,
+                                    why="4.9M: a wider student, for GPUs or patient CPUs; ~330 img/s"),
 }
-MODEL_NAMES_HELP = (f"use one of {', '.join(SMALL_IMAGE_MODELS)} or any timm model name "
-                    f"(`noisystudent models` lists them)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's EfficientNets. B0-B7: (width, depth, resolution, dropout) from the official
+# efficientnet_builder.py (tensorflow/tpu); L2 from google-research/noisystudent's builder
+# ((4.3, 5.3, 800, 0.5)) with the paper's 475 px train resolution. L0 and L1 from the paper's
+# appendix table "Architecture specifications for EfficientNets used in the paper"
+# (arXiv:1911.04252v4, Table 7): L0 w=2.8 d=3.7 train 380 / test 500 (140M parameters), L1
+# w=3.9 d=3.7 (L0 made wider) 380 / 500 (270M); the official code has no entry for them, and
+# our tests check the resulting parameter counts against the table's.
+
+def _efficientnet(variant: str, width: float, depth: float) -> Builder:
+    def build(num_classes: int, in_chans: int, drop_rate: float, drop_path_rate: float) -> nn.Module:
+        # timm looks up pretrained configs by variant name; L0/L1 have none, which is expected.
+        logging.getLogger("timm.models._builder").setLevel(logging.ERROR)
+        return _gen_efficientnet(variant, channel_multiplier=width, depth_multiplier=depth, pretrained=False,
+                                 bn_eps=1e-3, pad_type="same", num_classes=num_classes, in_chans=in_chans,
+                                 drop_rate=drop_rate, drop_path_rate=drop_path_rate)
+    return build
+
+
+EFFICIENTNETS: dict[str, tuple[float, float, int, int, float]] = {
+    # name: (width, depth, train resolution, test resolution, dropout)
+    "efficientnet-b0": (1.0, 1.0, 224, 224, 0.2),
+    "efficientnet-b1": (1.0, 1.1, 240, 240, 0.2),
+    "efficientnet-b2": (1.1, 1.2, 260, 260, 0.3),
+    "efficientnet-b3": (1.2, 1.4, 300, 300, 0.3),
+    "efficientnet-b4": (1.4, 1.8, 380, 380, 0.4),
+    "efficientnet-b5": (1.6, 2.2, 456, 456, 0.4),
+    "efficientnet-b6": (1.8, 2.6, 528, 528, 0.5),
+    "efficientnet-b7": (2.0, 3.1, 600, 600, 0.5),
+    "efficientnet-l0": (2.8, 3.7, 380, 500, 0.5),
+    "efficientnet-l1": (3.9, 3.7, 380, 500, 0.5),
+    "efficientnet-l2": (4.3, 5.3, 475, 800, 0.5),
+}
+
+MODELS: dict[str, RegistryEntry] = {
+    **SMALL_IMAGE_MODELS,
+    **{name: RegistryEntry(_efficientnet("tf_" + name.replace("-", "_"), w, d), train, test, dropout, w, d,
+                           why="the paper's model family")
+       for name, (w, d, train, test, dropout) in EFFICIENTNETS.items()},
+}
+MODEL_NAMES_HELP = "use a name from `noisystudent models` (small-image ResNets, efficientnet-b0..l2) or any timm model"
 
 
 def is_known_model(name: str) -> bool:
-    return name in SMALL_IMAGE_MODELS or timm.is_model(name)
+    return name in MODELS or timm.is_model(name)
+
+
+def default_dropout(name: str) -> float:
+    return MODELS[name].dropout if name in MODELS else 0.0
 
 
 class Classifier(nn.Module):
@@ -95,20 +163,37 @@ class Classifier(nn.Module):
         return self.backbone((images - self.mean) / self.std)
 
 
-def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float = 0.0,
+def stochastic_depth_blocks(backbone: nn.Module) -> list[nn.Module]:
+    """Residual blocks carrying a DropPath, in forward order."""
+    return [m for m in backbone.modules() if isinstance(getattr(m, "drop_path", None), DropPath)]
+
+
+def set_linear_stochastic_depth(backbone: nn.Module, last_block_drop: float) -> None:
+    """Drop probability i / (n-1) * last_block_drop for block i of n: 0 first, exact at the last."""
+    blocks = stochastic_depth_blocks(backbone)
+    for index, block in enumerate(blocks):
+        block.drop_path.drop_prob = last_block_drop * index / max(1, len(blocks) - 1)
+
+
+def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float | None = 0.0,
                 survival_prob: float = 1.0, mean: tuple[float, ...] | None = None,
                 std: tuple[float, ...] | None = None) -> Classifier:
-    """A Classifier by registry name. `survival_prob` is stochastic depth's keep probability at
-    the last block (paper 0.8), i.e. drop_path_rate = 1 - survival_prob."""
+    """A Classifier by registry name. `dropout=None` takes the model's own default (B0 0.2 ...
+    B7 0.5); `survival_prob` is stochastic depth's keep probability at the last block."""
     if not is_known_model(name):
         raise UserError(f"unknown model {name!r}; {MODEL_NAMES_HELP}")
-    noise = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=dropout, drop_path_rate=1.0 - survival_prob)
-    if name in SMALL_IMAGE_MODELS:
-        backbone = SMALL_IMAGE_MODELS[name](**noise)
+    drop_rate = default_dropout(name) if dropout is None else dropout
+    noise = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=1.0 - survival_prob)
+    if name in MODELS:
+        backbone = MODELS[name].build(**noise)
     else:
         backbone = timm.create_model(name, pretrained=False, **noise)
-    # Fashion-MNIST statistics by default; ImageNet's would be the choice for RGB photos.
-    spec = ModelSpec(name, num_classes, in_chans, tuple(mean or (0.286,) * in_chans), tuple(std or (0.353,) * in_chans))
+    if survival_prob < 1.0:
+        set_linear_stochastic_depth(backbone, 1.0 - survival_prob)
+    # Fashion-MNIST statistics for 1 channel; ImageNet's for RGB photos.
+    default_mean, default_std = ((0.286,), (0.353,)) if in_chans == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    spec = ModelSpec(name, num_classes, in_chans, tuple(mean or default_mean * (in_chans // len(default_mean))),
+                     tuple(std or default_std * (in_chans // len(default_std))))
     return Classifier(spec, backbone)
 
 
@@ -119,12 +204,30 @@ def count_parameters(name: str, num_classes: int, in_chans: int) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_student_size(teacher: str, student: str, num_classes: int, in_chans: int, allow_smaller: bool) -> None:
-    """The paper's student is equal or larger than its teacher; refuse a smaller one."""
-    teacher_params = count_parameters(teacher, num_classes, in_chans)
-    student_params = count_parameters(student, num_classes, in_chans)
-    if student_params < teacher_params and not allow_smaller:
+def count_flops(name: str, num_classes: int, in_chans: int, resolution: int) -> int:
+    """FLOPs of one forward pass at `resolution`, counted on the meta device (no compute)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.device("meta"):
+        model = build_model(name, num_classes, in_chans).eval()
+        with FlopCounterMode(display=False) as counter:
+            model(torch.empty(1, in_chans, resolution, resolution))
+    return counter.get_total_flops()
+
+
+def check_student_size(teacher: str, student: str, num_classes: int, in_chans: int, allow_smaller: bool,
+                       resolution: int | None = None) -> None:
+    """The paper's student is equal or larger than its teacher: parameters, and FLOPs at
+    `resolution` when given. Refuse a smaller student unless allowed."""
+    sizes = {role: {"parameters": count_parameters(name, num_classes, in_chans)}
+             for role, name in (("teacher", teacher), ("student", student))}
+    if resolution is not None:
+        for role, name in (("teacher", teacher), ("student", student)):
+            sizes[role]["FLOPs"] = count_flops(name, num_classes, in_chans, resolution)
+    smaller = [measure for measure in sizes["student"] if sizes["student"][measure] < sizes["teacher"][measure]]
+    if smaller and not allow_smaller:
+        describe = lambda role: ", ".join(f"{v:,} {k}" for k, v in sizes[role].items())  # noqa: E731
         raise UserError(
-            f"student {student} ({student_params:,} parameters) is smaller than teacher {teacher} "
-            f"({teacher_params:,}); Noisy Student needs an equal-or-larger student. Choose a larger model "
-            f"in `models`, or set allow_smaller_student=true to run the ablation anyway")
+            f"student {student} ({describe('student')}) is smaller than teacher {teacher} ({describe('teacher')}) "
+            f"in {' and '.join(smaller)}; Noisy Student needs an equal-or-larger student. Choose a larger model in "
+            f"`models`, or set allow_smaller_student=true to run the ablation anyway")

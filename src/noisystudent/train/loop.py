@@ -69,12 +69,25 @@ def sample_indices(n: int, count: int, step: int, seed: int, stream: int) -> tor
     return torch.cat(rows)
 
 
-def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float) -> float:
-    """Linear warm-up to `peak`, then cosine decay to 0 at `total_steps`."""
+def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, schedule: str = "cosine",
+                  steps_per_epoch: int = 1) -> float:
+    """Linear warm-up to `peak`, then cosine decay to 0 at `total_steps`, or the official
+    staircase: x0.97 every 2.4 epochs after warm-up."""
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
+    if schedule == "exponential":
+        return peak * 0.97 ** ((step - warmup_steps) // max(1, round(2.4 * steps_per_epoch)))
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "rmsprop":
+        # TF's RMSProp (decay 0.9, eps 1e-3 added inside the square root) ~ torch's alpha=0.9, eps=1e-3.
+        return torch.optim.RMSprop(model.parameters(), lr=config.lr, alpha=0.9, eps=1e-3, momentum=config.momentum,
+                                   weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
 
 
 def labeled_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
@@ -106,10 +119,14 @@ def build_batch(step: int, seed: int, labeled: ImageSet, config: TrainConfig, de
     return to_model_input(pixels, device), torch.cat(targets).to(device)
 
 
-def steps_for(config: TrainConfig, labeled_size: int, pseudo_size: int | None) -> int:
-    """Total steps: `epochs` passes over the labeled set (teacher) or the selection (student)."""
+def steps_for(config: TrainConfig, labeled_size: int, pseudo_size: int | None) -> tuple[int, int]:
+    """(total steps, steps per epoch): `epochs` passes over the labeled set (teacher, or a
+    student with epoch_unit=labeled) or over the pseudo-labeled selection."""
     batch, unlabeled = joint_batch_sizes(config.batch_size, config.unlabeled_ratio)
-    per_epoch = math.ceil(labeled_size / batch) if pseudo_size is None else math.ceil(pseudo_size / unlabeled)
+    if pseudo_size is None or config.epoch_unit == "labeled":
+        per_epoch = math.ceil(labeled_size / batch)
+    else:
+        per_epoch = math.ceil(pseudo_size / unlabeled)
     return max(1, round(config.epochs * per_epoch)), per_epoch
 
 
@@ -122,8 +139,7 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
     checkpoint_path = stage_dir / "checkpoints" / "last.pt"
     metrics_path = stage_dir / "metrics.jsonl"
     model.to(device).to(memory_format=torch.channels_last).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    optimizer = make_optimizer(model, config)
     total_steps, steps_per_epoch = steps_for(config, len(labeled), None if pseudo is None else len(pseudo))
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     # timm's warm-up keeps early EMA from averaging in the random init on short schedules.
@@ -136,7 +152,7 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
     bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None, leave=False)
     window_loss, window_images, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
     for step in range(start, total_steps):
-        lr = learning_rate(step, total_steps, warmup_steps, config.lr)
+        lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.lr_schedule, steps_per_epoch)
         for group in optimizer.param_groups:
             group["lr"] = lr
         inputs, targets = build_batch(step, seed, labeled, config, device, pseudo, randaugment)

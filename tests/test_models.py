@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from noisystudent.errors import UserError
+from noisystudent.models import (
+    EFFICIENTNETS, MODELS, build_model, check_student_size, count_parameters, stochastic_depth_blocks,
+)
+
+# Published parameter counts at 1000 classes: EfficientNet paper (B0 5.3M, B7 66M), Noisy Student
+# appendix (L0 140M, L1 270M, L2 480M).
+PUBLISHED_MILLIONS = {"efficientnet-b0": 5.3, "efficientnet-b7": 66, "efficientnet-l0": 140,
+                      "efficientnet-l1": 270, "efficientnet-l2": 480}
+
+
+@pytest.mark.parametrize("name, millions", PUBLISHED_MILLIONS.items())
+def test_parameter_counts_match_the_published_ones(name, millions):
+    params = count_parameters(name, 1000, 3) / 1e6  # on the meta device: nothing allocated
+    assert params == pytest.approx(millions, rel=0.02), (name, params)
+
+
+def test_efficientnets_grow_along_the_family():
+    counts = [count_parameters(name, 1000, 3) for name in EFFICIENTNETS]
+    assert counts == sorted(counts)
+
+
+def test_per_model_default_dropout_follows_the_official_code():
+    assert MODELS["efficientnet-b0"].dropout == 0.2 and MODELS["efficientnet-b4"].dropout == 0.4
+    assert MODELS["efficientnet-b7"].dropout == 0.5 and MODELS["efficientnet-l2"].dropout == 0.5
+    with torch.device("meta"):
+        assert build_model("efficientnet-b3", 1000, 3, dropout=None).backbone.drop_rate == 0.3
+        assert build_model("efficientnet-b3", 1000, 3, dropout=0.5).backbone.drop_rate == 0.5
+
+
+def test_l2_resolutions_and_multipliers():
+    entry = MODELS["efficientnet-l2"]
+    assert (entry.width, entry.depth, entry.train_resolution, entry.test_resolution) == (4.3, 5.3, 475, 800)
+
+
+@pytest.mark.parametrize("name", ["resnet_medium_32", "efficientnet-b0", "efficientnet-l2"])
+def test_stochastic_depth_reaches_one_minus_survival_exactly_at_the_last_block(name):
+    with torch.device("meta"):
+        model = build_model(name, 1000, 3, survival_prob=0.8)
+    rates = [block.drop_path.drop_prob for block in stochastic_depth_blocks(model.backbone)]
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
+    assert all(b > a for a, b in zip(rates, rates[1:]))
+    gaps = [b - a for a, b in zip(rates, rates[1:])]
+    assert max(gaps) - min(gaps) < 1e-9, "linear in block index"
+
+
+def test_drop_path_drops_whole_samples_at_its_rate():
+    """timm-style: seeded, large batch, observed drop ratio within tolerance of the requested."""
+    model = build_model("resnet_tiny_32", 10, 1, survival_prob=0.8).train()
+    last = stochastic_depth_blocks(model.backbone)[-1].drop_path
+    torch.manual_seed(0)
+    out = last(torch.ones(40_000, 4))
+    dropped = (out.sum(1) == 0).float().mean().item()
+    assert abs(dropped - 0.2) < 0.01
+    assert torch.allclose(out[out.sum(1) > 0], torch.full((1,), 1 / 0.8)), "kept samples rescaled by 1/survival"
+
+
+def test_student_size_error_names_both_models_and_sizes():
+    with pytest.raises(UserError) as error:
+        check_student_size("efficientnet-b7", "efficientnet-b0", 1000, 3, allow_smaller=False)
+    message = str(error.value)
+    assert "efficientnet-b0 (5,288,548 parameters)" in message and "efficientnet-b7 (66,347,960 parameters)" in message
+    check_student_size("efficientnet-b7", "efficientnet-b0", 1000, 3, allow_smaller=True)
+    check_student_size("efficientnet-b0", "efficientnet-b0", 1000, 3, allow_smaller=False)
+
+
+def test_student_size_also_compares_flops_at_the_training_resolution():
+    # efficientnet-b0 has 3x the parameters of resnet_small_32 at 10 classes but fewer FLOPs at 32 px
+    check_student_size("resnet_small_32", "efficientnet-b0", 10, 3, allow_smaller=False)
+    with pytest.raises(UserError, match="smaller than teacher resnet_small_32 .* in FLOPs"):
+        check_student_size("resnet_small_32", "efficientnet-b0", 10, 3, allow_smaller=False, resolution=32)
+
+
+def test_small_image_models_run_at_28_and_32_px():
+    for name in ("resnet_tiny_32", "resnet_small_32"):
+        model = build_model(name, 10, 1).eval()
+        for size in (28, 32):
+            assert model(torch.rand(2, 1, size, size)).shape == (2, 10)
