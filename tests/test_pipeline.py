@@ -109,3 +109,18 @@ def test_short_real_run_on_fashion_mnist(tmp_path):
     assert summary["teacher_top1"] > 0.6, summary  # a 10-class problem; chance is 0.1
     assert summary["rounds"][0]["pseudo_label_accuracy"] > 0.6
     assert summary["final_top1"] > 0.5
+
+
+def test_finetune_stage_is_the_rounds_model_and_next_teacher(tiny_config):
+    tiny_config.rounds = 2
+    tiny_config.finetune.epochs = 1.5
+    tiny_config.finetune.resolution = 40
+    tiny_config.selection.confidence_threshold = 0.0  # tiny models are rarely confident
+    summary = run(tiny_config, log=lambda line: None)
+    run_dir = Path(tiny_config.runs_dir) / tiny_config.name
+    finetune_eval = json.loads((run_dir / "round-1" / "finetune" / "eval.json").read_text())
+    assert finetune_eval["resolution"] == 40
+    assert summary["rounds"][0]["student_top1"] == finetune_eval["top1"]
+    assert "before_finetune_top1" in summary["rounds"][0]
+    teacher_of_round_2 = json.loads((run_dir / "round-2" / "labels" / "stats.json").read_text())["teacher"]
+    assert teacher_of_round_2.endswith("round-1/finetune")

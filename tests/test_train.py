@@ -157,3 +157,27 @@ def test_student_schedule_can_follow_the_labeled_data():
     by_labeled = loop_module.steps_for(TrainConfig(epochs=2, batch_size=10, unlabeled_ratio=3, epoch_unit="labeled"),
                                        100, 3000)
     assert by_selection == (200, 100) and by_labeled == (20, 10)
+
+
+def test_fixres_finetune_freezes_shallow_layers_and_adapts_the_rest(tmp_path):
+    labeled = labeled_set()
+    trained = train_model(build_model("resnet_tiny_32", 10, 1), labeled, TrainConfig(epochs=1, batch_size=8),
+                          tmp_path / "student", 0, torch.device("cpu"))
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    model = load_exported(tmp_path / "student", resolution=40)
+    assert model.spec.resolution == 40
+    frozen = loop_module.freeze_shallow_layers(model, 0.5)
+    frozen_names = {name for name, module in model.named_modules() if any(module is f for f in frozen)}
+    finetuned = train_model(model, labeled, TrainConfig(epochs=2, batch_size=8, augment=False, warmup_epochs=0),
+                            tmp_path / "finetune", 0, torch.device("cpu"), freeze_fraction=0.5)
+    after = finetuned.state_dict()
+    assert "backbone.conv1" in frozen_names and "backbone.fc" not in frozen_names
+    for key, value in after.items():
+        layer = key.rsplit(".", 1)[0]
+        if layer in frozen_names:
+            assert torch.equal(value, before[key]), f"frozen {key} changed (BN statistics included)"
+    changed_bn = [k for k in after if k.endswith("running_mean") and k.rsplit(".", 1)[0] not in frozen_names
+                  and not torch.equal(after[k], before[k])]
+    assert changed_bn, "unfrozen BatchNorms re-estimate their statistics at the new resolution"
+    assert not torch.equal(after["backbone.fc.weight"], before["backbone.fc.weight"])
+    assert load_exported(tmp_path / "finetune").spec.resolution == 40, "the resolution travels with the weights"

@@ -79,6 +79,18 @@ class SelectionConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """FixRes-style fine-tune after each student (paper: 1.5 epochs at the test resolution, shallow
+    layers frozen). Its output is the round's model: evaluated and the next teacher."""
+
+    epochs: float = 0.0  # passes over the labeled set; 0 = no fine-tune (paper 1.5)
+    resolution: int | None = None  # inputs are resized to this inside the model; null = unchanged
+    freeze_fraction: float = 0.5  # share of the backbone's layers, from the input side, kept frozen
+    batch_size: int = 64
+    lr: float = 0.005
+
+
+@dataclass
 class Config:
     name: str = "demo"  # run directory name under runs_dir
     runs_dir: str = "runs"
@@ -96,6 +108,7 @@ class Config:
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def model_for_round(self, round_index: int) -> str:
         return self.models[min(round_index, len(self.models) - 1)]
@@ -124,6 +137,13 @@ class Config:
             ("labels.shard_size", self.labels.shard_size >= 1, "must be >= 1"),
             ("selection.confidence_threshold", 0 <= self.selection.confidence_threshold <= 1,
              "must be in [0, 1] (a probability)"),
+            ("finetune.epochs", self.finetune.epochs >= 0, "must be >= 0; 0 turns the fine-tune off"),
+            ("finetune.resolution", self.finetune.resolution is None or self.finetune.resolution >= 8,
+             "must be >= 8 or null"),
+            ("finetune.freeze_fraction", 0 <= self.finetune.freeze_fraction < 1,
+             "must be in [0, 1): the classifier always trains"),
+            ("finetune.batch_size", self.finetune.batch_size >= 1, "must be >= 1"),
+            ("finetune.lr", self.finetune.lr > 0, "must be > 0"),
             ("selection.images_per_class",
              self.selection.images_per_class is None or self.selection.images_per_class >= 1, "must be >= 1 or null"),
         ]

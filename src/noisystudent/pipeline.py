@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from .config import Config, dump_yaml
+from .config import Config, TrainConfig, dump_yaml
 from .data import load_splits
 from .errors import UserError
 from .evaluate import evaluate_accuracy
@@ -84,27 +84,48 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def train_stage(self, stage: Stage, model_name: str, desc: str, pseudo: PseudoLabeledSet | None = None) -> dict:
-        """Train a teacher (pseudo=None, no noise) or a noised student; return its eval dict."""
+    def train_stage(self, stage: Stage, desc: str, make_model: Callable[[], torch.nn.Module], train: TrainConfig,
+                    pseudo: PseudoLabeledSet | None = None, randaugment: RandAugment | None = None,
+                    freeze_fraction: float = 0.0) -> dict:
+        """Train (or resume) the model `make_model` builds, evaluate it, mark the stage done."""
         if not stage.is_done():
-            config, noise = self.config, self.config.noise
-            is_student = pseudo is not None
-            model = build_model(model_name, self.labeled.num_classes, self.labeled.channels,
-                                dropout=noise.dropout if is_student else 0.0,
-                                survival_prob=noise.survival_prob if is_student else 1.0)
-            randaugment = (RandAugment(noise.randaugment_layers, noise.randaugment_magnitude)
-                           if is_student and noise.randaugment and noise.randaugment_layers > 0 else None)
             started = time.perf_counter()
-            model = train_model(model, self.labeled, config.student if is_student else config.teacher, stage.path,
-                        config.seed, self.device, pseudo=pseudo, randaugment=randaugment, desc=desc)
+            model = train_model(make_model(), self.labeled, train, stage.path, self.config.seed, self.device,
+                                pseudo=pseudo, randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc)
             metrics = evaluate_accuracy(model, self.test, self.device)
-            metrics.update(model=model_name, parameters=sum(p.numel() for p in model.parameters()),
-                           train_seconds=round(time.perf_counter() - started, 1))
+            metrics.update(model=model.spec.name, parameters=sum(p.numel() for p in model.parameters()),
+                           resolution=model.spec.resolution, train_seconds=round(time.perf_counter() - started, 1))
             write_json(stage.path / "eval.json", metrics)
             stage.mark_done()
         metrics = read_json(stage.path / "eval.json")
         self.log(f"  {desc}: {metrics['model']} test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}")
         return metrics
+
+    def teacher_stage(self, stage: Stage, model_name: str) -> dict:
+        """Round 0: cross-entropy on labeled images with weak augmentation and no noise."""
+        make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels)  # noqa: E731
+        return self.train_stage(stage, "teacher round 0", make, self.config.teacher)
+
+    def student_stage(self, stage: Stage, model_name: str, round_index: int, store: LabelStore,
+                      selection_dir: Path) -> dict:
+        """A noised student on joint batches of labeled and pseudo-labeled images."""
+        noise = self.config.noise
+        make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels,  # noqa: E731
+                                   dropout=noise.dropout, survival_prob=noise.survival_prob)
+        randaugment = (RandAugment(noise.randaugment_layers, noise.randaugment_magnitude)
+                       if noise.randaugment and noise.randaugment_layers > 0 else None)
+        pseudo = None if stage.is_done() else self.pseudo_labeled_set(store, selection_dir)
+        return self.train_stage(stage, f"student round {round_index}", make, self.config.student, pseudo, randaugment)
+
+    def finetune_stage(self, stage: Stage, student_dir: Path, round_index: int) -> dict:
+        """FixRes-style: un-augmented labeled images at a larger resolution, shallow layers frozen."""
+        finetune = self.config.finetune
+        make = lambda: load_exported(student_dir, resolution=finetune.resolution)  # noqa: E731
+        train = TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
+                            lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=False,
+                            weight_decay=self.config.student.weight_decay)
+        return self.train_stage(stage, f"fine-tune round {round_index}", make, train,
+                                freeze_fraction=finetune.freeze_fraction)
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
         if not stage.is_done():
@@ -165,7 +186,7 @@ class Pipeline:
         teacher_stage = Stage(self.run_dir / "round-0" / "teacher",
                               {**data_inputs, "model": teacher_model, "train": asdict(config.teacher)})
         self.log("round 0")
-        teacher_eval = self.train_stage(teacher_stage, teacher_model, "teacher round 0")
+        teacher_eval = self.teacher_stage(teacher_stage, teacher_model)
         rounds, previous = [], (teacher_stage, teacher_model, teacher_eval)
         for k in range(1, config.rounds + 1):
             self.log(f"round {k}")
@@ -184,17 +205,22 @@ class Pipeline:
             student_stage = Stage(round_dir / "student", {"selection": selection_stage.inputs_hash, **data_inputs,
                                                           "model": student_model, "train": asdict(config.student),
                                                           "noise": asdict(config.noise)})
-            pseudo = None if student_stage.is_done() else self.pseudo_labeled_set(store, selection_stage.path)
-            student_eval = self.train_stage(student_stage, student_model, f"student round {k}", pseudo)
+            student_eval = self.student_stage(student_stage, student_model, k, store, selection_stage.path)
+            output_stage, output_eval = student_stage, student_eval
+            if config.finetune.epochs > 0:
+                output_stage = Stage(round_dir / "finetune", {"student": student_stage.inputs_hash, **data_inputs,
+                                                              "finetune": asdict(config.finetune)})
+                output_eval = self.finetune_stage(output_stage, student_stage.path, k)
             rounds.append({
                 "round": k, "teacher_model": teacher_model, "student_model": student_model,
                 "teacher_parameters": teacher_eval["parameters"], "student_parameters": student_eval["parameters"],
                 "pseudo_label_accuracy": label_stats["pseudo_label_accuracy"],
                 "kept_fraction": selection_stats["kept_fraction"],
-                "teacher_top1": teacher_eval["top1"], "student_top1": student_eval["top1"],
-                "student_top5": student_eval["top5"],
+                "teacher_top1": teacher_eval["top1"], "student_top1": output_eval["top1"],
+                "student_top5": output_eval["top5"],
+                **({"before_finetune_top1": student_eval["top1"]} if output_stage is not student_stage else {}),
             })
-            previous = (student_stage, student_model, student_eval)
+            previous = (output_stage, student_model, output_eval)
         first_teacher = read_json(self.run_dir / "round-0" / "teacher" / "eval.json")
         summary = {"name": config.name, "device": str(self.device), "teacher_top1": first_teacher["top1"],
                    "final_top1": previous[2]["top1"], "rounds": rounds}

@@ -23,6 +23,7 @@ from typing import Callable
 
 import timm
 import torch
+import torch.nn.functional as F
 from timm.layers import DropPath
 from timm.models.efficientnet import _gen_efficientnet
 from timm.models.resnet import BasicBlock, ResNet
@@ -53,10 +54,11 @@ class ModelSpec:
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resolution: int | None = None  # inputs of another size are resized to this (FixRes fine-tuned models)
 
     def to_metadata(self) -> dict[str, str]:
         return {key: str(value) if not isinstance(value, tuple) else ",".join(map(str, value))
-                for key, value in asdict(self).items()}
+                for key, value in asdict(self).items() if value is not None}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> "ModelSpec":
@@ -64,7 +66,8 @@ class ModelSpec:
             return cls(name=metadata["name"], num_classes=int(metadata["num_classes"]),
                        in_chans=int(metadata["in_chans"]),
                        mean=tuple(float(v) for v in metadata["mean"].split(",")),
-                       std=tuple(float(v) for v in metadata["std"].split(",")))
+                       std=tuple(float(v) for v in metadata["std"].split(",")),
+                       resolution=int(metadata["resolution"]) if "resolution" in metadata else None)
         except (KeyError, ValueError) as error:
             raise UserError(f"weights file lacks the model description ({error}); was it exported by noisystudent?") from None
 
@@ -160,6 +163,9 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.spec.resolution
+        if size is not None and images.shape[-2:] != (size, size):
+            images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return self.backbone((images - self.mean) / self.std)
 
 
@@ -177,7 +183,7 @@ def set_linear_stochastic_depth(backbone: nn.Module, last_block_drop: float) -> 
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float | None = 0.0,
                 survival_prob: float = 1.0, mean: tuple[float, ...] | None = None,
-                std: tuple[float, ...] | None = None) -> Classifier:
+                std: tuple[float, ...] | None = None, resolution: int | None = None) -> Classifier:
     """A Classifier by registry name. `dropout=None` takes the model's own default (B0 0.2 ...
     B7 0.5); `survival_prob` is stochastic depth's keep probability at the last block."""
     if not is_known_model(name):
@@ -193,7 +199,7 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float |
     # Fashion-MNIST statistics for 1 channel; ImageNet's for RGB photos.
     default_mean, default_std = ((0.286,), (0.353,)) if in_chans == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     spec = ModelSpec(name, num_classes, in_chans, tuple(mean or default_mean * (in_chans // len(default_mean))),
-                     tuple(std or default_std * (in_chans // len(default_std))))
+                     tuple(std or default_std * (in_chans // len(default_std))), resolution)
     return Classifier(spec, backbone)
 
 

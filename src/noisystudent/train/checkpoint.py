@@ -49,8 +49,10 @@ def export_weights(path: Path, model: Classifier) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=model.spec.to_metadata()))
 
 
-def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float = 1.0) -> Classifier:
-    """Rebuild a Classifier from `final.safetensors` (noise settings are not part of weights)."""
+def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float = 1.0,
+                  resolution: int | None = None) -> Classifier:
+    """Rebuild a Classifier from `final.safetensors` (noise settings are not part of weights);
+    `resolution` replaces the exported input resolution (for a FixRes fine-tune)."""
     path = Path(path)
     if path.is_dir():
         path = path / "final.safetensors"
@@ -65,6 +67,7 @@ def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float =
         raise
     except Exception as error:
         raise UserError(f"{path} is not a readable safetensors file ({error})") from None
-    model = build_model(spec.name, spec.num_classes, spec.in_chans, dropout, survival_prob, spec.mean, spec.std)
+    model = build_model(spec.name, spec.num_classes, spec.in_chans, dropout, survival_prob, spec.mean, spec.std,
+                        resolution or spec.resolution)
     model.load_state_dict(tensors)
     return model

@@ -82,11 +82,12 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, s
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    trainable = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "rmsprop":
         # TF's RMSProp (decay 0.9, eps 1e-3 added inside the square root) ~ torch's alpha=0.9, eps=1e-3.
-        return torch.optim.RMSprop(model.parameters(), lr=config.lr, alpha=0.9, eps=1e-3, momentum=config.momentum,
+        return torch.optim.RMSprop(trainable, lr=config.lr, alpha=0.9, eps=1e-3, momentum=config.momentum,
                                    weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+    return torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
                            weight_decay=config.weight_decay, nesterov=config.momentum > 0)
 
 
@@ -130,15 +131,29 @@ def steps_for(config: TrainConfig, labeled_size: int, pseudo_size: int | None) -
     return max(1, round(config.epochs * per_epoch)), per_epoch
 
 
+def freeze_shallow_layers(model: torch.nn.Module, fraction: float) -> list[torch.nn.Module]:
+    """Freeze the first `fraction` of the layers with parameters, in definition (= forward, for
+    timm's convnets) order: no gradient, and eval mode, so frozen BatchNorms keep their running
+    statistics while the unfrozen ones re-estimate theirs at the new resolution (FixRes)."""
+    layers = [m for m in model.modules() if not list(m.children()) and list(m.parameters(recurse=False))]
+    frozen = layers[:int(fraction * len(layers))]
+    for layer in frozen:
+        layer.requires_grad_(False)
+        layer.eval()
+    return frozen
+
+
 def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, stage_dir: Path, seed: int,
                 device: torch.device, pseudo: PseudoLabeledSet | None = None,
-                randaugment: RandAugment | None = None, desc: str = "train") -> torch.nn.Module:
+                randaugment: RandAugment | None = None, freeze_fraction: float = 0.0,
+                desc: str = "train") -> torch.nn.Module:
     """Train (or resume training), export `stage_dir/final.safetensors`, return the exported model
     (the EMA weights when `config.ema_decay` is set)."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = stage_dir / "checkpoints" / "last.pt"
     metrics_path = stage_dir / "metrics.jsonl"
     model.to(device).to(memory_format=torch.channels_last).train()
+    freeze_shallow_layers(model, freeze_fraction)
     optimizer = make_optimizer(model, config)
     total_steps, steps_per_epoch = steps_for(config, len(labeled), None if pseudo is None else len(pseudo))
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
