@@ -79,3 +79,13 @@ def test_small_image_models_run_at_28_and_32_px():
         model = build_model(name, 10, 1).eval()
         for size in (28, 32):
             assert model(torch.rand(2, 1, size, size)).shape == (2, 10)
+
+
+def test_readme_model_table_is_generated_from_the_registry():
+    from pathlib import Path
+
+    from noisystudent.models import registry_table
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    table = readme.split("<!-- models-table:start -->\n")[1].split("\n<!-- models-table:end -->")[0]
+    assert table == registry_table(), "regenerate the README table with `noisystudent models`"

@@ -66,12 +66,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .models import SMALL_IMAGE_MODELS, count_parameters
+    from .models import MODELS, registry_table
 
-    print("small-image variants (28-32 px, 10 classes, 1 channel):")
-    for name in SMALL_IMAGE_MODELS:
-        print(f"  {name:20s} {count_parameters(name, 10, 1) / 1e6:6.2f}M parameters")
-    print("and every timm model name, e.g. efficientnet_b0 ... efficientnet_b7, efficientnet_l2")
+    print(registry_table())
+    print("\nwhy each small-image variant exists:")
+    for name, entry in MODELS.items():
+        if entry.width is None:
+            print(f"  {name:18s} {entry.why}")
+    print("any other timm model name works too (timm's own defaults)")
     return 0
 
 

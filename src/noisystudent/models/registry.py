@@ -32,6 +32,7 @@ from torch import nn
 from ..errors import UserError
 
 Builder = Callable[..., nn.Module]  # (num_classes, in_chans, drop_rate, drop_path_rate) -> nn.Module
+DEFAULT_SURVIVAL = 0.8  # stochastic depth at the last block, for every model (paper; official rate 0.2)
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,18 @@ MODELS: dict[str, RegistryEntry] = {
        for name, (w, d, train, test, dropout) in EFFICIENTNETS.items()},
 }
 MODEL_NAMES_HELP = "use a name from `noisystudent models` (small-image ResNets, efficientnet-b0..l2) or any timm model"
+
+
+def registry_table() -> str:
+    """The README's model table, generated from the registry (a test keeps README in sync)."""
+    rows = ["| model | parameters (1000 classes, RGB) | width x depth | train / test px | dropout | drop-path at last block |",
+            "|---|---|---|---|---|---|"]
+    for name, entry in MODELS.items():
+        params = count_parameters(name, 1000, 3) / 1e6
+        scaling = f"{entry.width} x {entry.depth}" if entry.width is not None else "-"
+        rows.append(f"| `{name}` | {params:.1f}M | {scaling} | {entry.train_resolution} / {entry.test_resolution} | "
+                    f"{entry.dropout} | {1 - DEFAULT_SURVIVAL:.1f} (survival {DEFAULT_SURVIVAL}) |")
+    return "\n".join(rows)
 
 
 def is_known_model(name: str) -> bool:
