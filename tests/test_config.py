@@ -57,3 +57,18 @@ def test_help_teaches_with_examples(capsys):
             main(argv)
         assert exit_.value.code == 0
         assert "example" in capsys.readouterr().out
+
+
+def test_imagenet_paper_preset_validates_and_its_models_build_on_meta():
+    from noisystudent.cli import bundled_config
+    from noisystudent.models import check_student_size, count_parameters
+
+    config = load_config(bundled_config("imagenet-paper"))
+    assert config.models == ["efficientnet-b7", "efficientnet-l0", "efficientnet-l1", "efficientnet-l2", "efficientnet-l2"]
+    assert config.student.batch_size == 2048 and config.student.unlabeled_ratio == 14
+    assert config.student.optimizer == "rmsprop" and config.student.lr == pytest.approx(0.016 * 2048 / 256)
+    assert config.selection.images_per_class == 130_000 and config.noise.randaugment_magnitude == 27
+    assert config.finetune.epochs == 1.5 and config.finetune.resolution == 800
+    for k in range(1, config.rounds + 1):  # the schedule never shrinks the student
+        check_student_size(config.model_for_round(k - 1), config.model_for_round(k), 1000, 3, allow_smaller=False)
+    assert count_parameters(config.model_for_round(4), 1000, 3) > 470e6

@@ -22,10 +22,15 @@ from .errors import ConfigError, UserError
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion_mnist"  # the embedded default; more sources come with their own keys
-    root: str | None = None  # IDX folder; default $NOISYSTUDENT_DATA, else the Debian package's
-    download: bool = False  # fetch with torchvision's downloader when files are missing
-    labels_per_class: int = 100  # labeled images per class, drawn (seeded) from the train split
+    dataset: str = "fashion_mnist"  # fashion_mnist (the embedded default) | folder (your images)
+    root: str | None = None  # fashion_mnist: IDX folder; default $NOISYSTUDENT_DATA, else the Debian package's
+    download: bool = False  # fashion_mnist: fetch with torchvision's downloader when files are missing
+    labels_per_class: int = 100  # fashion_mnist: labeled images per class, drawn (seeded) from the train split
+    labeled: str | None = None  # folder: ImageFolder root, one subfolder per class
+    unlabeled: str | None = None  # folder: a folder tree of images (recursive)
+    test: str | None = None  # folder: ImageFolder root with the labeled classes
+    channels: int = 3  # folder: 3 (RGB) or 1 (grayscale); Fashion-MNIST is 1
+    max_bad_fraction: float = 0.01  # folder: undecodable images tolerated (skipped and listed) before stopping
     unlabeled_limit: int | None = None  # cap the unlabeled pool (quick runs); None = all the rest
     test_limit: int | None = None  # evaluate on the first N test images; None = all 10k
     image_size: int = 32  # 28 px images are zero-padded to this (32 keeps ImageNet-C ops valid)
@@ -120,12 +125,21 @@ class Config:
              "must be a plain directory name (no '/')"),
             ("rounds", self.rounds >= 0, "must be >= 0"),
             ("models", len(self.models) >= 1, "needs at least the teacher's model name"),
-            ("data.dataset", self.data.dataset == "fashion_mnist", "only 'fashion_mnist' is built in"),
+            ("data.dataset", self.data.dataset in ("fashion_mnist", "folder"), "must be 'fashion_mnist' or 'folder'"),
+            ("data.labeled", self.data.dataset != "folder" or bool(self.data.labeled),
+             "is required with dataset 'folder' (an ImageFolder root)"),
+            ("data.unlabeled", self.data.dataset != "folder" or bool(self.data.unlabeled),
+             "is required with dataset 'folder' (a folder of images)"),
+            ("data.test", self.data.dataset != "folder" or bool(self.data.test),
+             "is required with dataset 'folder' (an ImageFolder root)"),
+            ("data.channels", self.data.channels in (1, 3), "must be 1 or 3"),
+            ("data.max_bad_fraction", 0 <= self.data.max_bad_fraction <= 1, "must be in [0, 1]"),
             ("data.labels_per_class", self.data.labels_per_class >= 1, "must be >= 1"),
             ("data.unlabeled_limit", self.data.unlabeled_limit is None or self.data.unlabeled_limit >= 1,
              "must be >= 1 or null"),
             ("data.test_limit", self.data.test_limit is None or self.data.test_limit >= 1, "must be >= 1 or null"),
-            ("data.image_size", self.data.image_size >= 28, "must be >= 28 (Fashion-MNIST is 28x28)"),
+            ("data.image_size", self.data.image_size >= (28 if self.data.dataset == "fashion_mnist" else 8),
+             "must be >= 28 for Fashion-MNIST (28x28 images), >= 8 otherwise"),
             ("noise.randaugment_layers", self.noise.randaugment_layers >= 0, "must be >= 0"),
             ("noise.randaugment_magnitude", 0 <= self.noise.randaugment_magnitude <= 30,
              "must be in [0, 30] (TF scale: 10 is its nominal max, the paper uses 27)"),

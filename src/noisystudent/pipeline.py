@@ -134,7 +134,8 @@ class Pipeline:
             argmax = store.arrays()["argmax"]
             truth = self.unlabeled.labels.numpy()
             stats = {"pool": len(self.unlabeled), "teacher": str(teacher_dir),
-                     "pseudo_label_accuracy": float((argmax == truth).mean())}
+                     # only when the pool's truth is known (Fashion-MNIST); a folder pool has none
+                     "pseudo_label_accuracy": float((argmax == truth).mean()) if (truth >= 0).all() else None}
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()
         return read_json(stage.path / "stats.json")
@@ -146,7 +147,7 @@ class Pipeline:
                                self.config.selection.confidence_threshold, self.config.selection.images_per_class)
             stats = selection.stats(len(arrays["id"]))
             truth = self.unlabeled.labels.numpy()
-            if len(selection.rows):
+            if len(selection.rows) and (truth >= 0).all():
                 stats["selected_pseudo_label_accuracy"] = float((arrays["argmax"][selection.rows] == truth[selection.rows]).mean())
             table = pa.table({"id": pa.array(arrays["id"][selection.rows].tolist(), pa.string()),
                               "store_row": pa.array(selection.rows)})
@@ -200,7 +201,7 @@ class Pipeline:
             selection_stage = Stage(round_dir / "selection", {"labels": label_stage.inputs_hash,
                                                               "selection": asdict(config.selection)})
             selection_stats = self.selection_stage(selection_stage, store)
-            self.log(f"  pseudo labels: accuracy {label_stats['pseudo_label_accuracy']:.4f} on the pool, kept "
+            self.log(f"  pseudo labels: accuracy {_fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
                      f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
             student_stage = Stage(round_dir / "student", {"selection": selection_stage.inputs_hash, **data_inputs,
                                                           "model": student_model, "train": asdict(config.student),
@@ -229,11 +230,15 @@ class Pipeline:
         return summary
 
 
+def _fraction(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def format_summary(summary: dict) -> str:
     header = ("round", "teacher -> student", "params", "pseudo acc", "kept", "teacher top-1", "student top-1")
     rows = [(str(r["round"]), f"{r['teacher_model']} -> {r['student_model']}",
              f"{r['teacher_parameters'] / 1e6:.2f}M -> {r['student_parameters'] / 1e6:.2f}M",
-             f"{r['pseudo_label_accuracy']:.4f}", f"{r['kept_fraction']:.3f}",
+             _fraction(r["pseudo_label_accuracy"]), f"{r['kept_fraction']:.3f}",
              f"{r['teacher_top1']:.4f}", f"{r['student_top1']:.4f}") for r in summary["rounds"]]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
     line = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths))  # noqa: E731
