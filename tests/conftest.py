@@ -40,13 +40,21 @@ def tiny_idx_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def corruption_cache(tmp_path_factory) -> Path:
+    """Shared by all tests, so each corrupted tiny test set is made once per session."""
+    return tmp_path_factory.mktemp("corruptions")
+
+
 @pytest.fixture
-def tiny_config(tiny_idx_root, tmp_path) -> Config:
+def tiny_config(tiny_idx_root, tmp_path, corruption_cache) -> Config:
     """Every stage in a few seconds on the tiny data."""
     return load_config(overrides=[
         f"data.root={tiny_idx_root}", "data.labels_per_class=10", f"runs_dir={tmp_path / 'runs'}", "name=tiny",
         "rounds=1", "models=resnet_tiny_32,resnet_tiny_32", "threads=2",
-        "teacher.epochs=8", "teacher.batch_size=20", "teacher.warmup_epochs=1", "teacher.checkpoint_every=4",
+        "teacher.epochs=15", "teacher.batch_size=20", "teacher.warmup_epochs=1", "teacher.checkpoint_every=4",
         "student.epochs=1", "student.batch_size=10", "student.unlabeled_ratio=2", "student.warmup_epochs=0.1",
         "student.checkpoint_every=4", "noise.randaugment_magnitude=5", "labels.shard_size=200",
+        "evaluate.images=24", "evaluate.severities=[1,4]", "evaluate.perturbation_frames=3", "evaluate.pgd_steps=2",
+        f"evaluate.cache_dir={corruption_cache}",
     ])

@@ -85,13 +85,26 @@ def test_corrupt_idx_is_a_clear_error(tmp_path):
         read_idx(path)
 
 
-def test_evaluate_command_prints_top1_top5(tiny_config, capsys):
+def test_evaluate_command_prints_the_full_evaluation(tiny_config, capsys):
     run(tiny_config, log=lambda line: None)
-    student = Path(tiny_config.runs_dir) / tiny_config.name / "round-1" / "student"
-    assert main(["evaluate", str(student), f"data.root={tiny_config.data.root}"]) == 0
+    stages = Path(tiny_config.runs_dir) / tiny_config.name
+    student, teacher = stages / "round-1" / "student", stages / "round-0" / "teacher"
+    evaluate = tiny_config.evaluate
+    overrides = [f"data.root={tiny_config.data.root}", f"evaluate.images={evaluate.images}",
+                 "evaluate.severities=[1,4]", f"evaluate.perturbation_frames={evaluate.perturbation_frames}",
+                 f"evaluate.pgd_steps={evaluate.pgd_steps}", f"evaluate.cache_dir={evaluate.cache_dir}"]
+    output = stages / "cli-eval.json"
+    assert main(["evaluate", str(student), *overrides, "--baseline", str(teacher), "--output", str(output)]) == 0
     result = json.loads(capsys.readouterr().out)
+    assert json.loads(output.read_text()) == result
     expected = json.loads((student / "eval.json").read_text())
-    assert result["top1"] == pytest.approx(expected["top1"]) and result["model"] == "resnet_tiny_32"
+    assert result["model"] == "resnet_tiny_32"
+    for key in ("top1", "top5", "ece", "mce", "mfr", "relative_mce"):
+        assert result[key] == pytest.approx(expected[key]), key
+    assert result["fgsm"] == expected["fgsm"] and result["pgd"] == expected["pgd"]
+    assert set(result["corruption_errors"]) == set(expected["corruption_errors"])
+    teacher_eval = json.loads((teacher / "eval.json").read_text())
+    assert teacher_eval["mce"] == pytest.approx(100) and teacher_eval["mfr"] == pytest.approx(100)
 
 
 @pytest.mark.slow

@@ -53,15 +53,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .config import load_config
     from .data import load_splits
-    from .evaluate import evaluate_accuracy
+    from .evaluate import compare_to_baseline, evaluate_model
     from .models import resolve_device
     from .train import load_exported
 
     config = load_config(args.config, args.overrides)
-    model = load_exported(args.checkpoint)
+    device = resolve_device(config.device)
     _, _, test = load_splits(config.data, config.seed, test_only=True)
-    metrics = evaluate_accuracy(model, test, resolve_device(config.device))
-    print(json.dumps({"checkpoint": str(args.checkpoint), "model": model.spec.name, **metrics}, indent=2))
+    cache = Path(config.evaluate.cache_dir or Path(config.runs_dir) / ".cache" / "corruptions")
+
+    def evaluate(path: Path) -> dict:
+        model = load_exported(path)
+        return {"checkpoint": str(path), "model": model.spec.name,
+                **evaluate_model(model, test, device, config.evaluate, cache, config.seed)}
+
+    result = evaluate(args.checkpoint)
+    if args.baseline is not None:
+        result = compare_to_baseline(result, evaluate(args.baseline))
+    text = json.dumps(result, indent=2)
+    if args.output is not None:
+        from .io import write_text
+
+        write_text(args.output, text + "\n")
+    print(text)
     return 0
 
 
@@ -99,12 +113,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     evaluate = commands.add_parser(
-        "evaluate", help="test top-1/top-5 of exported weights", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Evaluate a stage folder or its final.safetensors on the configured test set.\n\n"
-                    "example:\n  noisystudent evaluate runs/demo/round-2/student\n"
-                    "  noisystudent evaluate runs/demo/round-0/teacher/final.safetensors --config configs/demo.yaml")
+        "evaluate", help="accuracy, calibration and robustness of exported weights",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a stage folder or its final.safetensors on the configured test set: top-1/top-5,\n"
+                    "per-class accuracy, confusion matrix, ECE (15 bins); with evaluate.robustness (default on),\n"
+                    "on the first evaluate.images test images: 15 ImageNet-C corruptions x 5 severities, ImageNet-P\n"
+                    "style perturbation flip probabilities, FGSM and PGD accuracy per epsilon. --baseline adds\n"
+                    "mCE, relative mCE and mFR against another model.\n\n"
+                    "example:\n  noisystudent evaluate runs/demo/round-2/student --baseline runs/demo/round-0/teacher\n"
+                    "  noisystudent evaluate runs/demo/round-0/teacher evaluate.robustness=false")
     evaluate.add_argument("checkpoint", type=Path, help="stage folder or .safetensors file")
-    evaluate.add_argument("--config", type=Path, default=None, help="config whose data section to use")
+    evaluate.add_argument("--config", type=Path, default=None, help="config whose data and evaluate sections to use")
+    evaluate.add_argument("--baseline", type=Path, default=None,
+                          help="model whose errors normalize mCE and mFR (e.g. the round-0 teacher)")
+    evaluate.add_argument("--output", type=Path, default=None, help="also write the JSON here (eval.json)")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.test_limit=1000 device=cpu")
     evaluate.set_defaults(func=cmd_evaluate)
 

@@ -19,6 +19,11 @@ import yaml
 
 from .errors import ConfigError, UserError
 
+# The ImageNet-C benchmark corruptions (evaluate/corruptions.py holds the implementation).
+CORRUPTION_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+                    "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+                    "jpeg_compression")
+
 
 @dataclass
 class DataConfig:
@@ -96,6 +101,21 @@ class FinetuneConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """What each trained model is measured on (eval.json); see `noisystudent evaluate --help`."""
+
+    robustness: bool = True  # corruptions, perturbations and attacks besides clean accuracy
+    images: int = 1000  # test images the robustness suites use (clean accuracy uses all)
+    corruptions: list[str] = field(default_factory=lambda: list(CORRUPTION_NAMES))  # ImageNet-C's 15
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    perturbation_frames: int = 10  # frames per ImageNet-P style sequence
+    epsilons: list[float] = field(default_factory=lambda: [0.0, 1 / 255, 2 / 255, 4 / 255])  # L-inf, pixels in [0, 1]
+    pgd_steps: int = 10
+    pgd_random_start: bool = True
+    cache_dir: str | None = None  # corrupted test sets; default <runs_dir>/.cache/corruptions
+
+
+@dataclass
 class Config:
     name: str = "demo"  # run directory name under runs_dir
     runs_dir: str = "runs"
@@ -114,6 +134,7 @@ class Config:
     labels: LabelConfig = field(default_factory=LabelConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def model_for_round(self, round_index: int) -> str:
         return self.models[min(round_index, len(self.models) - 1)]
@@ -158,6 +179,13 @@ class Config:
              "must be in [0, 1): the classifier always trains"),
             ("finetune.batch_size", self.finetune.batch_size >= 1, "must be >= 1"),
             ("finetune.lr", self.finetune.lr > 0, "must be > 0"),
+            ("evaluate.images", self.evaluate.images >= 1, "must be >= 1"),
+            ("evaluate.corruptions", set(self.evaluate.corruptions) <= set(CORRUPTION_NAMES),
+             f"must be among {', '.join(CORRUPTION_NAMES)}"),
+            ("evaluate.severities", all(1 <= s <= 5 for s in self.evaluate.severities), "must be in 1..5"),
+            ("evaluate.perturbation_frames", self.evaluate.perturbation_frames >= 2, "must be >= 2"),
+            ("evaluate.epsilons", all(0 <= e <= 1 for e in self.evaluate.epsilons), "must be in [0, 1] (pixel scale)"),
+            ("evaluate.pgd_steps", self.evaluate.pgd_steps >= 1, "must be >= 1"),
             ("selection.images_per_class",
              self.selection.images_per_class is None or self.selection.images_per_class >= 1, "must be >= 1 or null"),
         ]

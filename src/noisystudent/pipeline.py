@@ -27,7 +27,7 @@ import torch
 from .config import Config, TrainConfig, dump_yaml
 from .data import load_splits
 from .errors import UserError
-from .evaluate import evaluate_accuracy
+from .evaluate import compare_to_baseline, evaluate_model
 from .io import atomic_write, read_json, write_json, write_text
 from .labels import LabelStore, pseudo_label, select, targets_for
 from .models import build_model, check_student_size, resolve_device
@@ -92,7 +92,7 @@ class Pipeline:
             started = time.perf_counter()
             model = train_model(make_model(), self.labeled, train, stage.path, self.config.seed, self.device,
                                 pseudo=pseudo, randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc)
-            metrics = evaluate_accuracy(model, self.test, self.device)
+            metrics = self.evaluate(model)
             metrics.update(model=model.spec.name, parameters=sum(p.numel() for p in model.parameters()),
                            resolution=model.spec.resolution, train_seconds=round(time.perf_counter() - started, 1))
             write_json(stage.path / "eval.json", metrics)
@@ -100,6 +100,14 @@ class Pipeline:
         metrics = read_json(stage.path / "eval.json")
         self.log(f"  {desc}: {metrics['model']} test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}")
         return metrics
+
+    def evaluate(self, model: torch.nn.Module) -> dict:
+        """The full evaluation; ratios (mCE, mFR) against the round-0 teacher, which is the
+        baseline, so its own mCE and mFR are 100 by definition."""
+        cache = Path(self.config.evaluate.cache_dir or Path(self.config.runs_dir) / ".cache" / "corruptions")
+        result = evaluate_model(model, self.test, self.device, self.config.evaluate, cache, self.config.seed)
+        baseline_path = self.run_dir / "round-0" / "teacher" / "eval.json"
+        return compare_to_baseline(result, read_json(baseline_path) if baseline_path.is_file() else result)
 
     def teacher_stage(self, stage: Stage, model_name: str) -> dict:
         """Round 0: cross-entropy on labeled images with weak augmentation and no noise."""
@@ -224,10 +232,18 @@ class Pipeline:
             previous = (output_stage, student_model, output_eval)
         first_teacher = read_json(self.run_dir / "round-0" / "teacher" / "eval.json")
         summary = {"name": config.name, "device": str(self.device), "teacher_top1": first_teacher["top1"],
-                   "final_top1": previous[2]["top1"], "rounds": rounds}
+                   "final_top1": previous[2]["top1"], "rounds": rounds,
+                   "robustness": {"teacher": robustness_summary(first_teacher),
+                                  "student": robustness_summary(previous[2])}}
         write_json(self.run_dir / "summary.json", summary)
         self.log(format_summary(summary))
         return summary
+
+
+def robustness_summary(metrics: dict) -> dict:
+    """The headline numbers of one eval.json: top1, mce, mfr, fgsm, pgd, ece."""
+    keys = ("top1", "mce", "relative_mce", "mfr", "fgsm", "pgd", "ece")
+    return {key: metrics.get(key) for key in keys}
 
 
 def _fraction(value: float | None) -> str:
@@ -246,6 +262,10 @@ def format_summary(summary: dict) -> str:
     gain = summary["final_top1"] - summary["teacher_top1"]
     table.append(f"round-0 teacher top-1 {summary['teacher_top1']:.4f} -> final student {summary['final_top1']:.4f} "
                  f"({gain * 100:+.2f} points)")
+    teacher, student = summary["robustness"]["teacher"], summary["robustness"]["student"]
+    if student.get("mce") is not None:
+        table.append(f"robustness (round-0 teacher = 100): final student mCE {student['mce']:.1f}, "
+                     f"mFR {student['mfr']:.1f}; ECE {teacher['ece']:.3f} -> {student['ece']:.3f}")
     return "\n".join(table)
 
 

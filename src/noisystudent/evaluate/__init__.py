@@ -1,5 +1,6 @@
-"""Evaluation: clean accuracy (robustness suites build on the same predictions)."""
+"""Evaluation: clean accuracy and calibration, corruptions (mCE), perturbations (mFR), FGSM/PGD."""
 
-from .accuracy import evaluate_accuracy, topk_accuracy
+from .accuracy import topk_accuracy
+from .suite import compare_to_baseline, evaluate_model
 
-__all__ = ["evaluate_accuracy", "topk_accuracy"]
+__all__ = ["compare_to_baseline", "evaluate_model", "topk_accuracy"]

@@ -25,8 +25,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 [N, C, H, W] -> float [0, 1] on device, channels_last (faster convs on CPU and GPU)."""
-    return images.to(device, non_blocking=True).float().div_(255).contiguous(memory_format=torch.channels_last)
+    """uint8 [N, C, H, W] (or float already in [0, 1]) -> float [0, 1] on device, channels_last
+    (faster convolutions on CPU and GPU)."""
+    x = images.to(device, non_blocking=True)
+    x = x.float().div_(255) if x.dtype == torch.uint8 else x.float()
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def autocast(device: torch.device):

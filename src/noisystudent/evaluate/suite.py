@@ -1,0 +1,67 @@
+"""Everything `evaluate` measures about one model, as one JSON-able dict (eval.json).
+
+Clean accuracy (top-1, top-5, per class, confusion matrix, ECE over 15 bins) on the whole test
+set; the robustness suites (corruptions, perturbations, FGSM/PGD) on its first
+`evaluate.images` images. Ratios to a baseline (mCE, relative mCE, mFR) are added by
+`compare_to_baseline`, because the baseline (the round-0 teacher by default) is itself a model
+evaluated the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..config import EvaluateConfig
+from ..data import ImageSet
+from ..models import predict_logits
+from .accuracy import topk_accuracy
+from .adversarial import adversarial_accuracy
+from .calibration import confusion_matrix, expected_calibration_error, per_class_accuracy
+from .corruptions import CorruptionCache, corruption_errors, mean_corruption_error, relative_mean_corruption_error
+from .perturbations import mean_flip_rate, perturbation_flip_probabilities
+
+
+def evaluate_model(model: torch.nn.Module, test: ImageSet, device: torch.device, config: EvaluateConfig,
+                   cache_root: Path, seed: int = 0, batch_size: int = 1024) -> dict:
+    logits = predict_logits(model, test.images, batch_size, device, desc="evaluate")
+    probs = logits.softmax(dim=1)
+    confusion = confusion_matrix(logits.argmax(1), test.labels, test.num_classes)
+    result = {
+        "top1": topk_accuracy(logits, test.labels, 1), "top5": topk_accuracy(logits, test.labels, 5),
+        "n": len(test), "ece": expected_calibration_error(probs, test.labels, bins=15),
+        "per_class_accuracy": dict(zip(test.classes, per_class_accuracy(confusion))),
+        "confusion_matrix": confusion.tolist(),
+    }
+    if not config.robustness:
+        return result
+    subset = test.subset(range(min(config.images, len(test))))
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return predict_logits(model, images, batch_size, device, desc="robustness").argmax(1)
+
+    def error_of(images: torch.Tensor) -> float:
+        return (predict(images) != subset.labels).float().mean().item()
+
+    cache = CorruptionCache(cache_root, subset.images, seed)
+    result["robustness_images"] = len(subset)
+    result["clean_error_subset"] = error_of(subset.images)
+    result["corruption_errors"] = corruption_errors(error_of, cache, config.corruptions, config.severities)
+    result["flip_probability"] = perturbation_flip_probabilities(predict, subset.images, config.perturbation_frames, seed)
+    attack = dict(device=device, epsilons=config.epsilons, seed=seed)
+    result["fgsm"] = adversarial_accuracy(model, subset.images, subset.labels, attack="fgsm", **attack)
+    result["pgd"] = adversarial_accuracy(model, subset.images, subset.labels, attack="pgd", steps=config.pgd_steps,
+                                         random_start=config.pgd_random_start, **attack)
+    return result
+
+
+def compare_to_baseline(result: dict, baseline: dict) -> dict:
+    """Add CE / mCE, relative mCE and FR / mFR against a baseline model's eval dict."""
+    if "corruption_errors" not in result or "corruption_errors" not in baseline:
+        return result
+    result.update(mean_corruption_error(result["corruption_errors"], baseline["corruption_errors"]))
+    result.update(relative_mean_corruption_error(result["corruption_errors"], result["clean_error_subset"],
+                                                 baseline["corruption_errors"], baseline["clean_error_subset"]))
+    result.update(mean_flip_rate(result["flip_probability"], baseline["flip_probability"]))
+    return result
