@@ -26,7 +26,8 @@ examples:
   noisystudent demo --quick              # every stage on a Fashion-MNIST subset, a few minutes
   noisystudent demo                      # the full demo (1,000 labels, 59k unlabeled, 2 rounds)
   noisystudent run configs/demo.yaml student.unlabeled_ratio=7 name=ratio7
-  noisystudent evaluate runs/demo/round-2/student
+  noisystudent evaluate runs/demo/round-2/student --baseline runs/demo/round-0/teacher
+  noisystudent report runs/demo          # report.html: plots of accuracy, robustness, selection
   noisystudent models                    # model names for the `models` list
 """
 
@@ -76,6 +77,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         write_text(args.output, text + "\n")
     print(text)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    for name, path in build_report(args.run_dir).items():
+        print(f"{name}: {path}")
     return 0
 
 
@@ -129,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", type=Path, default=None, help="also write the JSON here (eval.json)")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.test_limit=1000 device=cpu")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    report = commands.add_parser(
+        "report", help="rebuild report.html / report.md of a run", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Plots and tables from a finished run directory (also written at the end of every run):\n"
+                    "accuracy per round, corruption errors, adversarial accuracy, pseudo-label confidence,\n"
+                    "per-class selection, learning curves.\n\nexample:\n  noisystudent report runs/demo")
+    report.add_argument("run_dir", type=Path, help="runs/<name>")
+    report.set_defaults(func=cmd_report)
 
     models = commands.add_parser("models", help="list model names", description="List the model registry.")
     models.set_defaults(func=cmd_models)

@@ -237,6 +237,9 @@ class Pipeline:
                                   "student": robustness_summary(previous[2])}}
         write_json(self.run_dir / "summary.json", summary)
         self.log(format_summary(summary))
+        from .report import build_report
+
+        self.log(f"report: {build_report(self.run_dir)['html']}")
         return summary
 
 
