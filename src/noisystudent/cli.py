@@ -153,9 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .train import Preempted
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except Preempted as stop:
+        print(f"noisystudent: {stop}", file=sys.stderr)
+        return stop.exit_code
     except UserError as error:
         print(f"noisystudent: error: {error}", file=sys.stderr)
         return 2

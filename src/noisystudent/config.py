@@ -72,6 +72,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # EMA of weights (official 0.9999, with timm's warm-up); 0 = off. When on,
     #                         the EMA weights are the ones evaluated, exported and used as next teacher
     unlabeled_ratio: float = 3.0  # student only: r*B pseudo-labeled images per step (paper 3..28)
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
 
 
 @dataclass

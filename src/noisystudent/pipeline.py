@@ -26,6 +26,7 @@ import torch
 
 from .config import Config, TrainConfig, dump_yaml
 from .data import load_splits
+from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_model
 from .io import atomic_write, read_json, write_json, write_text
@@ -74,10 +75,15 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
 
 
 class Pipeline:
+    """The rounds. Under torchrun every rank trains; rank 0 alone labels, selects, evaluates and
+    writes, while the others wait at a barrier and then read what it wrote."""
+
     def __init__(self, config: Config, log: Callable[[str], None] = print):
-        self.config, self.log = config, log
+        self.config = config
+        self.distributed, device_name = init_from_environment(config.device)
+        self.log = log if self.distributed.is_main else (lambda line: None)
         self.run_dir = Path(config.runs_dir) / config.name
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(device_name)
         if config.threads:
             torch.set_num_threads(config.threads)
         self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed)
@@ -90,13 +96,17 @@ class Pipeline:
         """Train (or resume) the model `make_model` builds, evaluate it, mark the stage done."""
         if not stage.is_done():
             started = time.perf_counter()
+            torch.manual_seed(self.config.seed)  # the initial weights, too, are a function of the seed
             model = train_model(make_model(), self.labeled, train, stage.path, self.config.seed, self.device,
-                                pseudo=pseudo, randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc)
-            metrics = self.evaluate(model)
-            metrics.update(model=model.spec.name, parameters=sum(p.numel() for p in model.parameters()),
-                           resolution=model.spec.resolution, train_seconds=round(time.perf_counter() - started, 1))
-            write_json(stage.path / "eval.json", metrics)
-            stage.mark_done()
+                                pseudo=pseudo, randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc,
+                                distributed=self.distributed)
+            if self.distributed.is_main:
+                metrics = self.evaluate(model)
+                metrics.update(model=model.spec.name, parameters=sum(p.numel() for p in model.parameters()),
+                               resolution=model.spec.resolution, train_seconds=round(time.perf_counter() - started, 1))
+                write_json(stage.path / "eval.json", metrics)
+                stage.mark_done()
+            self.distributed.barrier()
         metrics = read_json(stage.path / "eval.json")
         self.log(f"  {desc}: {metrics['model']} test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}")
         return metrics
@@ -136,7 +146,7 @@ class Pipeline:
                                 freeze_fraction=finetune.freeze_fraction)
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
-        if not stage.is_done():
+        if not stage.is_done() and self.distributed.is_main:
             teacher = load_exported(teacher_dir)  # no noise: dropout 0, stochastic depth off
             store = pseudo_label(teacher, self.unlabeled, self.config.labels, stage.path, self.device)
             argmax = store.arrays()["argmax"]
@@ -146,10 +156,11 @@ class Pipeline:
                      "pseudo_label_accuracy": float((argmax == truth).mean()) if (truth >= 0).all() else None}
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()
+        self.distributed.barrier()
         return read_json(stage.path / "stats.json")
 
     def selection_stage(self, stage: Stage, store: LabelStore) -> dict:
-        if not stage.is_done():
+        if not stage.is_done() and self.distributed.is_main:
             arrays = store.arrays()
             selection = select(arrays["argmax"], arrays["confidence"], self.labeled.num_classes,
                                self.config.selection.confidence_threshold, self.config.selection.images_per_class)
@@ -162,6 +173,7 @@ class Pipeline:
             atomic_write(stage.path / "selection.parquet", lambda tmp: pq.write_table(table, tmp))
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()
+        self.distributed.barrier()
         return read_json(stage.path / "stats.json")
 
     def pseudo_labeled_set(self, store: LabelStore, selection_dir: Path) -> PseudoLabeledSet:
@@ -186,8 +198,10 @@ class Pipeline:
         for k in range(1, config.rounds + 1):  # refuse a bad model schedule before training anything
             check_student_size(config.model_for_round(k - 1), config.model_for_round(k), self.labeled.num_classes,
                                self.labeled.channels, config.allow_smaller_student, config.data.image_size)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_text(self.run_dir / "config.yaml", dump_yaml(config))
+        if self.distributed.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_text(self.run_dir / "config.yaml", dump_yaml(config))
+        self.distributed.barrier()
         self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
                  f"{len(self.labeled)}, unlabeled {len(self.unlabeled)}, test {len(self.test)}")
         data_inputs = {"data": asdict(config.data), "seed": config.seed}
@@ -235,11 +249,13 @@ class Pipeline:
                    "final_top1": previous[2]["top1"], "rounds": rounds,
                    "robustness": {"teacher": robustness_summary(first_teacher),
                                   "student": robustness_summary(previous[2])}}
-        write_json(self.run_dir / "summary.json", summary)
-        self.log(format_summary(summary))
-        from .report import build_report
+        if self.distributed.is_main:
+            from .report import build_report
 
-        self.log(f"report: {build_report(self.run_dir)['html']}")
+            write_json(self.run_dir / "summary.json", summary)
+            self.log(format_summary(summary))
+            self.log(f"report: {build_report(self.run_dir)['html']}")
+        self.distributed.barrier()
         return summary
 
 

@@ -2,10 +2,10 @@
 
 from .checkpoint import export_weights, load_checkpoint, load_exported, save_checkpoint
 from .loop import (
-    PseudoLabeledSet, build_batch, freeze_shallow_layers, joint_batch_sizes, learning_rate, sample_indices, soft_cross_entropy,
+    Preempted, PseudoLabeledSet, build_batch, freeze_shallow_layers, joint_batch_sizes, learning_rate, sample_indices, soft_cross_entropy,
     steps_for, train_model,
 )
 
-__all__ = ["export_weights", "load_checkpoint", "load_exported", "save_checkpoint", "PseudoLabeledSet", "freeze_shallow_layers",
+__all__ = ["export_weights", "load_checkpoint", "load_exported", "save_checkpoint", "Preempted", "PseudoLabeledSet", "freeze_shallow_layers",
            "build_batch", "joint_batch_sizes", "learning_rate", "sample_indices", "soft_cross_entropy",
            "steps_for", "train_model"]

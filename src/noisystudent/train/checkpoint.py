@@ -8,6 +8,7 @@ model description in their metadata so any command can rebuild the model from th
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -19,21 +20,49 @@ from ..io import atomic_write
 from ..models import Classifier, ModelSpec, build_model
 
 
+def _state_bytes(state) -> int:
+    if torch.is_tensor(state):
+        return state.numel() * state.element_size()
+    if isinstance(state, dict):
+        return sum(_state_bytes(v) for v in state.values())
+    if isinstance(state, (list, tuple)):
+        return sum(_state_bytes(v) for v in state)
+    return 0
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    ema: torch.nn.Module | None = None) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
+                    ema: torch.nn.Module | None = None, fingerprint: str = "") -> None:
+    """Atomically replace `path`. Refuses non-finite weights (they would poison every resume)
+    and a disk with less than twice the checkpoint's size free (the old file stays until the new
+    one is complete, so both must fit)."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+             "fingerprint": fingerprint}
     if ema is not None:
         state["ema"] = ema.state_dict()
+    for name, tensor in state["model"].items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"weights {name} are not finite at step {step}; not writing a checkpoint "
+                            f"(the last good one stays in {path.parent})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = 2 * _state_bytes(state)
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise UserError(f"only {free / 2**20:.0f} MiB free in {path.parent}, a checkpoint needs {needed / 2**20:.0f} "
+                        f"MiB (twice its size); free some space and run the same command to resume")
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    ema: torch.nn.Module | None = None) -> int:
-    """Restore model, optimizer (and EMA weights) in place; return the step to continue from."""
+                    ema: torch.nn.Module | None = None, fingerprint: str | None = None) -> int:
+    """Restore model, optimizer (and EMA weights) in place; return the step to continue from.
+    With `fingerprint`, refuse a checkpoint trained on other data or settings."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
         raise UserError(f"checkpoint {path} cannot be loaded ({error}); delete it to restart this stage") from None
+    if fingerprint is not None and state.get("fingerprint") != fingerprint:
+        raise UserError(f"checkpoint {path} was trained on different data or settings than this run has now; "
+                        f"restore them, or delete {path.parent} to restart this stage")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if ema is not None:

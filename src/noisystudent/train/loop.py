@@ -14,10 +14,13 @@ checkpoint needs only model, optimizer and step.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -27,6 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..data import ImageSet, weak_augment
+from ..distributed import SINGLE, Distributed
 from ..errors import UserError
 from ..models import autocast, to_model_input
 from ..noise import RandAugment
@@ -143,65 +147,130 @@ def freeze_shallow_layers(model: torch.nn.Module, fraction: float) -> list[torch
     return frozen
 
 
+class Preempted(Exception):
+    """SIGTERM arrived (a scheduler's preemption): the step finished and a checkpoint was saved."""
+
+    exit_code = 143  # 128 + SIGTERM, what schedulers expect
+
+
+class _TerminationFlag:
+    """Turns SIGTERM into a flag the loop checks between steps (main thread only)."""
+
+    def __init__(self):
+        self.raised, self.previous = False, None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+
+
+def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, config: TrainConfig, seed: int) -> str:
+    """Hash of everything a training stage learns from; a checkpoint only resumes against the same."""
+    digest = hashlib.sha256()
+    for tensor in (labeled.images, labeled.labels, *(() if pseudo is None else (pseudo.images, pseudo.targets))):
+        digest.update(tensor.contiguous().numpy().tobytes())
+    digest.update(json.dumps({"config": asdict(config), "seed": seed}, sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
 def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, stage_dir: Path, seed: int,
                 device: torch.device, pseudo: PseudoLabeledSet | None = None,
                 randaugment: RandAugment | None = None, freeze_fraction: float = 0.0,
-                desc: str = "train") -> torch.nn.Module:
+                desc: str = "train", distributed: Distributed = SINGLE) -> torch.nn.Module:
     """Train (or resume training), export `stage_dir/final.safetensors`, return the exported model
-    (the EMA weights when `config.ema_decay` is set)."""
+    (the EMA weights when `config.ema_decay` is set).
+
+    Under torchrun every rank builds the same global batch (a function of seed and step) and
+    takes rows rank, rank + W, ...; DDP averages gradients, so W processes follow the 1-process
+    run up to BatchNorm statistics, which are per rank unless `sync_bn` (CUDA only). Rank 0
+    alone writes metrics, checkpoints and weights.
+    """
     stage_dir.mkdir(parents=True, exist_ok=True)
     checkpoint_path = stage_dir / "checkpoints" / "last.pt"
     metrics_path = stage_dir / "metrics.jsonl"
+    world, main = distributed.world_size, distributed.is_main
+    batch, unlabeled = joint_batch_sizes(config.batch_size, config.unlabeled_ratio)
+    if batch % world or (pseudo is not None and unlabeled % world):
+        raise UserError(f"{desc}: batch sizes {batch} labeled / {unlabeled if pseudo is not None else 0} unlabeled "
+                        f"must divide by the {world} processes (batch sizes in the config are global)")
     model.to(device).to(memory_format=torch.channels_last).train()
     freeze_shallow_layers(model, freeze_fraction)
+    forward = model
+    if distributed.enabled:
+        if config.sync_bn:
+            if device.type != "cuda":
+                raise UserError(f"{desc}: sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(model, config)
     total_steps, steps_per_epoch = steps_for(config, len(labeled), None if pseudo is None else len(pseudo))
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     # timm's warm-up keeps early EMA from averaging in the random init on short schedules.
     ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema_decay > 0 else None
+    fingerprint = inputs_fingerprint(labeled, pseudo, config, seed)
     start = 0
     if checkpoint_path.is_file():
-        start = load_checkpoint(checkpoint_path, model, optimizer, ema.module if ema else None)
-        _truncate_metrics(metrics_path, start)
+        start = load_checkpoint(checkpoint_path, model, optimizer, ema.module if ema else None, fingerprint)
+        if main:
+            _truncate_metrics(metrics_path, start)
     log_every = max(1, min(50, total_steps // 20))
-    bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None, leave=False)
+    bar = tqdm(total=total_steps, initial=start, desc=desc, unit="step", disable=None if main else True, leave=False)
     window_loss, window_images, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
-    for step in range(start, total_steps):
-        lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.lr_schedule, steps_per_epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        inputs, targets = build_batch(step, seed, labeled, config, device, pseudo, randaugment)
-        torch.manual_seed(_seed(seed, STEP_STREAM, step))  # dropout and stochastic-depth masks
-        with autocast(device):
-            logits = model(inputs)
-        loss = soft_cross_entropy(logits, targets)
-        if not torch.isfinite(loss):
-            raise UserError(f"{desc}: loss became {loss.item()} at step {step}; lower {desc.split()[0]}.lr "
-                            f"(now {config.lr}) or check the data")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if ema is not None:
-            ema.update(model, step=step + 1)
-        window_loss += loss.item()
-        window_images += len(inputs)
-        window_steps += 1
-        bar.update(1)
-        done = step + 1
-        if done % log_every == 0 or done == total_steps:
-            seconds = time.perf_counter() - window_start
-            record = {"step": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr,
-                      "loss": window_loss / window_steps,
-                      "images_per_second": round(window_images / max(seconds, 1e-9), 1)}
-            with open(metrics_path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{record['loss']:.3f}")
-            window_loss, window_images, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
-        if done % config.checkpoint_every == 0 or done == total_steps:
-            save_checkpoint(checkpoint_path, model, optimizer, done, ema.module if ema else None)
+    with _TerminationFlag() as termination:
+        for step in range(start, total_steps):
+            lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.lr_schedule, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            inputs, targets = build_batch(step, seed, labeled, config, device, pseudo, randaugment)
+            inputs, targets = inputs[distributed.rank::world], targets[distributed.rank::world]
+            torch.manual_seed(_seed(seed, STEP_STREAM, step))  # dropout and stochastic-depth masks
+            with autocast(device):
+                logits = forward(inputs)
+            loss = soft_cross_entropy(logits, targets)
+            if distributed.any(not torch.isfinite(loss).item(), device):  # every rank stops before the update
+                raise UserError(f"{desc}: loss became non-finite ({loss.item()} on rank {distributed.rank}) at step "
+                                f"{step}; lower {desc.split()[0]}.lr (now {config.lr}) or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update(model, step=step + 1)
+            window_loss += loss.item()
+            window_images += len(inputs) * world
+            window_steps += 1
+            bar.update(1)
+            done = step + 1
+            if main and (done % log_every == 0 or done == total_steps):
+                seconds = time.perf_counter() - window_start
+                record = {"step": done, "epoch": round(done / steps_per_epoch, 3), "lr": lr,
+                          "loss": window_loss / window_steps,
+                          "images_per_second": round(window_images / max(seconds, 1e-9), 1)}
+                with open(metrics_path, "a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+                bar.set_postfix(loss=f"{record['loss']:.3f}")
+                window_loss, window_images, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
+            stop = distributed.any(termination.raised, device)
+            if done % config.checkpoint_every == 0 or done == total_steps or stop:
+                if main:
+                    save_checkpoint(checkpoint_path, model, optimizer, done, ema.module if ema else None, fingerprint)
+                distributed.barrier()
+            if stop and done < total_steps:
+                raise Preempted(f"{desc}: stopped by SIGTERM after step {done}; checkpoint saved, run the same "
+                                f"command again to resume")
     bar.close()
     final = (ema.module if ema else model).eval()
-    export_weights(stage_dir / "final.safetensors", final)
+    if main:
+        export_weights(stage_dir / "final.safetensors", final)
+    distributed.barrier()
     return final
 
 

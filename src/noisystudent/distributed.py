@@ -1,0 +1,62 @@
+"""Process groups under `torchrun`, and the few collective decisions the pipeline needs.
+
+One process per device; `torchrun` sets RANK, WORLD_SIZE and LOCAL_RANK. Without them (a plain
+`noisystudent run`), everything here is a single-process no-op. Backend: nccl on CUDA, gloo on
+CPU. Only rank 0 writes files (logs, checkpoints, stores, reports); the others wait at barriers
+and read what rank 0 wrote, so every stage's on-disk contract is unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def any(self, flag: bool, device: torch.device) -> bool:
+        """True on every rank when `flag` is true on any rank (stop decisions all ranks share)."""
+        if not self.enabled:
+            return flag
+        tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return bool(tensor.item())
+
+
+SINGLE = Distributed()
+
+
+def init_from_environment(device_name: str) -> tuple[Distributed, str]:
+    """Join the torchrun process group if there is one; return it and the device to use."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return SINGLE, device_name
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+        device_name = f"cuda:{local_rank}"
+    elif device_name == "auto":
+        device_name = "cpu"
+    return Distributed(rank, world_size, local_rank), device_name
