@@ -3,7 +3,7 @@ import torch
 
 from noisystudent.errors import UserError
 from noisystudent.models import (
-    EFFICIENTNETS, MODELS, build_model, check_student_size, count_parameters, stochastic_depth_blocks,
+    EFFICIENTNETS, MODELS, build_model, check_student_size, count_parameters, stochastic_depth_blocks, stochastic_depth_rates,
 )
 
 # Published parameter counts at 1000 classes: EfficientNet paper (B0 5.3M, B7 66M), Noisy Student
@@ -40,7 +40,7 @@ def test_l2_resolutions_and_multipliers():
 def test_stochastic_depth_reaches_one_minus_survival_exactly_at_the_last_block(name):
     with torch.device("meta"):
         model = build_model(name, 1000, 3, survival_prob=0.8)
-    rates = [block.drop_path.drop_prob for block in stochastic_depth_blocks(model.backbone)]
+    rates = stochastic_depth_rates(model.backbone)
     assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
     assert all(b > a for a, b in zip(rates, rates[1:]))
     gaps = [b - a for a, b in zip(rates, rates[1:])]

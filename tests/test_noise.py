@@ -84,15 +84,6 @@ def test_noise_switches_turn_model_noise_off():
     assert all(getattr(m, "drop_path", None) is None for m in model.backbone.modules() if hasattr(m, "drop_path"))
 
 
-def test_stochastic_depth_decays_linearly_to_one_minus_survival():
-    model = build_model("resnet_medium_32", 10, 1, survival_prob=0.8)
-    rates = [m.drop_path.drop_prob if m.drop_path is not None else 0.0
-             for m in model.backbone.modules() if hasattr(m, "drop_path")]
-    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.2)
-    steps = [b - a for a, b in zip(rates, rates[1:])]
-    assert all(math.isclose(s, steps[0], rel_tol=1e-6) for s in steps)
-
-
 def test_dropout_before_the_classifier_drops_at_the_requested_rate():
     """timm-style statistical test: seeded, large batch, observed rate within tolerance."""
     for rate in (0.2, 0.5):

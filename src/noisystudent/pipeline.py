@@ -265,8 +265,9 @@ def robustness_summary(metrics: dict) -> dict:
     return {key: metrics.get(key) for key in keys}
 
 
-def _fraction(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
+def _fraction(value: float | None, spec: str = ".4f") -> str:
+    # relative mCE / mFR are undefined when the baseline's is 0 (e.g. a constant predictor never flips)
+    return "n/a" if value is None else format(value, spec)
 
 
 def format_summary(summary: dict) -> str:
@@ -282,9 +283,10 @@ def format_summary(summary: dict) -> str:
     table.append(f"round-0 teacher top-1 {summary['teacher_top1']:.4f} -> final student {summary['final_top1']:.4f} "
                  f"({gain * 100:+.2f} points)")
     teacher, student = summary["robustness"]["teacher"], summary["robustness"]["student"]
-    if student.get("mce") is not None:
-        table.append(f"robustness (round-0 teacher = 100): final student mCE {student['mce']:.1f}, "
-                     f"mFR {student['mfr']:.1f}; ECE {teacher['ece']:.3f} -> {student['ece']:.3f}")
+    if student["mce"] is not None or student["mfr"] is not None:  # robustness was evaluated
+        table.append(f"robustness (round-0 teacher = 100): final student mCE {_fraction(student['mce'], '.1f')}, "
+                     f"mFR {_fraction(student['mfr'], '.1f')}; ECE {_fraction(teacher['ece'], '.3f')} -> "
+                     f"{_fraction(student['ece'], '.3f')}")
     return "\n".join(table)
 
 

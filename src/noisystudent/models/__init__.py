@@ -4,8 +4,10 @@ from .inference import autocast, iterate_logits, predict_logits, resolve_device,
 from .registry import (
     EFFICIENTNETS, MODEL_NAMES_HELP, MODELS, SMALL_IMAGE_MODELS, Classifier, ModelSpec, build_model,
     check_student_size, count_flops, count_parameters, is_known_model, registry_table, stochastic_depth_blocks,
+    stochastic_depth_rates,
 )
 
 __all__ = ["autocast", "iterate_logits", "predict_logits", "resolve_device", "to_model_input", "EFFICIENTNETS", "MODEL_NAMES_HELP", "MODELS", "SMALL_IMAGE_MODELS", "Classifier",
            "ModelSpec", "build_model", "check_student_size", "count_flops", "count_parameters", "is_known_model",
-           "registry_table", "stochastic_depth_blocks"]
+           "registry_table", "stochastic_depth_blocks",
+           "stochastic_depth_rates"]

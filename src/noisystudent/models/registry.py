@@ -183,15 +183,24 @@ class Classifier(nn.Module):
 
 
 def stochastic_depth_blocks(backbone: nn.Module) -> list[nn.Module]:
-    """Residual blocks carrying a DropPath, in forward order."""
-    return [m for m in backbone.modules() if isinstance(getattr(m, "drop_path", None), DropPath)]
+    """Residual blocks with a stochastic-depth slot, in forward order. timm leaves the slot None
+    or Identity where the rate is 0 (its first block under linear decay), so we look for the
+    attribute, not for a DropPath, or the first block would be skipped and the decay shifted."""
+    return [m for m in backbone.modules() if hasattr(m, "drop_path")]
+
+
+def stochastic_depth_rates(backbone: nn.Module) -> list[float]:
+    """Each block's drop probability, in forward order (0 where the slot is empty)."""
+    return [b.drop_path.drop_prob if isinstance(b.drop_path, DropPath) else 0.0 for b in stochastic_depth_blocks(backbone)]
 
 
 def set_linear_stochastic_depth(backbone: nn.Module, last_block_drop: float) -> None:
     """Drop probability i / (n-1) * last_block_drop for block i of n: 0 first, exact at the last."""
     blocks = stochastic_depth_blocks(backbone)
     for index, block in enumerate(blocks):
-        block.drop_path.drop_prob = last_block_drop * index / max(1, len(blocks) - 1)
+        rate = last_block_drop * index / max(1, len(blocks) - 1)
+        if rate > 0:
+            block.drop_path = DropPath(rate)
 
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float | None = 0.0,
