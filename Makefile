@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 FMNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: install data demo demo-quick test bench-demo clean
+.PHONY: install data demo demo-quick test bench-demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,3 +38,8 @@ bench-demo: install data
 
 clean:
 	rm -rf runs .pytest_cache
+
+bench: install data
+	$(BIN)/python benchmarks/demo.py
+	$(BIN)/python benchmarks/teacher_sweep.py
+	$(BIN)/python benchmarks/ddp_overhead.py

@@ -1,15 +1,13 @@
 """The demo benchmark: Noisy Student on Fashion-MNIST with 1,000 labels, on this machine.
 
     python benchmarks/demo.py                    # the demo config in a fresh run dir; ~35 min on 2 cores
-    python benchmarks/demo.py --teacher-sweep 50,100,200
 
 Writes benchmarks/results/demo.json: teacher_top1 (round-0 teacher), final_top1 (last student),
 wall_seconds (the whole run: data loading, training, labeling, evaluation with robustness, report),
 rounds (per-round table), seed, machine, versions, commit; and benchmarks/results/robustness.json:
 the round-0 teacher vs the final student on top-1, mCE, mFR (teacher = 100), FGSM/PGD accuracy per
-epsilon and ECE. The run directory (weights, report.html) stays under --runs-dir. With
---teacher-sweep it first trains the round-0 teacher alone for each epoch count and records test
-top-1 per count, which is how the demo's teacher schedule was chosen.
+epsilon and ECE. The run directory (weights, report.html) stays under --runs-dir. How the
+teacher's schedule was chosen: benchmarks/teacher_sweep.py.
 """
 
 from __future__ import annotations
@@ -30,7 +28,6 @@ from noisystudent.pipeline import run  # noqa: E402
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--teacher-sweep", default="", help="comma-separated teacher epoch counts to compare first")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "benchmarks", help="where the run is kept")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. seed=1")
     args = parser.parse_args()
@@ -38,14 +35,6 @@ def main() -> None:
     runs_dir = args.runs_dir
     config_path = bundled_config("demo")
     result = {"benchmark": "demo", **environment()}
-    sweep = []
-    for epochs in [int(e) for e in args.teacher_sweep.split(",") if e]:
-        config = load_config(config_path, [*args.overrides, f"runs_dir={runs_dir}", f"name=sweep{epochs}-{stamp}",
-                                           "rounds=0", f"teacher.epochs={epochs}"])
-        started = time.perf_counter()
-        summary = run(config)
-        sweep.append({"teacher_epochs": epochs, "teacher_top1": summary["teacher_top1"],
-                      "seconds": round(time.perf_counter() - started, 1)})
     config = load_config(config_path, [*args.overrides, f"runs_dir={runs_dir}", f"name=demo-{stamp}"])
     started = time.perf_counter()
     summary = run(config)
@@ -55,7 +44,7 @@ def main() -> None:
         "teacher_top1": summary["teacher_top1"], "final_top1": summary["final_top1"],
         "gain_points": round(100 * (summary["final_top1"] - summary["teacher_top1"]), 2),
         "wall_seconds": round(wall, 1), "rounds": summary["rounds"],
-        "teacher_epochs": config.teacher.epochs, "teacher_sweep": sweep,
+        "teacher_epochs": config.teacher.epochs,
     })
     result["run_dir"] = str(runs_dir / config.name)
     write_result("demo", result)

@@ -91,23 +91,29 @@ def cli(*args):
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_step_checkpoints_exits_143_and_resumes_exactly(tiny_config):
+@pytest.mark.parametrize("signal_number, expected_code", [(signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)])
+def test_stopped_run_resumes_to_the_weights_of_an_uninterrupted_one(tiny_config, signal_number, expected_code):
+    """SIGTERM: the step finishes, a checkpoint is written, exit 143. SIGKILL: no warning at all,
+    the last committed checkpoint is where the rerun starts. Either way: bit-identical weights."""
     straight = tiny_run_config(tiny_config, "straight")
     assert subprocess.run(cli("run", str(straight)), capture_output=True).returncode == 0
-    preempted = tiny_run_config(tiny_config, "preempted")
-    stage = Path(tiny_config.runs_dir) / "preempted" / "round-0" / "teacher"
-    process = subprocess.Popen(cli("run", str(preempted)), stderr=subprocess.PIPE, text=True)
+    stopped = tiny_run_config(tiny_config, "stopped")
+    stage = Path(tiny_config.runs_dir) / "stopped" / "round-0" / "teacher"
+    process = subprocess.Popen(cli("run", str(stopped)), stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (stage / "checkpoints" / "last.pt").exists() and time.time() < deadline:
         time.sleep(0.05)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal_number)
     _, err = process.communicate(timeout=120)
-    assert process.returncode == 143, err
-    assert "stopped by SIGTERM after step" in err and not (stage / "DONE").exists()
-    assert subprocess.run(cli("run", str(preempted)), capture_output=True).returncode == 0
+    assert process.returncode == expected_code, err
+    if signal_number == signal.SIGTERM:
+        assert "stopped by SIGTERM after step" in err
+    assert not (stage / "DONE").exists()
+    assert subprocess.run(cli("run", str(stopped)), capture_output=True).returncode == 0
+    assert not list(stage.rglob("*.tmp")), "a temp file left by SIGKILL mid-save is cleaned up on resume"
     a = load_exported(Path(tiny_config.runs_dir) / "straight" / "round-0" / "teacher").state_dict()
     b = load_exported(stage).state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in a), "kill + resume == straight through"
+    assert all(torch.equal(a[k], b[k]) for k in a), "stop + resume == straight through"
 
 
 @pytest.mark.slow
@@ -135,3 +141,85 @@ def test_two_torchrun_processes_match_one_process_within_tolerance(tiny_config):
     lines = (runs / "two-processes" / "round-0" / "teacher" / "metrics.jsonl").read_text().splitlines()
     steps = [yaml.safe_load(line)["step"] for line in lines]
     assert steps == sorted(set(steps)), "only rank 0 writes the log"
+
+
+def torchrun(config_path: Path, *extra: str, env: dict | None = None, port: int = 29534) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", *extra,
+            "-m", "noisystudent.cli", "run", str(config_path)]
+
+
+def quiet_env(**extra) -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", **extra}
+
+
+@pytest.mark.slow
+def test_torchrun_restart_after_an_injected_crash_resumes_to_the_same_weights(tiny_config):
+    straight = tiny_run_config(tiny_config, "ddp-straight", epochs=2)
+    assert subprocess.run(torchrun(straight), capture_output=True, env=quiet_env()).returncode == 0
+    crashed = tiny_run_config(tiny_config, "ddp-crashed", epochs=2)
+    result = subprocess.run(torchrun(crashed, "--max-restarts=1", port=29535), capture_output=True, text=True,
+                            env=quiet_env(NOISYSTUDENT_INJECT="crash@7"), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "injected crash at step 7" in result.stderr, "the first attempt did crash"
+    runs = Path(tiny_config.runs_dir)
+    a = load_exported(runs / "ddp-straight" / "round-0" / "teacher").state_dict()
+    b = load_exported(runs / "ddp-crashed" / "round-0" / "teacher").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_stops_every_rank_before_the_update(tiny_config):
+    path = tiny_run_config(tiny_config, "ddp-nan", epochs=2)
+    result = subprocess.run(torchrun(path, port=29536), capture_output=True, text=True,
+                            env=quiet_env(NOISYSTUDENT_INJECT="nan@3:rank1"), timeout=300)
+    assert result.returncode != 0
+    assert "non-finite" in result.stderr and "at step 3" in result.stderr
+    stage = Path(tiny_config.runs_dir) / "ddp-nan" / "round-0" / "teacher"
+    assert not (stage / "DONE").exists()
+    state = torch.load(stage / "checkpoints" / "last.pt", weights_only=True)
+    assert state["step"] <= 3 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+@pytest.mark.slow
+def test_sigterm_to_one_of_two_ranks_stops_both_and_the_run_resumes(tiny_config):
+    path = tiny_run_config(tiny_config, "ddp-term", epochs=40)
+    stage = Path(tiny_config.runs_dir) / "ddp-term" / "round-0" / "teacher"
+    launcher = subprocess.Popen(torchrun(path, port=29537), stderr=subprocess.PIPE, text=True, env=quiet_env())
+    deadline = time.time() + 180
+    while not (stage / "checkpoints" / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True, text=True).stdout.split()
+    assert len(workers) == 2, workers
+    os.kill(int(workers[1]), signal.SIGTERM)
+    _, err = launcher.communicate(timeout=180)  # no hang
+    assert "stopped by SIGTERM after step" in err
+    assert not (stage / "DONE").exists()
+    assert subprocess.run(torchrun(path, port=29538), capture_output=True, env=quiet_env()).returncode == 0
+    assert (stage / "DONE").exists()
+
+
+def test_labeling_killed_and_rerun_writes_a_byte_identical_store(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from noisystudent.config import LabelConfig
+    from noisystudent.labels import pseudo_label
+    from test_labels import make_pool
+
+    pool, teacher, config = make_pool(60), build_model("resnet_tiny_32", 10, 1), LabelConfig(batch_size=16, shard_size=20)
+    pseudo_label(teacher, pool, config, tmp_path / "straight", torch.device("cpu"))
+    real_write, calls = pq.write_table, {"n": 0}
+
+    def dies_on_second_shard(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed while writing shard 2")
+        return real_write(*args, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", dies_on_second_shard)
+    with pytest.raises(KeyboardInterrupt):
+        pseudo_label(teacher, pool, config, tmp_path / "resumed", torch.device("cpu"))
+    monkeypatch.setattr(pq, "write_table", real_write)
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["manifest.json", "shard-00000.parquet"]
+    pseudo_label(teacher, pool, config, tmp_path / "resumed", torch.device("cpu"))
+    for path in sorted((tmp_path / "straight").iterdir()):
+        assert (tmp_path / "resumed" / path.name).read_bytes() == path.read_bytes(), path.name

@@ -53,7 +53,13 @@ def init_from_environment(device_name: str) -> tuple[Distributed, str]:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        # torchrun restarts (--max-restarts) reuse its store, where the crashed attempt's peer
+        # addresses remain: a restarted worker may read one and fail with "connectFullMesh ...
+        # Connection refused". A key prefix per attempt keeps each attempt's rendezvous apart.
+        store, _, _ = next(dist.rendezvous("env://"))
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", rank=rank, world_size=world_size,
+                                store=dist.PrefixStore(f"noisystudent-attempt-{attempt}", store))
     if use_cuda:
         torch.cuda.set_device(local_rank)
         device_name = f"cuda:{local_rank}"

@@ -32,6 +32,7 @@ from ..config import TrainConfig
 from ..data import ImageSet, weak_augment
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
+from ..faults import InjectedCrash, should_inject
 from ..models import autocast, to_model_input
 from ..noise import RandAugment
 from .checkpoint import export_weights, load_checkpoint, save_checkpoint
@@ -217,6 +218,9 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
     # timm's warm-up keeps early EMA from averaging in the random init on short schedules.
     ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema_decay > 0 else None
     fingerprint = inputs_fingerprint(labeled, pseudo, config, seed)
+    if main:  # a SIGKILL in the middle of a save leaves its temp file; the committed file is intact
+        for stale in checkpoint_path.parent.glob(f".{checkpoint_path.name}.*.tmp"):
+            stale.unlink()
     start = 0
     if checkpoint_path.is_file():
         start = load_checkpoint(checkpoint_path, model, optimizer, ema.module if ema else None, fingerprint)
@@ -236,6 +240,10 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
             with autocast(device):
                 logits = forward(inputs)
             loss = soft_cross_entropy(logits, targets)
+            if should_inject("nan", step, distributed.rank):
+                loss = loss * float("nan")
+            if should_inject("crash", step, distributed.rank):
+                raise InjectedCrash(f"injected crash at step {step} on rank {distributed.rank}")
             if distributed.any(not torch.isfinite(loss).item(), device):  # every rank stops before the update
                 raise UserError(f"{desc}: loss became non-finite ({loss.item()} on rank {distributed.rank}) at step "
                                 f"{step}; lower {desc.split()[0]}.lr (now {config.lr}) or check the data")
