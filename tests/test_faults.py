@@ -19,7 +19,7 @@ from noisystudent.errors import UserError
 from noisystudent.models import build_model
 from noisystudent.train import checkpoint as checkpoint_module
 from noisystudent.train import load_checkpoint, save_checkpoint, train_model
-from noisystudent.train.checkpoint import load_exported
+from noisystudent.train.checkpoint import export_weights, load_exported
 from test_train import labeled_set, pseudo_set
 
 
@@ -143,9 +143,10 @@ def test_two_torchrun_processes_match_one_process_within_tolerance(tiny_config):
     assert steps == sorted(set(steps)), "only rank 0 writes the log"
 
 
-def torchrun(config_path: Path, *extra: str, env: dict | None = None, port: int = 29534) -> list[str]:
+def torchrun(config_path: Path, *extra: str, port: int = 29534, command: tuple[str, ...] = ()) -> list[str]:
+    """2-process torchrun of `noisystudent run CONFIG` (or of `command`, when given)."""
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", *extra,
-            "-m", "noisystudent.cli", "run", str(config_path)]
+            "-m", "noisystudent.cli", *(command or ("run", str(config_path)))]
 
 
 def quiet_env(**extra) -> dict:
@@ -198,6 +199,27 @@ def test_sigterm_to_one_of_two_ranks_stops_both_and_the_run_resumes(tiny_config)
     assert (stage / "DONE").exists()
 
 
+@pytest.mark.slow
+def test_two_rank_torchrun_labeling_writes_the_single_process_store(tiny_config, tmp_path):
+    tiny_config.labels.shard_size = 7  # several shards per rank, an odd count
+    config_path = tmp_path / "label.yaml"
+    config_path.write_text(dump_yaml(tiny_config))
+    teacher = tmp_path / "teacher.safetensors"
+    torch.manual_seed(0)
+    export_weights(teacher, build_model("resnet_tiny_32", 10, 1))
+    label = lambda out: ("label", str(teacher), str(out), "--config", str(config_path))  # noqa: E731
+    one = subprocess.run(cli(*label(tmp_path / "one")), capture_output=True, text=True, env=quiet_env())
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(torchrun(None, port=29539, command=label(tmp_path / "two")), capture_output=True, text=True,
+                         env=quiet_env(), timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert len([n for n in names if n.startswith("shard-")]) >= 3 and "manifest.json" in names
+    assert names == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in names:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
 def test_labeling_killed_and_rerun_writes_a_byte_identical_store(tmp_path, monkeypatch):
     import pyarrow.parquet as pq
 
@@ -219,7 +241,7 @@ def test_labeling_killed_and_rerun_writes_a_byte_identical_store(tmp_path, monke
     with pytest.raises(KeyboardInterrupt):
         pseudo_label(teacher, pool, config, tmp_path / "resumed", torch.device("cpu"))
     monkeypatch.setattr(pq, "write_table", real_write)
-    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["manifest.json", "shard-00000.parquet"]
+    assert sorted(p.name for p in (tmp_path / "resumed").iterdir()) == ["header.json", "shard-00000.parquet"]
     pseudo_label(teacher, pool, config, tmp_path / "resumed", torch.device("cpu"))
     for path in sorted((tmp_path / "straight").iterdir()):
         assert (tmp_path / "resumed" / path.name).read_bytes() == path.read_bytes(), path.name

@@ -1,13 +1,18 @@
 """Your own images from folders: decoding, bad files, path escapes, and a run end to end."""
 
+import io
+import json
+import re
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from noisystudent.config import load_config
-from noisystudent.data.folder import decode_image, list_images, load_labeled_folder, load_unlabeled_folder, BadImage
+from noisystudent.data.folder import decode_image, list_images, load_labeled, load_unlabeled, BadImage
 from noisystudent.errors import UserError
 from noisystudent.pipeline import run
 
@@ -60,11 +65,11 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
 def test_bad_files_are_skipped_counted_and_stop_the_run_past_the_limit(tmp_path):
     make_tree(tmp_path / "pool", 4, seed=1)
     (tmp_path / "pool" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
-    pool, report = load_unlabeled_folder(tmp_path / "pool", 16, 3, max_bad_fraction=0.1, classes=list(COLORS))
+    pool, report = load_unlabeled(tmp_path / "pool", 16, 3, max_bad_fraction=0.1, classes=list(COLORS))
     assert len(pool) == 12 and report.total == 13 and report.bad[0][0] == "red/broken.jpg"
     assert "red/broken.jpg" not in pool.ids and (pool.labels == -1).all()
     with pytest.raises(UserError, match="1 of 13 images .* red/broken.jpg"):
-        load_unlabeled_folder(tmp_path / "pool", 16, 3, max_bad_fraction=0.05, classes=list(COLORS))
+        load_unlabeled(tmp_path / "pool", 16, 3, max_bad_fraction=0.05, classes=list(COLORS))
 
 
 def test_symlink_out_of_the_root_is_refused(tmp_path):
@@ -78,12 +83,12 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
 
 def test_labeled_folder_classes_and_stable_ids(tmp_path):
     make_tree(tmp_path / "train", 3, seed=3)
-    images, _ = load_labeled_folder(tmp_path / "train", 16, 3, 0.0)
+    images, _ = load_labeled(tmp_path / "train", 16, 3, 0.0)
     assert images.classes == ["blue", "green", "red"] and images.images.shape == (9, 3, 16, 16)
     assert images.ids[0] == "blue/0.png" and images.labels.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     (tmp_path / "test" / "purple").mkdir(parents=True)
     with pytest.raises(UserError, match="purple"):
-        load_labeled_folder(tmp_path / "test", 16, 3, 0.0, classes=images.classes)
+        load_labeled(tmp_path / "test", 16, 3, 0.0, classes=images.classes)
 
 
 def test_a_run_on_your_own_folders(tmp_path):
@@ -97,3 +102,71 @@ def test_a_run_on_your_own_folders(tmp_path):
     summary = run(config, log=lambda line: None)
     assert summary["rounds"][0]["pseudo_label_accuracy"] is None, "a folder pool has no hidden truth"
     assert 0 <= summary["final_top1"] <= 1
+
+
+def test_labeled_manifests_csv_and_jsonl_give_the_folder_classes_and_ids(tmp_path):
+    make_tree(tmp_path / "data", 2, seed=4)
+    rows = [(f"{name}/{i}.png", name) for name in COLORS for i in range(2)]
+    (tmp_path / "data" / "train.csv").write_text("path,label\n" + "".join(f"{p},{c}\n" for p, c in rows))
+    (tmp_path / "data" / "train.jsonl").write_text("".join(json.dumps({"path": p, "label": c}) + "\n" for p, c in rows))
+    folder, _ = load_labeled(tmp_path / "data", 16, 3, 0.0)  # the .csv/.jsonl files are not class folders
+    for manifest in ("train.csv", "train.jsonl"):
+        images, report = load_labeled(tmp_path / "data" / manifest, 16, 3, 0.0)
+        assert images.classes == sorted(COLORS) and report.total == 6 and not report.bad
+        assert sorted(images.ids) == sorted(folder.ids)
+        by_id = {i: k for k, i in enumerate(folder.ids)}
+        order = [by_id[i] for i in images.ids]
+        assert torch.equal(images.images, folder.images[order]) and torch.equal(images.labels, folder.labels[order])
+
+
+@pytest.mark.parametrize("entry", ["../outside.png", "ABSOLUTE", "red/link.png"])
+def test_manifest_entries_outside_the_root_are_refused_by_name(tmp_path, entry):
+    make_tree(tmp_path / "data", 1, seed=5)
+    outside = tmp_path / "outside.png"
+    write_image(outside, COLORS["red"], np.random.default_rng(0))
+    (tmp_path / "data" / "red" / "link.png").symlink_to(outside)
+    entry = str(outside) if entry == "ABSOLUTE" else entry
+    (tmp_path / "data" / "pool.csv").write_text(f"path\nred/0.png\n{entry}\n")
+    with pytest.raises(UserError, match=f"entry '{re.escape(entry)}' points outside the dataset root"):
+        load_unlabeled(tmp_path / "data" / "pool.csv", 16, 3, 0.0, list(COLORS))
+
+
+def test_manifest_mistakes_name_the_line_and_the_fix(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"path": "x.png"}\nnot json\n')
+    with pytest.raises(UserError, match="a.jsonl line 2: not JSON"):
+        load_unlabeled(tmp_path / "a.jsonl", 16, 3, 0.0, ["c"])
+    (tmp_path / "b.csv").write_text("file,label\nx.png,c\n")
+    with pytest.raises(UserError, match="header row with a 'path' column"):
+        load_labeled(tmp_path / "b.csv", 16, 3, 0.0)
+    (tmp_path / "c.csv").write_text("path,label\nx.png,\n")
+    with pytest.raises(UserError, match="every entry of a labeled manifest needs a label"):
+        load_labeled(tmp_path / "c.csv", 16, 3, 0.0)
+    missing = tmp_path / "d.csv"
+    missing.write_text("path\nred/nope.png\n")
+    with pytest.raises(UserError, match="1 of 1 images .* red/nope.png"):
+        load_unlabeled(missing, 16, 3, 0.0, ["c"])
+
+
+def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def test_webdataset_shards_give_the_folder_ids_and_pixels_and_report_bad_samples(tmp_path):
+    make_tree(tmp_path / "pool", 3, seed=6)
+    (tmp_path / "pool" / "blue" / "9.jpg").write_bytes(b"\xff\xd8\xff truncated")
+    folder, folder_report = load_unlabeled(tmp_path / "pool", 16, 3, 0.5, list(COLORS))
+    files = sorted(p.relative_to(tmp_path / "pool").as_posix() for p in (tmp_path / "pool").rglob("*.*"))
+    members = [(name, (tmp_path / "pool" / name).read_bytes()) for name in files]
+    write_shard(tmp_path / "pool-0.tar", members[:5])
+    write_shard(tmp_path / "pool-1.tar", members[5:] + [("green/label-only.txt", b"no image here")])
+    shards, report = load_unlabeled(str(tmp_path / "pool-{0..1}.tar"), 16, 3, 0.5, list(COLORS))
+    assert shards.ids == folder.ids, "same ids for the same images"
+    assert torch.equal(shards.images, folder.images), "same pixels"
+    assert [bad for bad, _ in folder_report.bad] == ["blue/9.jpg"]
+    assert sorted(bad for bad, _ in report.bad) == ["blue/9.jpg", "green/label-only (no image in the sample)"]
+    with pytest.raises(UserError, match=r"pool-2.tar not found \(6 of 8 "):
+        load_unlabeled(str(tmp_path / "pool-{0..7}.tar"), 16, 3, 0.5, list(COLORS))

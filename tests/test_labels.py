@@ -1,11 +1,17 @@
+import json
+import tracemalloc
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
 from noisystudent.config import LabelConfig
 from noisystudent.data import ImageSet
-from noisystudent.labels import LabelStore, balance_classes, filter_by_confidence, pseudo_label, select, targets_for
-from noisystudent.labels.store import shard_table
+from noisystudent.errors import UserError
+from noisystudent.labels import LabelStore, pseudo_label, read_selection, select_from_store, targets_from_topk
+from noisystudent.labels.store import shard_name, shard_table, write_manifest
 from noisystudent.models import build_model
 
 
@@ -28,6 +34,44 @@ def make_pool(n=40, seed=0):
     return ImageSet(images, torch.randint(0, 10, (n,), generator=g), [f"img-{i}" for i in range(n)], list("abcdefghij"))
 
 
+def make_store(root, argmax, confidence, shard_size, num_classes=None):
+    """A store with chosen argmax / confidence (what selection reads), written shard by shard."""
+    root.mkdir(parents=True, exist_ok=True)
+    argmax, confidence = np.asarray(argmax), np.asarray(confidence, dtype=np.float32)
+    num_classes = num_classes or int(argmax.max()) + 1
+    counts = []
+    for index, start in enumerate(range(0, len(argmax), shard_size)):
+        stop = min(len(argmax), start + shard_size)
+        logits = torch.nn.functional.one_hot(torch.from_numpy(argmax[start:stop]).long(), num_classes).float()
+        table = shard_table([f"u{i}" for i in range(start, stop)], logits, 1.0, min(num_classes, 3))
+        table = table.set_column(2, "confidence", pa.array(confidence[start:stop]))
+        pq.write_table(table, root / shard_name(index))
+        counts.append(stop - start)
+    write_manifest(root, {}, counts)
+    return LabelStore(root)
+
+
+def multiplicities(path, n):
+    rows, copies = read_selection(path)
+    out = np.zeros(n, np.int64)
+    out[rows] = copies
+    return out
+
+
+def reference_top_confidence(argmax, confidence, num_classes, threshold, target):
+    """The paper's rule on the whole pool in memory: the oracle the streamed version must match."""
+    out = np.zeros(len(argmax), np.int64)
+    for c in range(num_classes):
+        members = np.flatnonzero((argmax == c) & (confidence >= threshold))
+        ordered = members[np.lexsort((members, -confidence[members].astype(np.float64)))]
+        if len(ordered) >= target:
+            out[ordered[:target]] = 1
+        elif len(ordered):
+            out[ordered] = target // len(ordered)
+            out[ordered[:target % len(ordered)]] += 1
+    return out
+
+
 def test_teacher_is_not_noised_when_labeling(tmp_path):
     pool = make_pool()
     teacher = RecordingTeacher()
@@ -40,71 +84,141 @@ def test_teacher_is_not_noised_when_labeling(tmp_path):
     teacher.model.eval()
     with torch.no_grad():
         expected = teacher.model(pool.images.float() / 255).softmax(1)
-    probs = store.arrays()["probs"]
-    assert np.allclose(probs, expected.numpy(), atol=1e-5)
+    assert torch.allclose(store.targets(np.arange(len(pool)), 10, "soft"), expected, atol=2e-3), "float16 storage"
+    assert np.array_equal(store.column("argmax"), expected.argmax(1).numpy())
     assert teacher.training, "the caller's mode is restored"
 
 
-def test_store_is_sharded_and_resumes_per_shard(tmp_path):
+def test_store_is_sharded_resumes_per_shard_and_refuses_another_teacher(tmp_path):
     pool = make_pool(50)
     teacher = build_model("resnet_tiny_32", 10, 1)
     config = LabelConfig(batch_size=16, shard_size=20)
-    store = pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"))
+    store = pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="abc")
     assert [p.name for p in store.shard_paths()] == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
-    first = store.arrays()
-    assert list(first["id"]) == pool.ids
-    mtimes = {p: p.stat().st_mtime_ns for p in store.shard_paths()}
-    pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"))
-    assert {p: p.stat().st_mtime_ns for p in store.shard_paths()} == mtimes, "committed shards are not redone"
+    assert list(store.ids()) == pool.ids and len(store) == 50
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["teacher_sha256"] == "abc" and [s["count"] for s in manifest["shards"]] == [20, 20, 10]
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="abc")
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes, "a finished store is not redone"
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+    (tmp_path / "manifest.json").unlink()
+    (tmp_path / "shard-00001.parquet").unlink()  # as if killed before shard 1 was committed
+    with pytest.raises(UserError, match="another teacher"):
+        pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="other")
 
 
 def test_temperature_scales_targets_but_not_confidence():
     logits = torch.tensor([[2.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
     for temperature in (0.5, 1.0, 2.0):
-        table = shard_table(["a", "b"], logits, temperature)
-        probs = np.array(table.column("probs").to_pylist())
-        assert np.allclose(probs, (logits / temperature).softmax(1).numpy(), atol=1e-6)
+        table = shard_table(["a", "b"], logits, temperature, 3)
+        ids = np.array(table.column("topk_ids").to_pylist())
+        probs = np.array(table.column("topk_probs").to_pylist())
+        dense = targets_from_topk(ids, probs, 3)
+        assert torch.allclose(dense, (logits / temperature).softmax(1), atol=1e-3)
         assert np.allclose(table.column("confidence").to_numpy(), logits.softmax(1).max(1).values.numpy())
         assert table.column("argmax").to_pylist() == [0, 2]
-    sharp = np.array(shard_table(["a", "b"], logits, 0.5).column("probs").to_pylist())
-    flat = np.array(shard_table(["a", "b"], logits, 2.0).column("probs").to_pylist())
-    assert (sharp.max(1) > flat.max(1)).all()
+    sharp = shard_table(["a", "b"], logits, 0.5, 3).column("topk_probs").to_pylist()
+    flat = shard_table(["a", "b"], logits, 2.0, 3).column("topk_probs").to_pylist()
+    assert all(s[0] > f[0] for s, f in zip(sharp, flat))
 
 
-def test_soft_and_hard_targets():
-    probs = np.array([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6]], dtype=np.float32)
-    assert torch.allclose(targets_for(probs, "soft"), torch.from_numpy(probs))
-    assert torch.equal(targets_for(probs, "hard"), torch.tensor([[1.0, 0, 0], [0, 0, 1.0]]))
-    with pytest.raises(ValueError):
-        targets_for(probs, "fuzzy")
+def test_many_classes_store_top_k_in_float16_and_targets_renormalize(tmp_path):
+    logits = torch.randn(30, 1000, generator=torch.Generator().manual_seed(0)) * 3
+    table = shard_table([str(i) for i in range(30)], logits, 1.0, 10)
+    assert table.schema.field("topk_probs").type == pa.list_(pa.float16(), 10)
+    assert table.schema.field("topk_ids").type == pa.list_(pa.int32(), 10)
+    ids = np.array(table.column("topk_ids").to_pylist())
+    probs = np.array(table.column("topk_probs").to_pylist(), dtype=np.float32)
+    assert np.array_equal(ids, logits.topk(10).indices.numpy()) and np.array_equal(ids[:, 0], table.column("argmax").to_numpy())
+    dense = targets_from_topk(ids, probs, 1000)
+    assert torch.allclose(dense.sum(1), torch.ones(30)), "renormalized over the kept top-k"
+    assert ((dense > 0).sum(1) == 10).all()
+    full = logits.softmax(1)
+    kept = full.gather(1, torch.from_numpy(ids).long())
+    assert torch.allclose(dense.gather(1, torch.from_numpy(ids).long()), kept / kept.sum(1, keepdim=True), atol=2e-3)
 
 
-def test_filter_drops_below_threshold_keeps_equal():
-    confidence = np.array([0.29, 0.3, 0.31, 0.9])
-    assert filter_by_confidence(confidence, 0.3).tolist() == [False, True, True, True]
+def test_hard_targets_are_one_hot_argmax(tmp_path):
+    store = make_store(tmp_path, [2, 0, 1], [0.9, 0.5, 0.4], shard_size=2)
+    assert torch.equal(store.targets(np.array([0, 2]), 3, "hard"), torch.tensor([[0, 0, 1.0], [0, 1.0, 0]]))
 
 
-def test_balance_duplicates_short_classes_and_keeps_most_confident_of_long():
+def test_top_confidence_duplicates_short_classes_and_keeps_most_confident_of_long(tmp_path):
     # class 0: 5 confident images; class 1: 2 confident + 1 below threshold; class 2: none at all
-    argmax = np.array([0, 0, 0, 0, 0, 1, 1, 1])
-    confidence = np.array([0.5, 0.9, 0.7, 0.35, 0.8, 0.6, 0.95, 0.1])
-    selection = select(argmax, confidence, num_classes=3, threshold=0.3, images_per_class=3)
-    by_class = {c["class"]: c for c in selection.per_class}
-    rows = selection.rows.tolist()
-    assert rows[:3] == [1, 4, 2], "long class keeps its 3 most confident, most confident first"
-    assert sorted(rows[3:]) == [5, 6, 6], "short class: all kept once, then the most confident again"
+    argmax = [0, 0, 0, 0, 0, 1, 1, 1]
+    confidence = [0.5, 0.9, 0.7, 0.35, 0.8, 0.6, 0.95, 0.1]
+    store = make_store(tmp_path / "store", argmax, confidence, shard_size=3, num_classes=3)
+    stats = select_from_store(store, tmp_path / "selection.parquet", 3, threshold=0.3, images_per_class=3)
+    assert multiplicities(tmp_path / "selection.parquet", 8).tolist() == [0, 1, 1, 0, 1, 1, 2, 0]
+    by_class = {c["class"]: c for c in stats["per_class"]}
     assert by_class[0] == {"class": 0, "available": 5, "kept": 5, "dropped_low_confidence": 0,
                            "dropped_over_target": 2, "duplicated": 0, "selected": 3}
     assert by_class[1] == {"class": 1, "available": 3, "kept": 2, "dropped_low_confidence": 1,
                            "dropped_over_target": 0, "duplicated": 1, "selected": 3}
     assert by_class[2]["selected"] == 0 and by_class[2]["available"] == 0
+    assert stats["selected"] == 6 and stats["kept_fraction"] == 7 / 8
 
 
-def test_balance_default_target_is_mean_kept_count():
-    argmax = np.array([0] * 6 + [1] * 2)
-    confidence = np.full(8, 0.9)
-    selection = balance_classes(argmax, confidence, np.ones(8, bool), 2, None)
-    assert selection.images_per_class == 4
-    assert [c["selected"] for c in selection.per_class] == [4, 4]
-    assert selection.stats(8)["kept_fraction"] == 1.0
+def test_default_target_is_the_mean_kept_count(tmp_path):
+    store = make_store(tmp_path / "store", [0] * 6 + [1] * 2, [0.9] * 8, shard_size=5)
+    stats = select_from_store(store, tmp_path / "s.parquet", 2, threshold=0.3, images_per_class=None)
+    assert stats["images_per_class"] == 4 and [c["selected"] for c in stats["per_class"]] == [4, 4]
+    assert multiplicities(tmp_path / "s.parquet", 8).tolist() == [1, 1, 1, 1, 0, 0, 2, 2], "ties: earlier row wins"
+
+
+@pytest.mark.parametrize("target", [1, 37, 400, 5000])
+def test_streamed_top_confidence_equals_the_in_memory_rule(tmp_path, target):
+    rng = np.random.default_rng(target)
+    n, classes = 20_000, 7
+    argmax = rng.integers(0, classes, n) ** 2 % classes  # uneven class sizes
+    # many exact ties and a saturated region near 1.0, where coarse bins would lump everything
+    confidence = np.where(rng.random(n) < 0.3, np.float32(1.0) - rng.integers(0, 4, n) * np.float32(2 ** -24),
+                          np.round(rng.random(n), 3)).astype(np.float32)
+    store = make_store(tmp_path / "store", argmax, confidence, shard_size=1_500, num_classes=classes)
+    select_from_store(store, tmp_path / "s.parquet", classes, threshold=0.3, images_per_class=target)
+    expected = reference_top_confidence(argmax, confidence, classes, 0.3, target)
+    assert np.array_equal(multiplicities(tmp_path / "s.parquet", n), expected)
+
+
+def test_official_mode_thresholds_per_class_on_0_01_bins(tmp_path):
+    argmax = [0, 0, 0, 0, 1, 1, 1, 2]
+    confidence = [0.955, 0.925, 0.85, 0.5, 0.6, 0.455, 0.2, 0.7]
+    store = make_store(tmp_path / "store", argmax, confidence, shard_size=3)
+    stats = select_from_store(store, tmp_path / "s.parquet", 3, threshold=0.3, images_per_class=2, mode="official")
+    # class 0: two images at >= 0.92 -> threshold 0.92, each once; class 1: 0.6 and 0.455 -> threshold 0.45;
+    # class 2: one image, never 2 -> the minimum threshold, written 2 / 1 = 2 times
+    assert [c["threshold"] for c in stats["per_class"]] == [0.92, 0.45, 0.3]
+    assert multiplicities(tmp_path / "s.parquet", 8).tolist() == [1, 1, 0, 0, 1, 1, 0, 2]
+
+
+def test_official_mode_random_rounding_reaches_the_target_in_expectation(tmp_path):
+    n_long, n_short = 30_000, 4_000
+    argmax = np.r_[np.zeros(n_long, int), np.ones(n_short, int)]
+    confidence = np.full(n_long + n_short, 0.805, np.float32)  # one 0.01 bin: no threshold can split them
+    store = make_store(tmp_path / "store", argmax, confidence, shard_size=5_000)
+    target = 10_000
+    stats = select_from_store(store, tmp_path / "a.parquet", 2, 0.3, target, mode="official", seed=1)
+    long_, short = stats["per_class"]
+    sigma_long = np.sqrt(n_long * (1 / 3) * (2 / 3))  # each kept with probability 1/3
+    sigma_short = np.sqrt(n_short * 0.5 * 0.5)  # 2 or 3 copies, each with probability 1/2
+    assert abs(long_["selected"] - target) < 4 * sigma_long and long_["duplicated"] == 0
+    assert abs(short["selected"] - target) < 4 * sigma_short
+    copies = multiplicities(tmp_path / "a.parquet", n_long + n_short)
+    assert set(np.unique(copies[:n_long])) == {0, 1} and set(np.unique(copies[n_long:])) == {2, 3}
+    select_from_store(store, tmp_path / "b.parquet", 2, 0.3, target, mode="official", seed=1)
+    assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes(), "seeded"
+
+
+@pytest.mark.parametrize("mode", ["top_confidence", "official"])
+def test_selection_memory_does_not_grow_with_the_pool(tmp_path, mode):
+    peaks = []
+    for n in (60_000, 240_000):
+        rng = np.random.default_rng(n)
+        store = make_store(tmp_path / f"store{n}", rng.integers(0, 10, n), rng.random(n), shard_size=10_000)
+        tracemalloc.start()
+        select_from_store(store, tmp_path / f"s{n}.parquet", 10, 0.3, 1_000, mode=mode)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    whole_pool_columns = 240_000 * (8 + 4 + 8)  # argmax (int64), confidence, one row index per image
+    assert peaks[1] < 1.5 * peaks[0] and peaks[1] < whole_pool_columns, peaks

@@ -1,4 +1,4 @@
-"""Command line: `noisystudent demo | run | evaluate | models`.
+"""Command line: `noisystudent demo | run | evaluate | label | report | models`.
 
 Mistakes a user can fix (config, paths, data) print one line and exit with code 2.
 """
@@ -27,6 +27,7 @@ examples:
   noisystudent demo                      # the full demo (1,000 labels, 59k unlabeled, 2 rounds)
   noisystudent run configs/demo.yaml student.unlabeled_ratio=7 name=ratio7
   noisystudent evaluate runs/demo/round-2/student --baseline runs/demo/round-0/teacher
+  noisystudent label runs/demo/round-0/teacher labels/ --config configs/demo.yaml
   noisystudent report runs/demo          # report.html: plots of accuracy, robustness, selection
   noisystudent models                    # model names for the `models` list
 """
@@ -77,6 +78,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
         write_text(args.output, text + "\n")
     print(text)
+    return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .data import load_splits
+    from .distributed import init_from_environment
+    from .labels import file_sha256, pseudo_label
+    from .models import resolve_device
+    from .train import exported_weights_file, load_exported
+
+    config = load_config(args.config, args.overrides)
+    distributed, device_name = init_from_environment(config.device)
+    _, unlabeled, _ = load_splits(config.data, config.seed)
+    weights = exported_weights_file(args.teacher)
+    store = pseudo_label(load_exported(weights), unlabeled, config.labels, args.output, resolve_device(device_name),
+                         teacher_hash=file_sha256(weights), distributed=distributed)
+    if distributed.is_main:
+        manifest = store.manifest
+        print(f"{manifest['count']} images in {len(manifest['shards'])} shards, top-{manifest['stored_k']} per image: "
+              f"{args.output}")
     return 0
 
 
@@ -138,6 +160,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", type=Path, default=None, help="also write the JSON here (eval.json)")
     evaluate.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. data.test_limit=1000 device=cpu")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    label = commands.add_parser(
+        "label", help="pseudo-label the unlabeled pool with exported weights (torchrun: sharded over ranks)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a model un-noised over the config's unlabeled pool into a sharded Parquet store\n"
+                    "(id, argmax, confidence, top-k ids and float16 probabilities; labels/store.py). Resumable:\n"
+                    "rerun the same command after a crash. Under torchrun each rank labels its own shards.\n\n"
+                    "example:\n  noisystudent label runs/demo/round-0/teacher pool-labels --config configs/demo.yaml\n"
+                    "  torchrun --nproc_per_node=8 -m noisystudent.cli label teacher/ labels/ --config my.yaml")
+    label.add_argument("teacher", type=Path, help="stage folder or .safetensors file")
+    label.add_argument("output", type=Path, help="store directory (created; resumed if it exists)")
+    label.add_argument("--config", type=Path, default=None, help="config whose data and labels sections to use")
+    label.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. labels.shard_size=100000")
+    label.set_defaults(func=cmd_label)
 
     report = commands.add_parser(
         "report", help="rebuild report.html / report.md of a run", formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -27,13 +27,13 @@ CORRUPTION_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_bl
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion_mnist"  # fashion_mnist (the embedded default) | folder (your images)
+    dataset: str = "fashion_mnist"  # fashion_mnist (the embedded default) | folder (your images: data/folder.py)
     root: str | None = None  # fashion_mnist: IDX folder; default $NOISYSTUDENT_DATA, else the Debian package's
     download: bool = False  # fashion_mnist: fetch with torchvision's downloader when files are missing
     labels_per_class: int = 100  # fashion_mnist: labeled images per class, drawn (seeded) from the train split
-    labeled: str | None = None  # folder: ImageFolder root, one subfolder per class
-    unlabeled: str | None = None  # folder: a folder tree of images (recursive)
-    test: str | None = None  # folder: ImageFolder root with the labeled classes
+    labeled: str | None = None  # folder: ImageFolder root (one subfolder per class) or a .csv/.jsonl manifest
+    unlabeled: str | None = None  # folder: a folder tree of images, a manifest, or WebDataset shards (a-{0..9}.tar)
+    test: str | None = None  # folder: like labeled, with the labeled set's classes
     channels: int = 3  # folder: 3 (RGB) or 1 (grayscale); Fashion-MNIST is 1
     max_bad_fraction: float = 0.01  # folder: undecodable images tolerated (skipped and listed) before stopping
     unlabeled_limit: int | None = None  # cap the unlabeled pool (quick runs); None = all the rest
@@ -81,12 +81,14 @@ class LabelConfig:
     temperature: float = 1.0  # softmax(logits / T) for soft labels
     batch_size: int = 1024  # teacher inference batch
     shard_size: int = 20000  # images per store shard
+    top_k: int = 10  # classes stored per image when there are more than 100 (else all of them)
 
 
 @dataclass
 class SelectionConfig:
     confidence_threshold: float = 0.3  # drop images whose max probability is below (paper 0.3)
     images_per_class: int | None = None  # balance target; None = mean kept count per class (paper 130K)
+    mode: str = "top_confidence"  # top_confidence (the paper's text) or official (its code); labels/select.py
 
 
 @dataclass
@@ -171,6 +173,13 @@ class Config:
             ("labels.temperature", self.labels.temperature > 0, "must be > 0"),
             ("labels.batch_size", self.labels.batch_size >= 1, "must be >= 1"),
             ("labels.shard_size", self.labels.shard_size >= 1, "must be >= 1"),
+            ("labels.top_k", self.labels.top_k >= 1, "must be >= 1"),
+            ("selection.mode", self.selection.mode in ("top_confidence", "official"),
+             "must be 'top_confidence' (the paper's text) or 'official' (the official code's histograms)"),
+            ("selection.confidence_threshold",
+             self.selection.mode != "official" or abs(self.selection.confidence_threshold * 100
+                                                      - round(self.selection.confidence_threshold * 100)) < 1e-9,
+             "must be a multiple of 0.01 with selection.mode=official (its thresholds are 0.01 bins)"),
             ("selection.confidence_threshold", 0 <= self.selection.confidence_threshold <= 1,
              "must be in [0, 1] (a probability)"),
             ("finetune.epochs", self.finetune.epochs >= 0, "must be >= 0; 0 turns the fine-tune off"),

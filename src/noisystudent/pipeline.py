@@ -20,8 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import numpy as np
 import torch
 
 from .config import Config, TrainConfig, dump_yaml
@@ -29,11 +28,11 @@ from .data import load_splits
 from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_model
-from .io import atomic_write, read_json, write_json, write_text
-from .labels import LabelStore, pseudo_label, select, targets_for
+from .io import read_json, write_json, write_text
+from .labels import LabelStore, file_sha256, pseudo_label, read_selection, select_from_store
 from .models import build_model, check_student_size, resolve_device
 from .noise import RandAugment
-from .train import PseudoLabeledSet, load_exported, train_model
+from .train import PseudoLabeledSet, exported_weights_file, load_exported, train_model
 
 DONE = "DONE"
 
@@ -146,50 +145,53 @@ class Pipeline:
                                 freeze_fraction=finetune.freeze_fraction)
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
-        if not stage.is_done() and self.distributed.is_main:
+        if not stage.is_done():  # every rank labels its share of the shards
             teacher = load_exported(teacher_dir)  # no noise: dropout 0, stochastic depth off
-            store = pseudo_label(teacher, self.unlabeled, self.config.labels, stage.path, self.device)
-            argmax = store.arrays()["argmax"]
-            truth = self.unlabeled.labels.numpy()
-            stats = {"pool": len(self.unlabeled), "teacher": str(teacher_dir),
-                     # only when the pool's truth is known (Fashion-MNIST); a folder pool has none
-                     "pseudo_label_accuracy": float((argmax == truth).mean()) if (truth >= 0).all() else None}
-            write_json(stage.path / "stats.json", stats)
-            stage.mark_done()
+            store = pseudo_label(teacher, self.unlabeled, self.config.labels, stage.path, self.device,
+                                 teacher_hash=file_sha256(exported_weights_file(teacher_dir)),
+                                 distributed=self.distributed)
+            if self.distributed.is_main:
+                argmax = store.column("argmax")
+                truth = self.unlabeled.labels.numpy()
+                stats = {"pool": len(self.unlabeled), "teacher": str(teacher_dir),
+                         # only when the pool's truth is known (Fashion-MNIST); a folder pool has none
+                         "pseudo_label_accuracy": float((argmax == truth).mean()) if (truth >= 0).all() else None}
+                write_json(stage.path / "stats.json", stats)
+                stage.mark_done()
         self.distributed.barrier()
         return read_json(stage.path / "stats.json")
 
     def selection_stage(self, stage: Stage, store: LabelStore) -> dict:
         if not stage.is_done() and self.distributed.is_main:
-            arrays = store.arrays()
-            selection = select(arrays["argmax"], arrays["confidence"], self.labeled.num_classes,
-                               self.config.selection.confidence_threshold, self.config.selection.images_per_class)
-            stats = selection.stats(len(arrays["id"]))
+            selection = self.config.selection
+            stats = select_from_store(store, stage.path / "selection.parquet", self.labeled.num_classes,
+                                      selection.confidence_threshold, selection.images_per_class, selection.mode,
+                                      seed=self.config.seed)
             truth = self.unlabeled.labels.numpy()
-            if len(selection.rows) and (truth >= 0).all():
-                stats["selected_pseudo_label_accuracy"] = float((arrays["argmax"][selection.rows] == truth[selection.rows]).mean())
-            table = pa.table({"id": pa.array(arrays["id"][selection.rows].tolist(), pa.string()),
-                              "store_row": pa.array(selection.rows)})
-            atomic_write(stage.path / "selection.parquet", lambda tmp: pq.write_table(table, tmp))
+            rows, copies = read_selection(stage.path / "selection.parquet")
+            if len(rows) and (truth >= 0).all():
+                correct = store.column("argmax")[rows] == truth[rows]
+                stats["selected_pseudo_label_accuracy"] = float((correct * copies).sum() / copies.sum())
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()
         self.distributed.barrier()
         return read_json(stage.path / "stats.json")
 
     def pseudo_labeled_set(self, store: LabelStore, selection_dir: Path) -> PseudoLabeledSet:
-        arrays = store.arrays()
-        chosen = pq.read_table(selection_dir / "selection.parquet")
-        if chosen.num_rows == 0:
+        rows, copies = read_selection(selection_dir / "selection.parquet")
+        if len(rows) == 0:
             raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
                             f"{self.config.selection.confidence_threshold}; lower it")
-        rows = chosen.column("store_row").to_numpy()
         position = {image_id: i for i, image_id in enumerate(self.unlabeled.ids)}
         try:
-            pool_rows = torch.tensor([position[image_id] for image_id in arrays["id"][rows]])
+            pool_rows = torch.tensor([position[image_id] for image_id in store.ids()[rows]])
         except KeyError as missing:
             raise UserError(f"label store {store.root} has id {missing} that is not in the unlabeled pool; "
                             f"the data changed since labeling: use a new run name") from None
-        return PseudoLabeledSet(self.unlabeled.images[pool_rows], targets_for(arrays["probs"][rows], self.config.labels.kind))
+        repeats = torch.from_numpy(copies.astype(np.int64))  # duplicates of short classes enter as copies
+        targets = store.targets(rows, self.labeled.num_classes, self.config.labels.kind)
+        return PseudoLabeledSet(self.unlabeled.images[pool_rows.repeat_interleave(repeats)],
+                                targets.repeat_interleave(repeats, dim=0))
 
     # -- the rounds -----------------------------------------------------------------------------
 

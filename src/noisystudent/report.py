@@ -77,7 +77,7 @@ def plot_adversarial(teacher: dict, student: dict, path: Path) -> Path:
 def plot_confidence_histogram(labels_dir: Path, threshold: float, path: Path) -> Path:
     from .labels import LabelStore
 
-    confidence = LabelStore(labels_dir).read(columns=["confidence"]).column("confidence").to_numpy()
+    confidence = LabelStore(labels_dir).column("confidence")
     figure, axis = plt.subplots(figsize=(5, 3.2))
     axis.hist(confidence, bins=50, range=(0, 1), color="C2")
     axis.axvline(threshold, color="red", ls="--", label=f"threshold {threshold}")

@@ -28,16 +28,16 @@ def load_splits(data_config, seed: int, test_only: bool = False):
 
 
 def _load_folders(data_config, test_only: bool):
-    from .folder import load_labeled_folder, load_unlabeled_folder
+    from .folder import load_labeled, load_unlabeled
 
     size, channels, bad = data_config.image_size, data_config.channels, data_config.max_bad_fraction
-    labeled, _ = load_labeled_folder(data_config.labeled, size, channels, bad)
-    test, _ = load_labeled_folder(data_config.test, size, channels, bad, classes=labeled.classes)
+    labeled, _ = load_labeled(data_config.labeled, size, channels, bad)
+    test, _ = load_labeled(data_config.test, size, channels, bad, classes=labeled.classes)
     if data_config.test_limit is not None:
         test = test.subset(range(min(data_config.test_limit, len(test))))
     if test_only:
         return None, None, test
-    unlabeled, _ = load_unlabeled_folder(data_config.unlabeled, size, channels, bad, labeled.classes)
+    unlabeled, _ = load_unlabeled(data_config.unlabeled, size, channels, bad, labeled.classes)
     if data_config.unlabeled_limit is not None:
         unlabeled = unlabeled.subset(range(min(data_config.unlabeled_limit, len(unlabeled))))
     return labeled, unlabeled, test

@@ -1,8 +1,14 @@
-"""Your own images from folders, decoded into memory.
+"""Your own images from folders or manifests, decoded into memory.
 
-    data.labeled    ImageFolder layout: one subfolder per class (its name is the class)
-    data.unlabeled  any folder tree of images, recursive; ids are paths relative to it
-    data.test       ImageFolder layout with the labeled set's classes
+    data.labeled    ImageFolder layout (one subfolder per class, its name is the class), or a
+                    manifest: a .csv with a header `path,label` or a .jsonl of {"path", "label"}
+    data.unlabeled  any folder tree of images, recursive; a manifest (label column optional);
+                    or WebDataset tar shards (data/shards.py)
+    data.test       like data.labeled, with the labeled set's classes
+
+Ids are paths relative to the folder (or as written in the manifest), so they survive reruns.
+Manifest paths are relative to the manifest's own folder, the dataset root; a path that leaves
+it (`..`, an absolute path elsewhere, a symlink out) is refused with the path named.
 
 Images are decoded fully inside the error handling (a truncated JPEG opens fine and only fails
 on load), converted to RGB or grayscale (CMYK, palette with transparency, RGBA included),
@@ -14,10 +20,14 @@ images; a streaming, sharded source is the way past that.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -48,12 +58,12 @@ class DecodeReport:
                             f"(more than data.max_bad_fraction={max_bad_fraction}); first: {listed}")
 
 
-def decode_image(path: Path, size: int, channels: int) -> np.ndarray:
-    """uint8 [channels, size, size]; raises BadImage with the reason."""
+def decode_image(source: Path | BinaryIO, size: int, channels: int) -> np.ndarray:
+    """uint8 [channels, size, size] from a file path or bytes (io.BytesIO); raises BadImage with the reason."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image.load()
                 if image.mode == "P" and "transparency" in image.info:
                     image = image.convert("RGBA")
@@ -98,52 +108,127 @@ def list_images(root: Path) -> list[Path]:
     return sorted(paths)
 
 
-def decode_all(root: Path, paths: list[Path], size: int, channels: int, max_bad_fraction: float,
-               desc: str) -> tuple[list[np.ndarray], list[int], DecodeReport]:
-    report = DecodeReport(root, total=len(paths))
-    arrays, kept = [], []
-    for index, path in enumerate(tqdm(paths, desc=desc, unit="img", disable=None, leave=False)):
+def decode_all(where: Path | str, items: Iterable[tuple[str, Path | BinaryIO]], size: int, channels: int,
+               max_bad_fraction: float, desc: str, total: int | None = None) -> tuple[list[np.ndarray], list[str], DecodeReport]:
+    """Decode (id, source) items; the ids of the decoded ones, and a report naming the others."""
+    report = DecodeReport(Path(where))
+    arrays, ids = [], []
+    for image_id, source in tqdm(items, desc=desc, unit="img", disable=None, leave=False, total=total):
+        report.total += 1
         try:
-            arrays.append(decode_image(path, size, channels))
-            kept.append(index)
+            arrays.append(decode_image(source, size, channels))
+            ids.append(image_id)
         except BadImage as error:
-            report.bad.append((str(path.relative_to(root)), str(error)))
+            report.bad.append((image_id, str(error)))
     report.check(max_bad_fraction)
-    return arrays, kept, report
+    return arrays, ids, report
 
 
 def _stack(arrays: list[np.ndarray], channels: int, size: int) -> torch.Tensor:
     return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, channels, size, size, dtype=torch.uint8)
 
 
-def load_labeled_folder(root: str | Path, size: int, channels: int, max_bad_fraction: float,
-                        classes: list[str] | None = None) -> tuple[ImageSet, DecodeReport]:
-    root = Path(root)
-    found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    if not found:
-        raise UserError(f"{root} has no class subfolders; a labeled folder needs one subfolder per class")
+def is_manifest(path: Path) -> bool:
+    return path.suffix.lower() in (".csv", ".jsonl")
+
+
+def read_manifest(path: Path) -> list[tuple[str, str | None]]:
+    """(path as written, label or None) per entry of a .csv (header path[,label]) or .jsonl manifest."""
+    if not path.is_file():
+        raise UserError(f"manifest {path} not found")
+    entries = []
+    with open(path, newline="", encoding="utf-8") as handle:
+        if path.suffix.lower() == ".csv":
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames or "path" not in reader.fieldnames:
+                raise UserError(f"{path}: a CSV manifest needs a header row with a 'path' column (and 'label')")
+            rows = ((reader.line_num, row) for row in reader)
+        else:
+            rows = ((number, _json_line(path, number, line)) for number, line in enumerate(handle, 1) if line.strip())
+        for number, row in rows:
+            if not row.get("path"):
+                raise UserError(f"{path} line {number}: no 'path'")
+            label = row.get("label")
+            entries.append((str(row["path"]), None if label in (None, "") else str(label)))
+    return entries
+
+
+def _json_line(path: Path, number: int, line: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} line {number}: not JSON ({error.msg})") from None
+    if not isinstance(row, dict):
+        raise UserError(f"{path} line {number}: expected an object like {{\"path\": ..., \"label\": ...}}")
+    return row
+
+
+def manifest_items(path: Path) -> tuple[Path, list[tuple[str, Path]], list[str | None]]:
+    """(dataset root, (id, file) items, labels) of a manifest; refuses entries outside the root."""
+    root = path.parent
+    items, labels = [], []
+    for written, label in read_manifest(path):
+        file = Path(written) if Path(written).is_absolute() else root / written
+        if not inside(root, file):
+            raise UserError(f"{path}: entry {written!r} points outside the dataset root {root}; "
+                            f"manifests may only name files under their own folder")
+        items.append((written, file))
+        labels.append(label)
+    return root, items, labels
+
+
+def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction: float,
+                 classes: list[str] | None = None) -> tuple[ImageSet, DecodeReport]:
+    """A labeled set from an ImageFolder root or a manifest with labels."""
+    source = Path(source)
+    if is_manifest(source):
+        root, items, labels = manifest_items(source)
+        if any(label is None for label in labels):
+            raise UserError(f"{source}: every entry of a labeled manifest needs a label")
+        found = sorted(set(labels))
+    else:
+        root = source
+        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        if not found:
+            raise UserError(f"{root} has no class subfolders; a labeled folder needs one subfolder per class "
+                            f"(or pass a .csv / .jsonl manifest)")
+        items, labels = [], []
+        for name in found:
+            for path in list_images(root / name):
+                items.append((str(path.relative_to(root)), path))
+                labels.append(name)
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise UserError(f"{root} has classes {unknown} that the labeled set does not have")
-    paths, labels = [], []
-    for label, name in enumerate(classes):
-        if (root / name).is_dir():
-            for path in list_images(root / name):
-                paths.append(path)
-                labels.append(label)
-    arrays, kept, report = decode_all(root, paths, size, channels, max_bad_fraction, f"decode {root.name}")
-    ids = [str(paths[i].relative_to(root)) for i in kept]
-    return ImageSet(_stack(arrays, channels, size), torch.tensor([labels[i] for i in kept], dtype=torch.long),
+        raise UserError(f"{source} has classes {unknown} that the labeled set does not have")
+    label_of = {image_id: label for (image_id, _), label in zip(items, labels)}
+    if len(label_of) != len(items):
+        raise UserError(f"{source} lists the same image more than once; ids must be unique")
+    arrays, ids, report = decode_all(root, items, size, channels, max_bad_fraction, f"decode {source.name}")
+    index = {name: i for i, name in enumerate(classes)}
+    return ImageSet(_stack(arrays, channels, size), torch.tensor([index[label_of[i]] for i in ids], dtype=torch.long),
                     ids, classes), report
 
 
-def load_unlabeled_folder(root: str | Path, size: int, channels: int, max_bad_fraction: float,
-                          classes: list[str]) -> tuple[ImageSet, DecodeReport]:
-    root = Path(root)
-    paths = list_images(root)
-    if not paths:
-        raise UserError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    arrays, kept, report = decode_all(root, paths, size, channels, max_bad_fraction, f"decode {root.name}")
-    return ImageSet(_stack(arrays, channels, size), torch.full((len(kept),), UNLABELED, dtype=torch.long),
-                    [str(paths[i].relative_to(root)) for i in kept], classes), report
+def load_unlabeled(source: str | Path, size: int, channels: int, max_bad_fraction: float,
+                   classes: list[str]) -> tuple[ImageSet, DecodeReport]:
+    """The unlabeled pool from a folder tree, a manifest or WebDataset tar shards."""
+    from .shards import is_webdataset, webdataset_items
+
+    text = str(source)
+    if is_webdataset(text):
+        where, items, total = text, webdataset_items(text), None
+    elif is_manifest(Path(text)):
+        where, items, _ = manifest_items(Path(text))
+        total = len(items)
+    else:
+        where = Path(text)
+        paths = list_images(where)
+        if not paths:
+            raise UserError(f"{where} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        items, total = [(str(path.relative_to(where)), path) for path in paths], len(paths)
+    arrays, ids, report = decode_all(where, items, size, channels, max_bad_fraction, "decode unlabeled", total)
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{source} has repeated image ids; every image needs its own path or key")
+    return ImageSet(_stack(arrays, channels, size), torch.full((len(ids),), UNLABELED, dtype=torch.long),
+                    ids, classes), report

@@ -1,7 +1,6 @@
-"""Pseudo labels: teacher inference into a sharded store, then filter + balance."""
+"""Pseudo labels: teacher inference into a sharded store, then filter + balance, both streamed."""
 
-from .store import LabelStore, pseudo_label
-from .select import Selection, balance_classes, filter_by_confidence, select, targets_for
+from .store import LabelStore, file_sha256, pseudo_label, targets_from_topk
+from .select import read_selection, select_from_store
 
-__all__ = ["LabelStore", "pseudo_label", "Selection", "balance_classes", "filter_by_confidence", "select",
-           "targets_for"]
+__all__ = ["LabelStore", "file_sha256", "pseudo_label", "targets_from_topk", "read_selection", "select_from_store"]

@@ -1,78 +1,219 @@
-"""Filter by confidence, then balance classes: the paper's data selection.
+"""Filter by confidence, then balance classes: the paper's data selection, streamed over the store.
 
 Paper, section 3: images whose teacher confidence is below 0.3 are dropped; then each class
-is brought to the same number of images (130K on ImageNet): classes with too few are filled by
-duplicating their images, classes with too many keep their most confident ones.
+is brought to the same number of images (130K on ImageNet). Two ways to do the balancing:
+
+  top_confidence  the paper's text. A class with too many keeps its `target` most confident
+                  images; a class with too few takes every kept image `target // kept` times and
+                  its `target % kept` most confident once more. Exact and deterministic (ties:
+                  the earlier store row wins).
+  official        the official code (filter_unlabel.py). Per class, histogram the confidences
+                  in 0.01 bins; going down from 1.0, the class's threshold is the first bin edge
+                  (>= the minimum threshold) with at least `target` images above it, else the
+                  minimum threshold. Every image above its class's threshold is written
+                  target / available times, rounded at random (seeded), so classes reach
+                  `target` in expectation: long classes are subsampled, short ones duplicated.
+
+Both read the store twice, one shard at a time, and never hold the pool: pass 1 counts per class
+(and, for top_confidence, a fine confidence histogram per class, which locates each class's
+cut-off bin); pass 2 decides each image's multiplicity and writes it. Only images in a class's
+cut-off bin are buffered, and only as many as the class still needs.
+
+The output, selection.parquet, has one row per selected image: `store_row`, `id` and
+`multiplicity` (how many times it enters the student's training set).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import UserError
+from ..io import atomic_write
+from .store import LabelStore
+
+OFFICIAL_EDGES = np.arange(101) / 100  # the official code's thresholds 0.00 .. 1.00
+FINE_BINS = 4096
+# Fine bins over u = -log(1 - confidence): even spacing in u resolves confident teachers'
+# 0.999... region, where bins even in confidence would put most of a class into one bin.
+_U_MAX = -math.log(2.0 ** -24)
 
 
-def filter_by_confidence(confidence: np.ndarray, threshold: float) -> np.ndarray:
-    """Boolean mask of images the teacher is confident enough about (>= threshold)."""
-    return confidence >= threshold
+def confidence_bins(confidence: np.ndarray) -> np.ndarray:
+    """Monotone (non-decreasing) bin index in [0, FINE_BINS) for each confidence."""
+    u = -np.log1p(-np.minimum(confidence.astype(np.float64), 1 - 2.0 ** -24))
+    return np.minimum((u * (FINE_BINS / _U_MAX)).astype(np.int64), FINE_BINS - 1)
+
+
+SCHEMA = pa.schema([("store_row", pa.int64()), ("id", pa.string()), ("multiplicity", pa.int32())])
 
 
 @dataclass
-class Selection:
-    rows: np.ndarray  # indices into the store, duplicates included, grouped by class
-    per_class: list[dict]  # per class: available, kept, dropped_low_confidence, dropped_over_target, duplicated, selected
-    images_per_class: int
+class Plan:
+    """Per class, from pass 1: how many it keeps and how pass 2 treats each confidence."""
 
-    def stats(self, num_pool: int) -> dict:
-        kept = sum(c["kept"] for c in self.per_class)
-        return {"pool": num_pool, "kept": kept, "kept_fraction": kept / max(num_pool, 1),
-                "selected": int(len(self.rows)), "images_per_class": self.images_per_class,
-                "per_class": self.per_class}
+    available: np.ndarray  # images whose argmax is the class
+    kept: np.ndarray  # ... of which confidence >= threshold
+    target: int
+    mode: str
+    base: np.ndarray | None = None  # top_confidence: every kept image's multiplicity
+    extra: np.ndarray | None = None  # top_confidence: the most confident `extra` get one more
+    cut_bin: np.ndarray | None = None  # top_confidence: the fine bin holding the extra-th most confident
+    above_cut: np.ndarray | None = None  # top_confidence: images in bins above cut_bin (all get +1)
+    class_threshold: np.ndarray | None = None  # official: per-class threshold
+    eligible: np.ndarray | None = None  # official: images at or above the class threshold
 
 
-def balance_classes(argmax: np.ndarray, confidence: np.ndarray, keep: np.ndarray, num_classes: int,
-                    images_per_class: int | None) -> Selection:
-    """Bring every class to `images_per_class` rows (default: mean kept count per class).
+def select_from_store(store: LabelStore, out_path: Path, num_classes: int, threshold: float,
+                      images_per_class: int | None, mode: str = "top_confidence", seed: int = 0) -> dict:
+    """Write selection.parquet at `out_path`; return stats with per-class counts."""
+    plan = plan_selection(store, num_classes, threshold, images_per_class, mode)
+    selected = np.zeros(num_classes, np.int64)
+    unique = np.zeros(num_classes, np.int64)
 
-    Too many: keep the most confident. Too few: take every kept image as many whole times as
-    fits, then the most confident ones once more for the remainder (deterministic, no RNG).
-    A class with no confident image stays empty and is reported as such.
-    """
-    kept_counts = [int((keep & (argmax == c)).sum()) for c in range(num_classes)]
-    target = images_per_class if images_per_class is not None else max(1, round(sum(kept_counts) / num_classes))
-    rows, per_class = [], []
-    for c in range(num_classes):
-        members = np.flatnonzero(keep & (argmax == c))
-        by_confidence = members[np.argsort(-confidence[members], kind="stable")]
-        available = int((argmax == c).sum())
-        if len(by_confidence) >= target:
-            chosen = by_confidence[:target]
-        elif len(by_confidence) > 0:
-            whole, remainder = divmod(target, len(by_confidence))
-            chosen = np.concatenate([np.tile(by_confidence, whole), by_confidence[:remainder]])
+    def write(writer: pq.ParquetWriter, rows: np.ndarray, ids: pa.Array, classes: np.ndarray, copies: np.ndarray):
+        chosen = np.flatnonzero(copies > 0)
+        if len(chosen):  # ids stay Arrow strings: no Python object per image
+            writer.write_table(pa.table({"store_row": rows[chosen], "id": ids.take(pa.array(chosen)),
+                                         "multiplicity": copies[chosen].astype(np.int32)}, schema=SCHEMA))
+            np.add.at(selected, classes[chosen], copies[chosen])
+            np.add.at(unique, classes[chosen], 1)
+
+    def write_all(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            if mode == "official":
+                _official_pass(store, plan, threshold, seed, write, writer)
+            else:
+                _top_confidence_pass(store, plan, threshold, write, writer)
+
+    atomic_write(out_path, write_all)
+    per_class = [{"class": c, "available": int(plan.available[c]), "kept": int(plan.kept[c]),
+                  "dropped_low_confidence": int(plan.available[c] - plan.kept[c]),
+                  "dropped_over_target": int(max(0, plan.kept[c] - unique[c])),
+                  "duplicated": int(selected[c] - unique[c]), "selected": int(selected[c])}
+                 for c in range(num_classes)]
+    if plan.class_threshold is not None:
+        for entry, value in zip(per_class, plan.class_threshold):
+            entry["threshold"] = float(value)
+    pool = int(plan.available.sum())
+    return {"mode": mode, "pool": pool, "kept": int(plan.kept.sum()), "kept_fraction": float(plan.kept.sum() / max(pool, 1)),
+            "selected": int(selected.sum()), "unique": int(unique.sum()), "images_per_class": plan.target,
+            "per_class": per_class}
+
+
+def plan_selection(store: LabelStore, num_classes: int, threshold: float, images_per_class: int | None,
+                   mode: str) -> Plan:
+    """Pass 1: per-class counts (and histograms) from the argmax and confidence columns only."""
+    available = np.zeros(num_classes, np.int64)
+    kept = np.zeros(num_classes, np.int64)
+    fine = np.zeros((num_classes, FINE_BINS), np.int64) if mode == "top_confidence" else None
+    coarse = np.zeros((num_classes, len(OFFICIAL_EDGES)), np.int64) if mode == "official" else None
+    for table in store.iter_shards(["argmax", "confidence"]):
+        argmax, confidence = table.column("argmax").to_numpy().astype(np.int64), table.column("confidence").to_numpy()
+        _check_classes(argmax, num_classes)
+        available += np.bincount(argmax, minlength=num_classes)
+        keep = confidence >= threshold
+        kept += np.bincount(argmax[keep], minlength=num_classes)
+        if fine is not None:
+            fine += np.bincount(argmax[keep] * FINE_BINS + confidence_bins(confidence[keep]),
+                                minlength=num_classes * FINE_BINS).reshape(num_classes, FINE_BINS)
         else:
-            chosen = by_confidence
-        rows.append(chosen)
-        per_class.append({"class": c, "available": available, "kept": len(by_confidence),
-                          "dropped_low_confidence": available - len(by_confidence),
-                          "dropped_over_target": max(0, len(by_confidence) - target),
-                          "duplicated": max(0, len(chosen) - len(by_confidence)), "selected": len(chosen)})
-    return Selection(np.concatenate(rows).astype(np.int64), per_class, target)
+            coarse += np.bincount(argmax * len(OFFICIAL_EDGES) + official_bin(confidence),
+                                  minlength=coarse.size).reshape(coarse.shape)
+    target = images_per_class if images_per_class is not None else max(1, round(int(kept.sum()) / num_classes))
+    plan = Plan(available, kept, target, mode)
+    if mode == "official":
+        plan.class_threshold, plan.eligible = official_thresholds(coarse, threshold, target)
+        return plan
+    plan.base = np.where(kept >= target, 0, target // np.maximum(kept, 1))
+    plan.extra = np.where(kept >= target, target, target % np.maximum(kept, 1))
+    # the cut bin: the highest bin b with (images in bins >= b) >= extra; every image above it gets +1
+    from_top = np.cumsum(fine[:, ::-1], axis=1)[:, ::-1]  # images in bins >= b
+    reaches = from_top >= plan.extra[:, None]
+    plan.cut_bin = np.where(plan.extra > 0, FINE_BINS - 1 - np.argmax(reaches[:, ::-1], axis=1), FINE_BINS)
+    padded = np.concatenate([from_top, np.zeros((num_classes, 1), np.int64)], axis=1)
+    plan.above_cut = padded[np.arange(num_classes), np.minimum(plan.cut_bin + 1, FINE_BINS)]
+    return plan
 
 
-def select(argmax: np.ndarray, confidence: np.ndarray, num_classes: int, threshold: float,
-           images_per_class: int | None) -> Selection:
-    return balance_classes(argmax, confidence, filter_by_confidence(confidence, threshold), num_classes,
-                           images_per_class)
+def official_bin(confidence: np.ndarray) -> np.ndarray:
+    """Index j of the highest edge j/100 <= confidence (the official `prob >= threshold` test)."""
+    return np.clip(np.searchsorted(OFFICIAL_EDGES, confidence.astype(np.float64), side="right") - 1, 0, 100)
 
 
-def targets_for(probs: np.ndarray, kind: str) -> torch.Tensor:
-    """Training targets from stored probabilities: the distribution (soft) or one-hot argmax (hard)."""
-    probs = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))
-    if kind == "soft":
-        return probs
-    if kind == "hard":
-        return F.one_hot(probs.argmax(dim=1), probs.shape[1]).float()
-    raise ValueError(f"label kind must be 'soft' or 'hard', got {kind!r}")
+def official_thresholds(counts: np.ndarray, min_threshold: float, target: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per class: the official code's threshold and the number of images at or above it."""
+    start = int(round(min_threshold * 100))
+    thresholds, eligible = np.empty(len(counts)), np.empty(len(counts), np.int64)
+    for c, row in enumerate(counts):
+        total, chosen = 0, start
+        for j in range(100, start - 1, -1):
+            total += int(row[j])
+            if total >= target:
+                chosen = j
+                break
+        thresholds[c], eligible[c] = OFFICIAL_EDGES[chosen], total
+    return thresholds, eligible
+
+
+def _check_classes(argmax: np.ndarray, num_classes: int) -> None:
+    if len(argmax) and (argmax.min() < 0 or argmax.max() >= num_classes):
+        raise UserError(f"label store has class {int(argmax.max())}, but the labeled data has {num_classes} classes")
+
+
+def _official_pass(store, plan: Plan, threshold: float, seed: int, write, writer) -> None:
+    rate = plan.target / np.maximum(plan.eligible, 1)
+    start = 0
+    for index, table in enumerate(store.iter_shards(["id", "argmax", "confidence"])):
+        argmax, confidence = table.column("argmax").to_numpy().astype(np.int64), table.column("confidence").to_numpy()
+        rows = np.arange(start, start + len(argmax))
+        start += len(argmax)
+        eligible = (confidence >= threshold) & (official_bin(confidence) >= np.rint(plan.class_threshold[argmax] * 100))
+        # one generator per shard: the draws do not depend on how many shards came before
+        uniform = np.random.default_rng([seed, index]).random(len(argmax))
+        whole = np.floor(rate[argmax]).astype(np.int64)
+        copies = np.where(eligible, whole + (uniform < rate[argmax] - whole), 0)
+        write(writer, rows, table.column("id").combine_chunks(), argmax, copies)
+
+
+def _top_confidence_pass(store, plan: Plan, threshold: float, write, writer) -> None:
+    still_needed = plan.extra - plan.above_cut  # how many of each class's cut bin get +1
+    buffer = {"rows": np.empty(0, np.int64), "classes": np.empty(0, np.int64), "confidence": np.empty(0, np.float32)}
+    buffer_ids = pa.array([], pa.string())
+    start = 0
+    for table in store.iter_shards(["id", "argmax", "confidence"]):
+        argmax, confidence = table.column("argmax").to_numpy().astype(np.int64), table.column("confidence").to_numpy()
+        ids = table.column("id").combine_chunks()
+        rows = np.arange(start, start + len(argmax))
+        start += len(argmax)
+        keep = confidence >= threshold
+        bins = confidence_bins(confidence)
+        in_cut = keep & (bins == plan.cut_bin[argmax])
+        copies = np.where(keep & ~in_cut, plan.base[argmax] + (bins > plan.cut_bin[argmax]), 0)
+        write(writer, rows, ids, argmax, copies)
+        merged = {"rows": np.concatenate([buffer["rows"], rows[in_cut]]),
+                  "classes": np.concatenate([buffer["classes"], argmax[in_cut]]),
+                  "confidence": np.concatenate([buffer["confidence"], confidence[in_cut]])}
+        merged_ids = pa.concat_arrays([buffer_ids, ids.filter(pa.array(in_cut))])
+        # keep each class's `still_needed` best (confidence desc, then earlier row); the rest are final
+        order = np.lexsort((merged["rows"], -merged["confidence"].astype(np.float64), merged["classes"]))
+        merged = {key: value[order] for key, value in merged.items()}
+        merged_ids = merged_ids.take(pa.array(order))
+        rank = np.arange(len(order)) - np.searchsorted(merged["classes"], merged["classes"], side="left")
+        wins = rank < still_needed[merged["classes"]]
+        losers = merged["classes"][~wins]
+        write(writer, merged["rows"][~wins], merged_ids.filter(pa.array(~wins)), losers, plan.base[losers])
+        buffer = {key: value[wins] for key, value in merged.items()}
+        buffer_ids = merged_ids.filter(pa.array(wins))
+    write(writer, buffer["rows"], buffer_ids, buffer["classes"], plan.base[buffer["classes"]] + 1)
+
+
+def read_selection(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(store rows, multiplicities) of a selection.parquet."""
+    table = pq.read_table(path, columns=["store_row", "multiplicity"])
+    return table.column("store_row").to_numpy(), table.column("multiplicity").to_numpy()

@@ -1,11 +1,11 @@
 """Training: the joint labeled / pseudo-labeled loop, checkpoints, exported weights."""
 
-from .checkpoint import export_weights, load_checkpoint, load_exported, save_checkpoint
+from .checkpoint import export_weights, exported_weights_file, load_checkpoint, load_exported, save_checkpoint
 from .loop import (
     Preempted, PseudoLabeledSet, build_batch, freeze_shallow_layers, joint_batch_sizes, learning_rate, sample_indices, soft_cross_entropy,
     steps_for, train_model,
 )
 
-__all__ = ["export_weights", "load_checkpoint", "load_exported", "save_checkpoint", "Preempted", "PseudoLabeledSet", "freeze_shallow_layers",
+__all__ = ["export_weights", "exported_weights_file", "load_checkpoint", "load_exported", "save_checkpoint", "Preempted", "PseudoLabeledSet", "freeze_shallow_layers",
            "build_batch", "joint_batch_sizes", "learning_rate", "sample_indices", "soft_cross_entropy",
            "steps_for", "train_model"]

@@ -78,16 +78,22 @@ def export_weights(path: Path, model: Classifier) -> None:
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=model.spec.to_metadata()))
 
 
-def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float = 1.0,
-                  resolution: int | None = None) -> Classifier:
-    """Rebuild a Classifier from `final.safetensors` (noise settings are not part of weights);
-    `resolution` replaces the exported input resolution (for a FixRes fine-tune)."""
+def exported_weights_file(path: str | Path) -> Path:
+    """A stage folder's final.safetensors, or the file itself."""
     path = Path(path)
     if path.is_dir():
         path = path / "final.safetensors"
     if not path.is_file():
         raise UserError(f"weights file {path} not found; pass a stage folder (e.g. runs/demo/round-1/student) "
                         f"or its final.safetensors")
+    return path
+
+
+def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float = 1.0,
+                  resolution: int | None = None) -> Classifier:
+    """Rebuild a Classifier from `final.safetensors` (noise settings are not part of weights);
+    `resolution` replaces the exported input resolution (for a FixRes fine-tune)."""
+    path = exported_weights_file(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             spec = ModelSpec.from_metadata(handle.metadata() or {})

@@ -1,0 +1,88 @@
+"""Label-stage throughput against a bare inference loop, and the folder source's decode rate.
+
+    python benchmarks/label_throughput.py          # ~2 min on 2 cores
+
+Same model (resnet_small_32, eval mode), same batch, same decoded uint8 tensors in one process:
+`bare` is `model(x)` over the pool; `label` is `pseudo_label` (inference + top-k + Parquet shards
++ manifest). Measured alternately, three times each; medians. `ratio` = label / bare images/s
+(goal >= 0.9: the store must cost little next to the network). Decoding is measured apart:
+JPEG and PNG files (64x64 RGB) decoded by the folder source into 32x32 grayscale tensors.
+Writes benchmarks/results/label_throughput.json.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import environment, write_result  # noqa: E402
+
+from noisystudent.config import LabelConfig  # noqa: E402
+from noisystudent.data import ImageSet  # noqa: E402
+from noisystudent.data.folder import load_unlabeled  # noqa: E402
+from noisystudent.labels import pseudo_label  # noqa: E402
+from noisystudent.models import build_model, iterate_logits  # noqa: E402
+
+SEED, POOL, BATCH, SHARD, MODEL, REPEATS, DECODE_FILES = 0, 16_384, 512, 4_096, "resnet_small_32", 3, 1_000
+
+
+def bare_rate(model: torch.nn.Module, images: torch.Tensor) -> float:
+    started = time.perf_counter()
+    for _ in iterate_logits(model, images, BATCH, torch.device("cpu")):
+        pass
+    return len(images) / (time.perf_counter() - started)
+
+
+def label_rate(model: torch.nn.Module, pool: ImageSet, folder: Path) -> float:
+    started = time.perf_counter()
+    pseudo_label(model, pool, LabelConfig(batch_size=BATCH, shard_size=SHARD), folder, torch.device("cpu"))
+    return len(pool) / (time.perf_counter() - started)
+
+
+def decode_rate(folder: Path, suffix: str) -> float:
+    rng = np.random.default_rng(SEED)
+    for i in range(DECODE_FILES):
+        pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:05d}.{suffix}")
+    started = time.perf_counter()
+    load_unlabeled(folder, 32, 1, 0.0, ["a"])
+    return DECODE_FILES / (time.perf_counter() - started)
+
+
+def main() -> None:
+    torch.manual_seed(SEED)
+    model = build_model(MODEL, 10, 1).eval().to(memory_format=torch.channels_last)  # as pseudo_label does
+    generator = torch.Generator().manual_seed(SEED)
+    images = torch.randint(0, 256, (POOL, 1, 32, 32), dtype=torch.uint8, generator=generator)
+    pool = ImageSet(images, torch.zeros(POOL, dtype=torch.long), [f"img-{i:06d}" for i in range(POOL)], ["a"])
+    bare, label = [], []
+    with tempfile.TemporaryDirectory(prefix="noisystudent-label-") as work:
+        bare_rate(model, images[:BATCH * 2])  # warm-up: first-call allocations and kernel choice
+        for repeat in range(REPEATS):
+            bare.append(bare_rate(model, images))
+            label.append(label_rate(model, pool, Path(work) / f"store-{repeat}"))
+        decode = {}
+        for suffix in ("jpg", "png"):
+            (Path(work) / suffix).mkdir()
+            decode[suffix] = round(decode_rate(Path(work) / suffix, suffix), 1)
+        store_bytes = sum(p.stat().st_size for p in (Path(work) / "store-0").glob("shard-*.parquet"))
+    result = {"benchmark": "label_throughput", **environment(), "seed": SEED, "model": MODEL, "pool": POOL,
+              "batch_size": BATCH, "shard_size": SHARD, "repeats": REPEATS,
+              "bare_images_per_second": [round(r, 1) for r in bare], "label_images_per_second": [round(r, 1) for r in label],
+              "ratio": round(statistics.median(label) / statistics.median(bare), 3),
+              "store_bytes_per_image_10_classes": round(store_bytes / POOL, 1),
+              "decode_images_per_second": decode}
+    write_result("label_throughput", result)
+
+
+if __name__ == "__main__":
+    main()
