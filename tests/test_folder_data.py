@@ -67,7 +67,7 @@ def test_bad_files_are_skipped_counted_and_stop_the_run_past_the_limit(tmp_path)
     (tmp_path / "pool" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
     pool, report = load_unlabeled(tmp_path / "pool", 16, 3, max_bad_fraction=0.1, classes=list(COLORS))
     assert len(pool) == 12 and report.total == 13 and report.bad[0][0] == "red/broken.jpg"
-    assert "red/broken.jpg" not in pool.ids and (pool.labels == -1).all()
+    assert "red/broken.jpg" not in pool.ids and (pool.labels == -1).all() and pool.skipped == report.bad
     with pytest.raises(UserError, match="1 of 13 images .* red/broken.jpg"):
         load_unlabeled(tmp_path / "pool", 16, 3, max_bad_fraction=0.05, classes=list(COLORS))
 

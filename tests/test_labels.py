@@ -91,6 +91,7 @@ def test_teacher_is_not_noised_when_labeling(tmp_path):
 
 def test_store_is_sharded_resumes_per_shard_and_refuses_another_teacher(tmp_path):
     pool = make_pool(50)
+    pool.skipped = [("broken.jpg", "image file is truncated")]
     teacher = build_model("resnet_tiny_32", 10, 1)
     config = LabelConfig(batch_size=16, shard_size=20)
     store = pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="abc")
@@ -98,6 +99,7 @@ def test_store_is_sharded_resumes_per_shard_and_refuses_another_teacher(tmp_path
     assert list(store.ids()) == pool.ids and len(store) == 50
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["teacher_sha256"] == "abc" and [s["count"] for s in manifest["shards"]] == [20, 20, 10]
+    assert manifest["bad_files"] == [{"id": "broken.jpg", "reason": "image file is truncated"}]
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="abc")
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes, "a finished store is not redone"

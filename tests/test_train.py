@@ -43,6 +43,18 @@ def test_joint_batch_is_b_labeled_plus_r_times_b_pseudo_labeled():
     assert torch.equal(smoothed[8:], targets[8:])
 
 
+def test_duplicated_pseudo_labels_are_drawn_as_often_as_their_copies():
+    """Counts, not copied pixels: an image with 3 copies is drawn 3x as often as one with 1."""
+    targets = torch.eye(10)[:3]  # 10 classes, like the labeled set
+    pseudo = PseudoLabeledSet(torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 32, 32).clone(),
+                              targets, copies=torch.tensor([3, 0, 1]))
+    assert len(pseudo) == 4 and pseudo.rows.tolist() == [0, 0, 0, 2]
+    config = TrainConfig(batch_size=1, unlabeled_ratio=20_000, augment=False, label_smoothing=0.0)
+    _, drawn = build_batch(0, 0, labeled_set(), config, torch.device("cpu"), pseudo, None)
+    counts = drawn[1:, :3].sum(0)
+    assert counts[1] == 0 and abs(counts[0] / counts.sum() - 0.75) < 0.01
+
+
 def test_randaugment_switch_changes_only_the_inputs():
     labeled, pseudo = labeled_set(), pseudo_set()
     config = TrainConfig(batch_size=8, unlabeled_ratio=2)

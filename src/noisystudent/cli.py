@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(id, argmax, confidence, top-k ids and float16 probabilities; labels/store.py). Resumable:\n"
                     "rerun the same command after a crash. Under torchrun each rank labels its own shards.\n\n"
                     "example:\n  noisystudent label runs/demo/round-0/teacher pool-labels --config configs/demo.yaml\n"
-                    "  torchrun --nproc_per_node=8 -m noisystudent.cli label teacher/ labels/ --config my.yaml")
+                    "  torchrun --nproc_per_node=8 --no-python noisystudent label teacher/ labels/ --config my.yaml")
     label.add_argument("teacher", type=Path, help="stage folder or .safetensors file")
     label.add_argument("output", type=Path, help="store directory (created; resumed if it exists)")
     label.add_argument("--config", type=Path, default=None, help="config whose data and labels sections to use")

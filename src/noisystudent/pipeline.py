@@ -188,10 +188,9 @@ class Pipeline:
         except KeyError as missing:
             raise UserError(f"label store {store.root} has id {missing} that is not in the unlabeled pool; "
                             f"the data changed since labeling: use a new run name") from None
-        repeats = torch.from_numpy(copies.astype(np.int64))  # duplicates of short classes enter as copies
-        targets = store.targets(rows, self.labeled.num_classes, self.config.labels.kind)
-        return PseudoLabeledSet(self.unlabeled.images[pool_rows.repeat_interleave(repeats)],
-                                targets.repeat_interleave(repeats, dim=0))
+        return PseudoLabeledSet(self.unlabeled.images[pool_rows],
+                                store.targets(rows, self.labeled.num_classes, self.config.labels.kind),
+                                torch.from_numpy(copies.astype(np.int64)))
 
     # -- the rounds -----------------------------------------------------------------------------
 

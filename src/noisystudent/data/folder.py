@@ -207,7 +207,7 @@ def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction:
     arrays, ids, report = decode_all(root, items, size, channels, max_bad_fraction, f"decode {source.name}")
     index = {name: i for i, name in enumerate(classes)}
     return ImageSet(_stack(arrays, channels, size), torch.tensor([index[label_of[i]] for i in ids], dtype=torch.long),
-                    ids, classes), report
+                    ids, classes, report.bad), report
 
 
 def load_unlabeled(source: str | Path, size: int, channels: int, max_bad_fraction: float,
@@ -231,4 +231,4 @@ def load_unlabeled(source: str | Path, size: int, channels: int, max_bad_fractio
     if len(set(ids)) != len(ids):
         raise UserError(f"{source} has repeated image ids; every image needs its own path or key")
     return ImageSet(_stack(arrays, channels, size), torch.full((len(ids),), UNLABELED, dtype=torch.long),
-                    ids, classes), report
+                    ids, classes, report.bad), report

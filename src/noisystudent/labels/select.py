@@ -60,7 +60,6 @@ class Plan:
     available: np.ndarray  # images whose argmax is the class
     kept: np.ndarray  # ... of which confidence >= threshold
     target: int
-    mode: str
     base: np.ndarray | None = None  # top_confidence: every kept image's multiplicity
     extra: np.ndarray | None = None  # top_confidence: the most confident `extra` get one more
     cut_bin: np.ndarray | None = None  # top_confidence: the fine bin holding the extra-th most confident
@@ -113,8 +112,7 @@ def plan_selection(store: LabelStore, num_classes: int, threshold: float, images
     kept = np.zeros(num_classes, np.int64)
     fine = np.zeros((num_classes, FINE_BINS), np.int64) if mode == "top_confidence" else None
     coarse = np.zeros((num_classes, len(OFFICIAL_EDGES)), np.int64) if mode == "official" else None
-    for table in store.iter_shards(["argmax", "confidence"]):
-        argmax, confidence = table.column("argmax").to_numpy().astype(np.int64), table.column("confidence").to_numpy()
+    for _, _, argmax, confidence in _scan(store, with_ids=False):
         _check_classes(argmax, num_classes)
         available += np.bincount(argmax, minlength=num_classes)
         keep = confidence >= threshold
@@ -126,7 +124,7 @@ def plan_selection(store: LabelStore, num_classes: int, threshold: float, images
             coarse += np.bincount(argmax * len(OFFICIAL_EDGES) + official_bin(confidence),
                                   minlength=coarse.size).reshape(coarse.shape)
     target = images_per_class if images_per_class is not None else max(1, round(int(kept.sum()) / num_classes))
-    plan = Plan(available, kept, target, mode)
+    plan = Plan(available, kept, target)
     if mode == "official":
         plan.class_threshold, plan.eligible = official_thresholds(coarse, threshold, target)
         return plan
@@ -161,6 +159,16 @@ def official_thresholds(counts: np.ndarray, min_threshold: float, target: int) -
     return thresholds, eligible
 
 
+def _scan(store: LabelStore, with_ids: bool = True):
+    """Per shard: (store rows, ids as Arrow strings or None, argmax as int64, confidence)."""
+    start = 0
+    for table in store.iter_shards(["id", "argmax", "confidence"] if with_ids else ["argmax", "confidence"]):
+        argmax = table.column("argmax").to_numpy().astype(np.int64)
+        ids = table.column("id").combine_chunks() if with_ids else None
+        yield np.arange(start, start + len(argmax)), ids, argmax, table.column("confidence").to_numpy()
+        start += len(argmax)
+
+
 def _check_classes(argmax: np.ndarray, num_classes: int) -> None:
     if len(argmax) and (argmax.min() < 0 or argmax.max() >= num_classes):
         raise UserError(f"label store has class {int(argmax.max())}, but the labeled data has {num_classes} classes")
@@ -168,29 +176,20 @@ def _check_classes(argmax: np.ndarray, num_classes: int) -> None:
 
 def _official_pass(store, plan: Plan, threshold: float, seed: int, write, writer) -> None:
     rate = plan.target / np.maximum(plan.eligible, 1)
-    start = 0
-    for index, table in enumerate(store.iter_shards(["id", "argmax", "confidence"])):
-        argmax, confidence = table.column("argmax").to_numpy().astype(np.int64), table.column("confidence").to_numpy()
-        rows = np.arange(start, start + len(argmax))
-        start += len(argmax)
+    for index, (rows, ids, argmax, confidence) in enumerate(_scan(store)):
         eligible = (confidence >= threshold) & (official_bin(confidence) >= np.rint(plan.class_threshold[argmax] * 100))
         # one generator per shard: the draws do not depend on how many shards came before
         uniform = np.random.default_rng([seed, index]).random(len(argmax))
         whole = np.floor(rate[argmax]).astype(np.int64)
         copies = np.where(eligible, whole + (uniform < rate[argmax] - whole), 0)
-        write(writer, rows, table.column("id").combine_chunks(), argmax, copies)
+        write(writer, rows, ids, argmax, copies)
 
 
 def _top_confidence_pass(store, plan: Plan, threshold: float, write, writer) -> None:
     still_needed = plan.extra - plan.above_cut  # how many of each class's cut bin get +1
     buffer = {"rows": np.empty(0, np.int64), "classes": np.empty(0, np.int64), "confidence": np.empty(0, np.float32)}
     buffer_ids = pa.array([], pa.string())
-    start = 0
-    for table in store.iter_shards(["id", "argmax", "confidence"]):
-        argmax, confidence = table.column("argmax").to_numpy().astype(np.int64), table.column("confidence").to_numpy()
-        ids = table.column("id").combine_chunks()
-        rows = np.arange(start, start + len(argmax))
-        start += len(argmax)
+    for rows, ids, argmax, confidence in _scan(store):
         keep = confidence >= threshold
         bins = confidence_bins(confidence)
         in_cut = keep & (bins == plan.cut_bin[argmax])

@@ -14,7 +14,8 @@ renormalized to sum to 1 (`targets_from_topk`); the mass outside the top-k is dr
 Layout of a store directory:
     header.json         teacher hash, k, T, shard size, pool size: what the shards were made with
     shard-00000.parquet one per `labels.shard_size` images, in pool order
-    manifest.json       written last, when every shard exists: the header, shards, counts, k
+    manifest.json       written last, when every shard exists: the header, shards, counts, k,
+                        and the pool's undecodable files with the reason
 
 A shard is committed by temp file + fsync + rename, so a killed job leaves whole shards only;
 a rerun skips shards that exist and, once manifest.json exists, does nothing. Shards and
@@ -107,17 +108,19 @@ def pseudo_label(teacher: torch.nn.Module, pool: ImageSet, config: LabelConfig, 
     distributed.barrier()
     if distributed.is_main:
         write_manifest(out_dir, header, [min(len(pool), (i + 1) * config.shard_size) - i * config.shard_size
-                                         for i in range(shard_count)])
+                                         for i in range(shard_count)], pool.skipped)
     distributed.barrier()
     return store
 
 
-def write_manifest(out_dir: Path, header: dict, shard_counts: list[int]) -> None:
-    """Close a store whose shards all exist: manifest.json lists them (the store's commit record)."""
+def write_manifest(out_dir: Path, header: dict, shard_counts: list[int], bad_files: list | None = None) -> None:
+    """Close a store whose shards all exist: manifest.json lists them (the store's commit record)
+    and the pool's files that could not be decoded, with the reason."""
     first = pq.read_schema(out_dir / shard_name(0)) if shard_counts else None
     write_json(out_dir / MANIFEST, {
         **header, "count": sum(shard_counts), "stored_k": first.field("topk_ids").type.list_size if first else 0,
         "shards": [{"name": shard_name(i), "count": count} for i, count in enumerate(shard_counts)],
+        "bad_files": [{"id": image_id, "reason": reason} for image_id, reason in bad_files or []],
     })
 
 

@@ -42,13 +42,19 @@ LABELED_STREAM, UNLABELED_STREAM, STEP_STREAM = 1, 2, 3
 
 @dataclass
 class PseudoLabeledSet:
-    """The selection the student trains on: one row per (possibly duplicated) image."""
+    """The selection the student trains on: each selected image once, with the number of times
+    it enters the set (duplicates of short classes) kept as a count, not as copies of pixels."""
 
-    images: torch.Tensor  # uint8 [M, C, H, W]
-    targets: torch.Tensor  # float32 [M, K], rows sum to 1 (soft) or one-hot (hard)
+    images: torch.Tensor  # uint8 [U, C, H, W]
+    targets: torch.Tensor  # float32 [U, K], rows sum to 1 (soft) or one-hot (hard)
+    copies: torch.Tensor | None = None  # int64 [U]; None = each image once
+
+    def __post_init__(self):
+        unique = torch.arange(len(self.images))
+        self.rows = unique if self.copies is None else unique.repeat_interleave(self.copies)  # set row -> image
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.rows)
 
 
 def joint_batch_sizes(batch_size: int, unlabeled_ratio: float) -> tuple[int, int]:
@@ -114,7 +120,7 @@ def build_batch(step: int, seed: int, labeled: ImageSet, config: TrainConfig, de
     images = [labeled.images[rows]]
     targets = [labeled_targets(labeled.labels[rows], labeled.num_classes, config.label_smoothing)]
     if pseudo is not None:
-        rows = sample_indices(len(pseudo), unlabeled, step, seed, UNLABELED_STREAM)
+        rows = pseudo.rows[sample_indices(len(pseudo), unlabeled, step, seed, UNLABELED_STREAM)]
         images.append(pseudo.images[rows])
         targets.append(pseudo.targets[rows])
     pixels = torch.cat(images).to(device)
@@ -176,7 +182,7 @@ class _TerminationFlag:
 def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, config: TrainConfig, seed: int) -> str:
     """Hash of everything a training stage learns from; a checkpoint only resumes against the same."""
     digest = hashlib.sha256()
-    for tensor in (labeled.images, labeled.labels, *(() if pseudo is None else (pseudo.images, pseudo.targets))):
+    for tensor in (labeled.images, labeled.labels, *(() if pseudo is None else (pseudo.images, pseudo.targets, pseudo.rows))):
         digest.update(tensor.contiguous().numpy().tobytes())
     digest.update(json.dumps({"config": asdict(config), "seed": seed}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
