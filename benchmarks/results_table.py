@@ -1,0 +1,114 @@
+"""README's results section, rendered from the committed JSON under benchmarks/results/.
+
+    python benchmarks/results_table.py           # print it
+    python benchmarks/results_table.py --write   # replace the block in README.md
+
+A test keeps README's block equal to this rendering, so every number quoted there comes from a
+committed result file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).parent / "results"
+README = Path(__file__).parent.parent / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def pct(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+def render() -> str:
+    demo, robust = load("demo"), load("robustness")
+    sweep, ddp = load("teacher_sweep"), load("ddp_overhead")
+    select, label = load("select_scale"), load("label_throughput")
+    lines = [
+        f"Fashion-MNIST, 1,000 labels (100 per class), the other 59,000 training images unlabeled, "
+        f"`configs/demo.yaml`, seed {demo['seed']}, one run on {demo['machine']['cpu_count']} CPU cores "
+        f"(commit `{demo['commit'][:7]}`, [demo.json](benchmarks/results/demo.json)):",
+        "",
+        "| model | params | pseudo-label acc. | top-1 |",
+        "|---|---|---|---|",
+        f"| round-0 teacher `{demo['rounds'][0]['teacher_model']}` | {demo['rounds'][0]['teacher_parameters'] / 1e6:.2f}M "
+        f"| - | {pct(demo['teacher_top1'])} |",
+    ]
+    for r in demo["rounds"]:
+        lines.append(f"| round-{r['round']} student `{r['student_model']}` | {r['student_parameters'] / 1e6:.2f}M "
+                     f"| {pct(r['pseudo_label_accuracy'])} | {pct(r['student_top1'])} |")
+    lines += [
+        "",
+        f"Final student {demo['gain_points']:+.2f} points over the teacher, the whole run (training, labeling, "
+        f"evaluation with robustness, report) in {demo['wall_seconds'] / 60:.1f} min (our target: +3.0 points "
+        f"within 45 min).",
+        "",
+        f"The teacher is a converged supervised baseline: its schedule is the one after which test accuracy "
+        f"stops improving ([teacher_sweep.json](benchmarks/results/teacher_sweep.json): "
+        + ", ".join(f"{r['teacher_epochs']} epochs {pct(r['teacher_top1'])}" for r in sweep["runs"])
+        + "). Picking it on the test set favours the teacher, so the gain above is conservative.",
+        "",
+        f"Robustness, round-0 teacher = 100 for mCE and mFR, on {robust['images']} test images "
+        "([robustness.json](benchmarks/results/robustness.json)):",
+        "",
+        "| | top-1 | mCE | mFR | FGSM " + " / ".join(k for k in list(robust["teacher"]["fgsm"])[1:3]) + " | ECE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for who in ("teacher", "student"):
+        m = robust[who]
+        fgsm = " / ".join(pct(v) for v in list(m["fgsm"].values())[1:3])
+        lines.append(f"| {who} | {pct(m['top1'])} | {m['mce']:.1f} | {m['mfr']:.1f} | {fgsm} | {m['ece']:.3f} |")
+    big = max(select["runs"], key=lambda r: (r["n_images"], r["mode"]))
+    by_mode = {r["mode"]: r for r in select["runs"] if r["n_images"] == big["n_images"]}
+    lines += [
+        "",
+        "Scale and systems ([select_scale.json](benchmarks/results/select_scale.json), "
+        "[label_throughput.json](benchmarks/results/label_throughput.json), "
+        "[ddp_overhead.json](benchmarks/results/ddp_overhead.json)):",
+        "",
+        f"- Selection over a synthetic store of {big['n_images']:,} images x {select['classes']} classes (top-{select['top_k']}): "
+        + "; ".join(f"{mode} {r['seconds']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB "
+                    f"({r['import_rss_bytes'] / 2**30:.2f} GiB of it the imports)" for mode, r in by_mode.items())
+        + "; time ratio to the smallest store: "
+        + ", ".join(f"{mode} {ratio}" for mode, ratio in select["time_ratio_largest_to_smallest"].items()) + ".",
+        f"- Store size: {select['storage'][str(big['n_images'])]['bytes_per_image']} bytes per image at "
+        f"{select['classes']} classes against {select['storage'][str(big['n_images'])]['official_fp32_bytes_per_image']:,} "
+        f"for the official fp32 vector.",
+        f"- Labeling runs at {label['ratio']:.2f}x the images/s of a bare `model(x)` loop over the same tensors "
+        f"({label['model']}, batch {label['batch_size']}); the folder source decodes "
+        + ", ".join(f"{rate:.0f} {kind.upper()}/s" for kind, rate in label["decode_images_per_second"].items())
+        + " on one process.",
+        f"- DDP on this CPU: 2 gloo processes train at {ddp['ratio_2_to_1']:.2f}x the images/s of one process for the "
+        f"same global batch (2 cores shared: this is DDP's overhead, not a speed-up); a checkpoint of "
+        f"`{ddp['checkpoint']['model']}` is {ddp['checkpoint']['bytes'] / 1e6:.1f} MB, saved in "
+        f"{1000 * ddp['checkpoint']['save_seconds']:.0f} ms and loaded in {1000 * ddp['checkpoint']['load_seconds']:.0f} ms.",
+    ]
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str) -> str:
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{block}\n{END}{tail}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--write", action="store_true", help="replace the results block in README.md")
+    args = parser.parse_args()
+    block = render()
+    if args.write:
+        README.write_text(replace_block(README.read_text(), block))
+        print(f"wrote the results block of {README}")
+    else:
+        print(block)
+
+
+if __name__ == "__main__":
+    main()
