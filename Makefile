@@ -43,3 +43,6 @@ bench: install data
 	$(BIN)/python benchmarks/demo.py
 	$(BIN)/python benchmarks/teacher_sweep.py
 	$(BIN)/python benchmarks/ddp_overhead.py
+	$(BIN)/python benchmarks/label_throughput.py
+	$(BIN)/python benchmarks/select_scale.py
+	$(BIN)/python benchmarks/results_table.py --write

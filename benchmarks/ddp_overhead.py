@@ -41,10 +41,11 @@ def images_per_second(run_dir: Path) -> float:
 
 def training_rate(processes: int, runs_dir: Path) -> float:
     name = f"ddp{processes}"
-    command = ["noisystudent", "run", str(bundled_config("demo")), *OVERRIDES, f"runs_dir={runs_dir}", f"name={name}"]
+    command = ["-m", "noisystudent.cli", "run", str(bundled_config("demo")), *OVERRIDES, f"runs_dir={runs_dir}",
+               f"name={name}"]
     if processes > 1:
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_port=29611",
-                   "-m", "noisystudent.cli", *command[1:]]
+        command = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_port=29611", *command]
+    command = [sys.executable, *command]  # the venv's Python, whether or not the venv is activated
     env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 2) // processes))}
     subprocess.run(command, check=True, capture_output=True, env=env)
     return images_per_second(runs_dir / name)
