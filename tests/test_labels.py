@@ -108,6 +108,9 @@ def test_store_is_sharded_resumes_per_shard_and_refuses_another_teacher(tmp_path
     (tmp_path / "shard-00001.parquet").unlink()  # as if killed before shard 1 was committed
     with pytest.raises(UserError, match="another teacher"):
         pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="other")
+    (tmp_path / ".shard-00001.parquet.k1ll3d.tmp").write_bytes(b"half a shard")  # left by a SIGKILL mid-write
+    pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="abc")
+    assert not list(tmp_path.glob(".*")) and (tmp_path / "manifest.json").is_file()
 
 
 def test_temperature_scales_targets_but_not_confidence():

@@ -85,16 +85,14 @@ def cmd_label(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_splits
     from .distributed import init_from_environment
-    from .labels import file_sha256, pseudo_label
+    from .labels import label_with_weights
     from .models import resolve_device
-    from .train import exported_weights_file, load_exported
 
     config = load_config(args.config, args.overrides)
     distributed, device_name = init_from_environment(config.device)
     _, unlabeled, _ = load_splits(config.data, config.seed)
-    weights = exported_weights_file(args.teacher)
-    store = pseudo_label(load_exported(weights), unlabeled, config.labels, args.output, resolve_device(device_name),
-                         teacher_hash=file_sha256(weights), distributed=distributed)
+    store = label_with_weights(args.teacher, unlabeled, config.labels, args.output, resolve_device(device_name),
+                               distributed)
     if distributed.is_main:
         manifest = store.manifest
         print(f"{manifest['count']} images in {len(manifest['shards'])} shards, top-{manifest['stored_k']} per image: "

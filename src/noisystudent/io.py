@@ -31,6 +31,13 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> None
         os.close(directory)
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> None:
+    """Delete the temp files atomic_write leaves only when its process is killed mid-write (the
+    committed files beside them are intact). Call it before anything writes to `folder` again."""
+    for stale in Path(folder).glob(".*.tmp"):
+        stale.unlink(missing_ok=True)
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 

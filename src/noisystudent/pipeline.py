@@ -29,10 +29,10 @@ from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_model
 from .io import read_json, write_json, write_text
-from .labels import LabelStore, file_sha256, pseudo_label, read_selection, select_from_store
+from .labels import LabelStore, label_with_weights, read_selection, select_from_store
 from .models import build_model, check_student_size, resolve_device
 from .noise import RandAugment
-from .train import PseudoLabeledSet, exported_weights_file, load_exported, train_model
+from .train import PseudoLabeledSet, load_exported, train_model
 
 DONE = "DONE"
 
@@ -146,10 +146,8 @@ class Pipeline:
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
         if not stage.is_done():  # every rank labels its share of the shards
-            teacher = load_exported(teacher_dir)  # no noise: dropout 0, stochastic depth off
-            store = pseudo_label(teacher, self.unlabeled, self.config.labels, stage.path, self.device,
-                                 teacher_hash=file_sha256(exported_weights_file(teacher_dir)),
-                                 distributed=self.distributed)
+            store = label_with_weights(teacher_dir, self.unlabeled, self.config.labels, stage.path, self.device,
+                                       self.distributed)
             if self.distributed.is_main:
                 argmax = store.column("argmax")
                 truth = self.unlabeled.labels.numpy()

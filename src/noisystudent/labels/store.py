@@ -26,7 +26,6 @@ Under torchrun every rank labels the shards with index % world_size == rank.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,8 +40,9 @@ from ..config import LabelConfig
 from ..data import ImageSet
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
-from ..io import atomic_write, read_json, write_json
+from ..io import atomic_write, read_json, remove_stale_temps, write_json
 from ..models import predict_logits
+from ..train import exported_weights_file, load_exported
 
 HEADER, MANIFEST = "header.json", "manifest.json"
 ALL_CLASSES_UP_TO = 100  # below this many classes the full distribution is cheap enough to keep
@@ -84,7 +84,7 @@ def pseudo_label(teacher: torch.nn.Module, pool: ImageSet, config: LabelConfig, 
     store = LabelStore(out_dir)
     if (out_dir / MANIFEST).is_file():
         return store
-    shard_count = math.ceil(len(pool) / config.shard_size)
+    shards = [range(start, min(len(pool), start + config.shard_size)) for start in range(0, len(pool), config.shard_size)]
     header = {"teacher_sha256": teacher_hash, "temperature": config.temperature, "top_k": config.top_k,
               "shard_size": config.shard_size,
               "pool": len(pool), "first_id": pool.ids[0] if len(pool) else None,
@@ -94,23 +94,32 @@ def pseudo_label(teacher: torch.nn.Module, pool: ImageSet, config: LabelConfig, 
             raise UserError(f"{out_dir} holds shards labeled with other settings or another teacher "
                             f"({read_json(out_dir / HEADER)}, now {header}); delete the directory to relabel")
         write_json(out_dir / HEADER, header)
+        remove_stale_temps(out_dir)  # before any rank writes again
     distributed.barrier()
     teacher.to(device).to(memory_format=torch.channels_last)
-    for index in range(distributed.rank, shard_count, distributed.world_size):
+    for index in range(distributed.rank, len(shards), distributed.world_size):
         if (out_dir / shard_name(index)).is_file():
             continue
-        rows = range(index * config.shard_size, min(len(pool), (index + 1) * config.shard_size))
+        rows = shards[index]
         logits = predict_logits(teacher, pool.images[rows.start:rows.stop], config.batch_size, device,
-                                desc=f"label {index + 1}/{shard_count}")
+                                desc=f"label {index + 1}/{len(shards)}")
         table = shard_table(pool.ids[rows.start:rows.stop], logits, config.temperature,
                             top_k_for(logits.shape[1], config))
         atomic_write(out_dir / shard_name(index), lambda tmp: pq.write_table(table, tmp))
     distributed.barrier()
     if distributed.is_main:
-        write_manifest(out_dir, header, [min(len(pool), (i + 1) * config.shard_size) - i * config.shard_size
-                                         for i in range(shard_count)], pool.skipped)
+        write_manifest(out_dir, header, [len(rows) for rows in shards], pool.skipped)
     distributed.barrier()
     return store
+
+
+def label_with_weights(weights: Path, pool: ImageSet, config: LabelConfig, out_dir: Path, device: torch.device,
+                       distributed: Distributed = SINGLE) -> "LabelStore":
+    """pseudo_label with exported weights (a stage folder or its .safetensors), rebuilt without
+    noise (dropout 0, stochastic depth off), the weights file's hash as the teacher's identity."""
+    path = exported_weights_file(weights)
+    return pseudo_label(load_exported(path), pool, config, out_dir, device, teacher_hash=file_sha256(path),
+                        distributed=distributed)
 
 
 def write_manifest(out_dir: Path, header: dict, shard_counts: list[int], bad_files: list | None = None) -> None:

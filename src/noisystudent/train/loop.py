@@ -33,6 +33,7 @@ from ..data import ImageSet, weak_augment
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
 from ..faults import InjectedCrash, should_inject
+from ..io import remove_stale_temps
 from ..models import autocast, to_model_input
 from ..noise import RandAugment
 from .checkpoint import export_weights, load_checkpoint, save_checkpoint
@@ -224,9 +225,8 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
     # timm's warm-up keeps early EMA from averaging in the random init on short schedules.
     ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema_decay > 0 else None
     fingerprint = inputs_fingerprint(labeled, pseudo, config, seed)
-    if main:  # a SIGKILL in the middle of a save leaves its temp file; the committed file is intact
-        for stale in checkpoint_path.parent.glob(f".{checkpoint_path.name}.*.tmp"):
-            stale.unlink()
+    if main and checkpoint_path.parent.is_dir():  # a SIGKILL mid-save leaves its temp file
+        remove_stale_temps(checkpoint_path.parent)
     start = 0
     if checkpoint_path.is_file():
         start = load_checkpoint(checkpoint_path, model, optimizer, ema.module if ema else None, fingerprint)
