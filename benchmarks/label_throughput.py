@@ -27,8 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, write_result  # noqa: E402
 
 from noisystudent.config import LabelConfig  # noqa: E402
-from noisystudent.data import ImageSet  # noqa: E402
-from noisystudent.data.folder import load_unlabeled  # noqa: E402
+from noisystudent.data import ImageSet, Pool, memory_pool, open_pool  # noqa: E402
 from noisystudent.labels import pseudo_label  # noqa: E402
 from noisystudent.models import build_model, iterate_logits  # noqa: E402
 
@@ -42,10 +41,10 @@ def bare_rate(model: torch.nn.Module, images: torch.Tensor) -> float:
     return len(images) / (time.perf_counter() - started)
 
 
-def label_rate(model: torch.nn.Module, pool: ImageSet, folder: Path) -> float:
+def label_rate(model: torch.nn.Module, pool: Pool, folder: Path) -> float:
     started = time.perf_counter()
     pseudo_label(model, pool, LabelConfig(batch_size=BATCH, shard_size=SHARD), folder, torch.device("cpu"))
-    return len(pool) / (time.perf_counter() - started)
+    return pool.size / (time.perf_counter() - started)
 
 
 def decode_rate(folder: Path, suffix: str) -> float:
@@ -54,7 +53,10 @@ def decode_rate(folder: Path, suffix: str) -> float:
         pixels = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"{i:05d}.{suffix}")
     started = time.perf_counter()
-    load_unlabeled(folder, 32, 1, 0.0, ["a"])
+    pool = open_pool(folder, 32, 1, 0.0, ["a"])
+    for _, items in pool.chunks(SHARD):
+        for _ in pool.batches(items, BATCH):
+            pass
     return DECODE_FILES / (time.perf_counter() - started)
 
 
@@ -63,7 +65,8 @@ def main() -> None:
     model = build_model(MODEL, 10, 1).eval().to(memory_format=torch.channels_last)  # as pseudo_label does
     generator = torch.Generator().manual_seed(SEED)
     images = torch.randint(0, 256, (POOL, 1, 32, 32), dtype=torch.uint8, generator=generator)
-    pool = ImageSet(images, torch.zeros(POOL, dtype=torch.long), [f"img-{i:06d}" for i in range(POOL)], ["a"])
+    pool = memory_pool(ImageSet(images, torch.zeros(POOL, dtype=torch.long), [f"img-{i:06d}" for i in range(POOL)],
+                                list("abcdefghij")), "benchmark pool")
     bare, label = [], []
     with tempfile.TemporaryDirectory(prefix="noisystudent-label-") as work:
         bare_rate(model, images[:BATCH * 2])  # warm-up: first-call allocations and kernel choice

@@ -12,7 +12,11 @@ import torch
 from PIL import Image
 
 from noisystudent.config import load_config
-from noisystudent.data.folder import decode_image, list_images, load_labeled, load_unlabeled, BadImage
+from noisystudent.config import LabelConfig
+from noisystudent.data import open_pool
+from noisystudent.data.folder import decode_image, image_ids, load_labeled, BadImage
+from noisystudent.labels import pseudo_label
+from noisystudent.models import build_model
 from noisystudent.errors import UserError
 from noisystudent.pipeline import run
 
@@ -62,14 +66,31 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
         decode_image(tmp_path / "big.png", 16, 3)
 
 
-def test_bad_files_are_skipped_counted_and_stop_the_run_past_the_limit(tmp_path):
+def decode_pool(pool):
+    """(ids, images, bad) of a whole pool, decoded in one go (fine for a test-sized pool)."""
+    batches = [batch for _, items in pool.chunks(10**6) for batch in pool.batches(items, 10**6)]
+    return ([i for b in batches for i in b.ids], torch.cat([b.images for b in batches]),
+            [bad for b in batches for bad in b.bad])
+
+
+def test_bad_files_are_skipped_listed_per_shard_and_stop_the_stage_past_the_limit(tmp_path):
     make_tree(tmp_path / "pool", 4, seed=1)
     (tmp_path / "pool" / "red" / "broken.jpg").write_bytes(b"\xff\xd8\xff")
-    pool, report = load_unlabeled(tmp_path / "pool", 16, 3, max_bad_fraction=0.1, classes=list(COLORS))
-    assert len(pool) == 12 and report.total == 13 and report.bad[0][0] == "red/broken.jpg"
-    assert "red/broken.jpg" not in pool.ids and (pool.labels == -1).all() and pool.skipped == report.bad
-    with pytest.raises(UserError, match="1 of 13 images .* red/broken.jpg"):
-        load_unlabeled(tmp_path / "pool", 16, 3, max_bad_fraction=0.05, classes=list(COLORS))
+    (tmp_path / "pool" / "blue" / "empty.png").write_bytes(b"")
+    teacher, config = build_model("resnet_tiny_32", 3, 3), LabelConfig(batch_size=4, shard_size=5)
+    pool = open_pool(tmp_path / "pool", 16, 3, max_bad_fraction=0.2, classes=list(COLORS))
+    store = pseudo_label(teacher, pool, config, tmp_path / "store", torch.device("cpu"))
+    manifest = store.manifest
+    assert manifest["inputs"] == 14 and manifest["count"] == 12 and manifest["bad_files"] == 2
+    listed = {entry["id"]: shard["name"] for shard in manifest["shards"] for entry in shard["bad_files"]}
+    # sorted listing: blue/0-3, blue/empty.png | green/0-3, red/0 | red/1-3, red/broken.jpg
+    assert listed == {"blue/empty.png": "shard-00000.parquet", "red/broken.jpg": "shard-00002.parquet"}
+    assert [shard["count"] for shard in manifest["shards"]] == [4, 5, 3]
+    assert "red/broken.jpg" not in set(store.column("id"))
+    strict = open_pool(tmp_path / "pool", 16, 3, max_bad_fraction=0.1, classes=list(COLORS))
+    with pytest.raises(UserError, match=r"2 of 14 images .*data.max_bad_fraction=0.1.*blue/empty.png"):
+        pseudo_label(teacher, strict, config, tmp_path / "strict", torch.device("cpu"))
+    assert not (tmp_path / "strict" / "manifest.json").exists() and len(list((tmp_path / "strict").glob("shard-*"))) == 3
 
 
 def test_symlink_out_of_the_root_is_refused(tmp_path):
@@ -78,7 +99,7 @@ def test_symlink_out_of_the_root_is_refused(tmp_path):
     write_image(outside, COLORS["red"], np.random.default_rng(0))
     (tmp_path / "pool" / "red" / "link.png").symlink_to(outside)
     with pytest.raises(UserError, match="link.png is a link to outside"):
-        list_images(tmp_path / "pool")
+        list(image_ids(tmp_path / "pool"))
 
 
 def test_labeled_folder_classes_and_stable_ids(tmp_path):
@@ -128,23 +149,22 @@ def test_manifest_entries_outside_the_root_are_refused_by_name(tmp_path, entry):
     entry = str(outside) if entry == "ABSOLUTE" else entry
     (tmp_path / "data" / "pool.csv").write_text(f"path\nred/0.png\n{entry}\n")
     with pytest.raises(UserError, match=f"entry '{re.escape(entry)}' points outside the dataset root"):
-        load_unlabeled(tmp_path / "data" / "pool.csv", 16, 3, 0.0, list(COLORS))
+        open_pool(tmp_path / "data" / "pool.csv", 16, 3, 0.0, list(COLORS))
 
 
 def test_manifest_mistakes_name_the_line_and_the_fix(tmp_path):
     (tmp_path / "a.jsonl").write_text('{"path": "x.png"}\nnot json\n')
     with pytest.raises(UserError, match="a.jsonl line 2: not JSON"):
-        load_unlabeled(tmp_path / "a.jsonl", 16, 3, 0.0, ["c"])
+        open_pool(tmp_path / "a.jsonl", 16, 3, 0.0, ["c"])
     (tmp_path / "b.csv").write_text("file,label\nx.png,c\n")
     with pytest.raises(UserError, match="header row with a 'path' column"):
         load_labeled(tmp_path / "b.csv", 16, 3, 0.0)
     (tmp_path / "c.csv").write_text("path,label\nx.png,\n")
     with pytest.raises(UserError, match="every entry of a labeled manifest needs a label"):
         load_labeled(tmp_path / "c.csv", 16, 3, 0.0)
-    missing = tmp_path / "d.csv"
-    missing.write_text("path\nred/nope.png\n")
-    with pytest.raises(UserError, match="1 of 1 images .* red/nope.png"):
-        load_unlabeled(missing, 16, 3, 0.0, ["c"])
+    (tmp_path / "d.csv").write_text("path\nred/nope.png\n")
+    _, _, bad = decode_pool(open_pool(tmp_path / "d.csv", 16, 3, 0.0, ["c"]))
+    assert bad[0][0] == "red/nope.png" and "No such file" in bad[0][1]
 
 
 def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
@@ -158,15 +178,15 @@ def write_shard(path: Path, members: list[tuple[str, bytes]]) -> None:
 def test_webdataset_shards_give_the_folder_ids_and_pixels_and_report_bad_samples(tmp_path):
     make_tree(tmp_path / "pool", 3, seed=6)
     (tmp_path / "pool" / "blue" / "9.jpg").write_bytes(b"\xff\xd8\xff truncated")
-    folder, folder_report = load_unlabeled(tmp_path / "pool", 16, 3, 0.5, list(COLORS))
+    folder_ids, folder_images, folder_bad = decode_pool(open_pool(tmp_path / "pool", 16, 3, 0.5, list(COLORS)))
     files = sorted(p.relative_to(tmp_path / "pool").as_posix() for p in (tmp_path / "pool").rglob("*.*"))
     members = [(name, (tmp_path / "pool" / name).read_bytes()) for name in files]
     write_shard(tmp_path / "pool-0.tar", members[:5])
     write_shard(tmp_path / "pool-1.tar", members[5:] + [("green/label-only.txt", b"no image here")])
-    shards, report = load_unlabeled(str(tmp_path / "pool-{0..1}.tar"), 16, 3, 0.5, list(COLORS))
-    assert shards.ids == folder.ids, "same ids for the same images"
-    assert torch.equal(shards.images, folder.images), "same pixels"
-    assert [bad for bad, _ in folder_report.bad] == ["blue/9.jpg"]
-    assert sorted(bad for bad, _ in report.bad) == ["blue/9.jpg", "green/label-only (no image in the sample)"]
+    ids, images, bad = decode_pool(open_pool(str(tmp_path / "pool-{0..1}.tar"), 16, 3, 0.5, list(COLORS)))
+    assert ids == folder_ids, "same ids for the same images"
+    assert torch.equal(images, folder_images), "same pixels"
+    assert [image_id for image_id, _ in folder_bad] == ["blue/9.jpg"]
+    assert sorted(image_id for image_id, _ in bad) == ["blue/9.jpg", "green/label-only (no image in the sample)"]
     with pytest.raises(UserError, match=r"pool-2.tar not found \(6 of 8 "):
-        load_unlabeled(str(tmp_path / "pool-{0..7}.tar"), 16, 3, 0.5, list(COLORS))
+        decode_pool(open_pool(str(tmp_path / "pool-{0..7}.tar"), 16, 3, 0.5, list(COLORS)))

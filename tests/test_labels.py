@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from noisystudent.config import LabelConfig
-from noisystudent.data import ImageSet
+from noisystudent.data import ImageSet, memory_pool
 from noisystudent.errors import UserError
-from noisystudent.labels import LabelStore, pseudo_label, read_selection, select_from_store, targets_from_topk
+from noisystudent.labels import LabelStore, pseudo_label, read_selection, select_from_store
 from noisystudent.labels.store import shard_name, shard_table, write_manifest
 from noisystudent.models import build_model
+from noisystudent.train import dense_targets
 
 
 class RecordingTeacher(torch.nn.Module):
@@ -31,7 +32,12 @@ class RecordingTeacher(torch.nn.Module):
 def make_pool(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g)
-    return ImageSet(images, torch.randint(0, 10, (n,), generator=g), [f"img-{i}" for i in range(n)], list("abcdefghij"))
+    labels = torch.randint(0, 10, (n,), generator=g)
+    return memory_pool(ImageSet(images, labels, [f"img-{i}" for i in range(n)], list("abcdefghij")), "test pool")
+
+
+def dense(class_ids, probs, num_classes):
+    return dense_targets(torch.as_tensor(class_ids), torch.as_tensor(probs), num_classes)
 
 
 def make_store(root, argmax, confidence, shard_size, num_classes=None):
@@ -46,7 +52,7 @@ def make_store(root, argmax, confidence, shard_size, num_classes=None):
         table = shard_table([f"u{i}" for i in range(start, stop)], logits, 1.0, min(num_classes, 3))
         table = table.set_column(2, "confidence", pa.array(confidence[start:stop]))
         pq.write_table(table, root / shard_name(index))
-        counts.append(stop - start)
+        counts.append({"count": stop - start, "inputs": stop - start, "bad_files": []})
     write_manifest(root, {}, counts)
     return LabelStore(root)
 
@@ -79,27 +85,27 @@ def test_teacher_is_not_noised_when_labeling(tmp_path):
     store = pseudo_label(teacher, pool, LabelConfig(batch_size=16, shard_size=25), tmp_path, torch.device("cpu"))
     assert teacher.calls and all(training is False for training, _ in teacher.calls)
     seen = torch.cat([x for _, x in teacher.calls])
-    assert torch.equal(seen, pool.images.float() / 255), "teacher must see clean, un-augmented images"
+    clean = pool.images.images.float() / 255
+    assert torch.equal(seen, clean), "teacher must see clean, un-augmented images"
     # and the stored labels equal a clean eval-mode prediction (dropout / drop-path off)
     teacher.model.eval()
     with torch.no_grad():
-        expected = teacher.model(pool.images.float() / 255).softmax(1)
-    assert torch.allclose(store.targets(np.arange(len(pool)), 10, "soft"), expected, atol=2e-3), "float16 storage"
+        expected = teacher.model(clean).softmax(1)
+    assert torch.allclose(dense(*store.topk(np.arange(40), "soft"), 10), expected, atol=2e-3), "float16 storage"
     assert np.array_equal(store.column("argmax"), expected.argmax(1).numpy())
     assert teacher.training, "the caller's mode is restored"
 
 
 def test_store_is_sharded_resumes_per_shard_and_refuses_another_teacher(tmp_path):
     pool = make_pool(50)
-    pool.skipped = [("broken.jpg", "image file is truncated")]
     teacher = build_model("resnet_tiny_32", 10, 1)
     config = LabelConfig(batch_size=16, shard_size=20)
     store = pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="abc")
     assert [p.name for p in store.shard_paths()] == ["shard-00000.parquet", "shard-00001.parquet", "shard-00002.parquet"]
-    assert list(store.ids()) == pool.ids and len(store) == 50
+    assert list(store.column("id")) == pool.images.ids and len(store) == 50
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["teacher_sha256"] == "abc" and [s["count"] for s in manifest["shards"]] == [20, 20, 10]
-    assert manifest["bad_files"] == [{"id": "broken.jpg", "reason": "image file is truncated"}]
+    assert manifest["bad_files"] == 0 and manifest["inputs"] == 50
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     pseudo_label(teacher, pool, config, tmp_path, torch.device("cpu"), teacher_hash="abc")
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == mtimes, "a finished store is not redone"
@@ -119,8 +125,7 @@ def test_temperature_scales_targets_but_not_confidence():
         table = shard_table(["a", "b"], logits, temperature, 3)
         ids = np.array(table.column("topk_ids").to_pylist())
         probs = np.array(table.column("topk_probs").to_pylist())
-        dense = targets_from_topk(ids, probs, 3)
-        assert torch.allclose(dense, (logits / temperature).softmax(1), atol=1e-3)
+        assert torch.allclose(dense(ids, probs, 3), (logits / temperature).softmax(1), atol=1e-3)
         assert np.allclose(table.column("confidence").to_numpy(), logits.softmax(1).max(1).values.numpy())
         assert table.column("argmax").to_pylist() == [0, 2]
     sharp = shard_table(["a", "b"], logits, 0.5, 3).column("topk_probs").to_pylist()
@@ -134,19 +139,23 @@ def test_many_classes_store_top_k_in_float16_and_targets_renormalize(tmp_path):
     assert table.schema.field("topk_probs").type == pa.list_(pa.float16(), 10)
     assert table.schema.field("topk_ids").type == pa.list_(pa.int32(), 10)
     ids = np.array(table.column("topk_ids").to_pylist())
-    probs = np.array(table.column("topk_probs").to_pylist(), dtype=np.float32)
     assert np.array_equal(ids, logits.topk(10).indices.numpy()) and np.array_equal(ids[:, 0], table.column("argmax").to_numpy())
-    dense = targets_from_topk(ids, probs, 1000)
-    assert torch.allclose(dense.sum(1), torch.ones(30)), "renormalized over the kept top-k"
-    assert ((dense > 0).sum(1) == 10).all()
-    full = logits.softmax(1)
-    kept = full.gather(1, torch.from_numpy(ids).long())
-    assert torch.allclose(dense.gather(1, torch.from_numpy(ids).long()), kept / kept.sum(1, keepdim=True), atol=2e-3)
+    pq.write_table(table, tmp_path / shard_name(0))
+    write_manifest(tmp_path, {}, [{"count": 30, "inputs": 30, "bad_files": []}])
+    rows = np.array([29, 3, 17])  # any order
+    class_ids, kept_probs = LabelStore(tmp_path).topk(rows, "soft")
+    assert np.array_equal(class_ids, ids[rows])
+    targets = dense(class_ids, kept_probs, 1000)
+    assert torch.allclose(targets.sum(1), torch.ones(3)), "renormalized over the kept top-k"
+    assert ((targets > 0).sum(1) == 10).all()
+    kept = logits.softmax(1)[rows].gather(1, torch.from_numpy(ids[rows]).long())
+    assert torch.allclose(targets.gather(1, torch.from_numpy(ids[rows]).long()), kept / kept.sum(1, keepdim=True),
+                          atol=2e-3)
 
 
 def test_hard_targets_are_one_hot_argmax(tmp_path):
     store = make_store(tmp_path, [2, 0, 1], [0.9, 0.5, 0.4], shard_size=2)
-    assert torch.equal(store.targets(np.array([0, 2]), 3, "hard"), torch.tensor([[0, 0, 1.0], [0, 1.0, 0]]))
+    assert torch.equal(dense(*store.topk(np.array([2, 0]), "hard"), 3), torch.tensor([[0, 1.0, 0], [0, 0, 1.0]]))
 
 
 def test_top_confidence_duplicates_short_classes_and_keeps_most_confident_of_long(tmp_path):

@@ -18,10 +18,12 @@ def labeled_set(n=40, seed=0):
                     torch.arange(n) % 10, [f"l{i}" for i in range(n)], list("abcdefghij"))
 
 
-def pseudo_set(n=90, seed=1):
+def pseudo_set(n=90, seed=1, k=3):
+    """Soft top-k targets over 10 classes, as the label store gives them."""
     g = torch.Generator().manual_seed(seed)
-    targets = torch.rand(n, 10, generator=g).softmax(1)
-    return PseudoLabeledSet(torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g), targets)
+    class_ids = torch.rand(n, 10, generator=g).argsort(1)[:, :k]
+    probs = torch.rand(n, k, generator=g).softmax(1)
+    return PseudoLabeledSet(torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g), class_ids, probs, 10)
 
 
 def test_joint_batch_is_b_labeled_plus_r_times_b_pseudo_labeled():
@@ -34,7 +36,10 @@ def test_joint_batch_is_b_labeled_plus_r_times_b_pseudo_labeled():
     assert torch.equal(inputs[:8], labeled.images[rows].float() / 255)
     assert torch.equal(targets[:8].argmax(1), labeled.labels[rows]) and torch.equal(targets[:8].sum(1), torch.ones(8))
     unlabeled_rows = sample_indices(len(pseudo), 24, 5, 0, loop_module.UNLABELED_STREAM)
-    assert torch.equal(targets[8:], pseudo.targets[unlabeled_rows])
+    expected = torch.zeros(24, 10)
+    for i, image in enumerate(unlabeled_rows.tolist()):
+        expected[i, pseudo.class_ids[image]] = pseudo.probs[image]
+    assert torch.equal(targets[8:], expected), "sparse targets made dense per batch"
     assert torch.equal(inputs[8:], pseudo.images[unlabeled_rows].float() / 255)
     # label smoothing touches the labeled targets only
     _, smoothed = build_batch(5, 0, labeled, TrainConfig(batch_size=8, unlabeled_ratio=3, label_smoothing=0.1),
@@ -45,9 +50,9 @@ def test_joint_batch_is_b_labeled_plus_r_times_b_pseudo_labeled():
 
 def test_duplicated_pseudo_labels_are_drawn_as_often_as_their_copies():
     """Counts, not copied pixels: an image with 3 copies is drawn 3x as often as one with 1."""
-    targets = torch.eye(10)[:3]  # 10 classes, like the labeled set
+    hard = torch.arange(3).view(3, 1), torch.ones(3, 1)  # image i is class i, of 10 like the labeled set
     pseudo = PseudoLabeledSet(torch.arange(3, dtype=torch.uint8).view(3, 1, 1, 1).expand(3, 1, 32, 32).clone(),
-                              targets, copies=torch.tensor([3, 0, 1]))
+                              *hard, 10, copies=torch.tensor([3, 0, 1]))
     assert len(pseudo) == 4 and pseudo.rows.tolist() == [0, 0, 0, 2]
     config = TrainConfig(batch_size=1, unlabeled_ratio=20_000, augment=False, label_smoothing=0.0)
     _, drawn = build_batch(0, 0, labeled_set(), config, torch.device("cpu"), pseudo, None)

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .config import Config, TrainConfig, dump_yaml
@@ -29,7 +28,8 @@ from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_model
 from .io import read_json, write_json, write_text
-from .labels import LabelStore, label_with_weights, read_selection, select_from_store
+from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_with_weights,
+                     load_pseudo_labeled, read_selection, select_from_store)
 from .models import build_model, check_student_size, resolve_device
 from .noise import RandAugment
 from .train import PseudoLabeledSet, load_exported, train_model
@@ -131,7 +131,8 @@ class Pipeline:
                                    dropout=noise.dropout, survival_prob=noise.survival_prob)
         randaugment = (RandAugment(noise.randaugment_layers, noise.randaugment_magnitude)
                        if noise.randaugment and noise.randaugment_layers > 0 else None)
-        pseudo = None if stage.is_done() else self.pseudo_labeled_set(store, selection_dir)
+        pseudo = None if stage.is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
+                                                                  self.labeled.num_classes)
         return self.train_stage(stage, f"student round {round_index}", make, self.config.student, pseudo, randaugment)
 
     def finetune_stage(self, stage: Stage, student_dir: Path, round_index: int) -> dict:
@@ -149,46 +150,37 @@ class Pipeline:
             store = label_with_weights(teacher_dir, self.unlabeled, self.config.labels, stage.path, self.device,
                                        self.distributed)
             if self.distributed.is_main:
-                argmax = store.column("argmax")
-                truth = self.unlabeled.labels.numpy()
-                stats = {"pool": len(self.unlabeled), "teacher": str(teacher_dir),
-                         # only when the pool's truth is known (Fashion-MNIST); a folder pool has none
-                         "pseudo_label_accuracy": float((argmax == truth).mean()) if (truth >= 0).all() else None}
+                truth = self.unlabeled.truth  # only Fashion-MNIST's pool has one; your own images do not
+                manifest = store.manifest
+                stats = {"pool": manifest["count"], "undecodable": manifest["bad_files"], "teacher": str(teacher_dir),
+                         "pseudo_label_accuracy":
+                             None if truth is None else float((store.column("argmax") == truth).mean())}
                 write_json(stage.path / "stats.json", stats)
                 stage.mark_done()
         self.distributed.barrier()
         return read_json(stage.path / "stats.json")
 
     def selection_stage(self, stage: Stage, store: LabelStore) -> dict:
+        """Filter and balance (streamed over the store), then gather the selected images into a
+        memory-mapped file the student reads by row (labels/selected.py)."""
         if not stage.is_done() and self.distributed.is_main:
             selection = self.config.selection
-            stats = select_from_store(store, stage.path / "selection.parquet", self.labeled.num_classes,
+            stats = select_from_store(store, stage.path / SELECTION_FILE, self.labeled.num_classes,
                                       selection.confidence_threshold, selection.images_per_class, selection.mode,
                                       seed=self.config.seed)
-            truth = self.unlabeled.labels.numpy()
-            rows, copies = read_selection(stage.path / "selection.parquet")
-            if len(rows) and (truth >= 0).all():
+            truth = self.unlabeled.truth
+            rows, copies = read_selection(stage.path / SELECTION_FILE)
+            if len(rows) == 0:
+                raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
+                                f"{selection.confidence_threshold}; lower it")
+            if truth is not None:
                 correct = store.column("argmax")[rows] == truth[rows]
                 stats["selected_pseudo_label_accuracy"] = float((correct * copies).sum() / copies.sum())
+            gather_selected_images(self.unlabeled, store, stage.path, self.config.labels.batch_size)
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()
         self.distributed.barrier()
         return read_json(stage.path / "stats.json")
-
-    def pseudo_labeled_set(self, store: LabelStore, selection_dir: Path) -> PseudoLabeledSet:
-        rows, copies = read_selection(selection_dir / "selection.parquet")
-        if len(rows) == 0:
-            raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
-                            f"{self.config.selection.confidence_threshold}; lower it")
-        position = {image_id: i for i, image_id in enumerate(self.unlabeled.ids)}
-        try:
-            pool_rows = torch.tensor([position[image_id] for image_id in store.ids()[rows]])
-        except KeyError as missing:
-            raise UserError(f"label store {store.root} has id {missing} that is not in the unlabeled pool; "
-                            f"the data changed since labeling: use a new run name") from None
-        return PseudoLabeledSet(self.unlabeled.images[pool_rows],
-                                store.targets(rows, self.labeled.num_classes, self.config.labels.kind),
-                                torch.from_numpy(copies.astype(np.int64)))
 
     # -- the rounds -----------------------------------------------------------------------------
 
@@ -201,8 +193,9 @@ class Pipeline:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / "config.yaml", dump_yaml(config))
         self.distributed.barrier()
+        pool = "streamed" if self.unlabeled.size is None else self.unlabeled.size
         self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
-                 f"{len(self.labeled)}, unlabeled {len(self.unlabeled)}, test {len(self.test)}")
+                 f"{len(self.labeled)}, unlabeled {pool}, test {len(self.test)}")
         data_inputs = {"data": asdict(config.data), "seed": config.seed}
         teacher_model = config.model_for_round(0)
         teacher_stage = Stage(self.run_dir / "round-0" / "teacher",

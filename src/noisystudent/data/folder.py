@@ -1,4 +1,4 @@
-"""Your own images from folders or manifests, decoded into memory.
+"""Your own images from folders or manifests: listing, safe paths, robust decoding.
 
     data.labeled    ImageFolder layout (one subfolder per class, its name is the class), or a
                     manifest: a .csv with a header `path,label` or a .jsonl of {"path", "label"}
@@ -13,9 +13,8 @@ it (`..`, an absolute path elsewhere, a symlink out) is refused with the path na
 Images are decoded fully inside the error handling (a truncated JPEG opens fine and only fails
 on load), converted to RGB or grayscale (CMYK, palette with transparency, RGBA included),
 resized on the shorter side and center-cropped to `image_size`. Undecodable files are skipped,
-counted and listed; more than `max_bad_fraction` of them stops the run. This holds the pool in
-memory (uint8: 30 KB an image at 100 px RGB), which fits pools up to a few hundred thousand
-images; a streaming, sharded source is the way past that.
+counted and listed; more than `max_bad_fraction` of them stops the run. The labeled and test
+sets are decoded into memory here; the unlabeled pool is read a chunk at a time (data/pool.py).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ import csv
 import json
 import os
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -38,7 +37,6 @@ from ..errors import UserError
 from .images import ImageSet
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
-UNLABELED = -1
 
 
 class BadImage(Exception):
@@ -92,20 +90,24 @@ def inside(root: Path, path: Path) -> bool:
         return False
 
 
-def list_images(root: Path) -> list[Path]:
-    """Image files under root, recursive, sorted; refuses symlinks that lead outside root."""
+def image_ids(root: Path) -> Iterator[str]:
+    """Ids of the image files under root: paths relative to it, '/'-separated, recursive, sorted
+    by path parts, streamed (a directory at a time). Refuses symlinks that lead outside root."""
     if not root.is_dir():
         raise UserError(f"image folder {root} not found (check data.labeled / data.unlabeled / data.test)")
-    paths = []
-    for folder, _, names in os.walk(root, followlinks=False):
-        for name in names:
-            path = Path(folder) / name
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            if not inside(root, path):
-                raise UserError(f"{path} is a link to outside {root}; copy the file in or remove the link")
-            paths.append(path)
-    return sorted(paths)
+
+    def walk(folder: str, prefix: str) -> Iterator[str]:
+        with os.scandir(folder) as entries:
+            ordered = sorted(entries, key=lambda entry: entry.name)
+        for entry in ordered:
+            if entry.is_dir(follow_symlinks=False):
+                yield from walk(entry.path, f"{prefix}{entry.name}/")
+            elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES:
+                if entry.is_symlink() and not inside(root, Path(entry.path)):
+                    raise UserError(f"{entry.path} is a link to outside {root}; copy the file in or remove the link")
+                yield prefix + entry.name
+
+    yield from walk(str(root), "")
 
 
 def decode_all(where: Path | str, items: Iterable[tuple[str, Path | BinaryIO]], size: int, channels: int,
@@ -194,8 +196,8 @@ def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction:
                             f"(or pass a .csv / .jsonl manifest)")
         items, labels = [], []
         for name in found:
-            for path in list_images(root / name):
-                items.append((str(path.relative_to(root)), path))
+            for image_id in image_ids(root / name):
+                items.append((f"{name}/{image_id}", root / name / image_id))
                 labels.append(name)
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
@@ -207,28 +209,4 @@ def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction:
     arrays, ids, report = decode_all(root, items, size, channels, max_bad_fraction, f"decode {source.name}")
     index = {name: i for i, name in enumerate(classes)}
     return ImageSet(_stack(arrays, channels, size), torch.tensor([index[label_of[i]] for i in ids], dtype=torch.long),
-                    ids, classes, report.bad), report
-
-
-def load_unlabeled(source: str | Path, size: int, channels: int, max_bad_fraction: float,
-                   classes: list[str]) -> tuple[ImageSet, DecodeReport]:
-    """The unlabeled pool from a folder tree, a manifest or WebDataset tar shards."""
-    from .shards import is_webdataset, webdataset_items
-
-    text = str(source)
-    if is_webdataset(text):
-        where, items, total = text, webdataset_items(text), None
-    elif is_manifest(Path(text)):
-        where, items, _ = manifest_items(Path(text))
-        total = len(items)
-    else:
-        where = Path(text)
-        paths = list_images(where)
-        if not paths:
-            raise UserError(f"{where} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-        items, total = [(str(path.relative_to(where)), path) for path in paths], len(paths)
-    arrays, ids, report = decode_all(where, items, size, channels, max_bad_fraction, "decode unlabeled", total)
-    if len(set(ids)) != len(ids):
-        raise UserError(f"{source} has repeated image ids; every image needs its own path or key")
-    return ImageSet(_stack(arrays, channels, size), torch.full((len(ids),), UNLABELED, dtype=torch.long),
-                    ids, classes, report.bad), report
+                    ids, classes), report

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -14,8 +14,6 @@ class ImageSet:
     labels: torch.Tensor  # int64 [N]; for the unlabeled pool, the hidden truth (never trained on)
     ids: list[str]  # stable per-image ids ("train-00042"), the key of the pseudo-label store
     classes: list[str]
-    # (id, reason) of source files that could not be decoded and are not in the set
-    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -36,8 +34,7 @@ class ImageSet:
 
     def subset(self, indices) -> "ImageSet":
         index = torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)
-        return ImageSet(self.images[index], self.labels[index], [self.ids[i] for i in index.tolist()], self.classes,
-                        self.skipped)
+        return ImageSet(self.images[index], self.labels[index], [self.ids[i] for i in index.tolist()], self.classes)
 
 
 def pad_to(images: ImageSet, size: int) -> ImageSet:
@@ -49,4 +46,4 @@ def pad_to(images: ImageSet, size: int) -> ImageSet:
         raise ValueError(f"images are {height}x{width}, larger than image_size {size}")
     top, left = (size - height) // 2, (size - width) // 2
     padded = F.pad(images.images, (left, size - width - left, top, size - height - top))
-    return ImageSet(padded, images.labels, images.ids, images.classes, images.skipped)
+    return ImageSet(padded, images.labels, images.ids, images.classes)

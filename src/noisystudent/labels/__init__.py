@@ -1,6 +1,8 @@
-"""Pseudo labels: teacher inference into a sharded store, then filter + balance, both streamed."""
+"""Pseudo labels: the teacher's predictions stored in shards, selection, the student's training set."""
 
-from .store import LabelStore, label_with_weights, pseudo_label, targets_from_topk
-from .select import read_selection, select_from_store
+from .store import LabelStore, label_with_weights, pseudo_label
+from .select import SELECTION_FILE, read_selection, select_from_store
+from .selected import IMAGES, gather_selected_images, load_pseudo_labeled
 
-__all__ = ["LabelStore", "label_with_weights", "pseudo_label", "targets_from_topk", "read_selection", "select_from_store"]
+__all__ = ["LabelStore", "label_with_weights", "pseudo_label", "SELECTION_FILE", "read_selection", "select_from_store", "IMAGES",
+           "gather_selected_images", "load_pseudo_labeled"]

@@ -50,6 +50,7 @@ def confidence_bins(confidence: np.ndarray) -> np.ndarray:
     return np.minimum((u * (FINE_BINS / _U_MAX)).astype(np.int64), FINE_BINS - 1)
 
 
+SELECTION_FILE = "selection.parquet"
 SCHEMA = pa.schema([("store_row", pa.int64()), ("id", pa.string()), ("multiplicity", pa.int32())])
 
 
@@ -213,6 +214,8 @@ def _top_confidence_pass(store, plan: Plan, threshold: float, write, writer) -> 
 
 
 def read_selection(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(store rows, multiplicities) of a selection.parquet."""
+    """(store rows, multiplicities) of a selection.parquet, in store-row order."""
     table = pq.read_table(path, columns=["store_row", "multiplicity"])
-    return table.column("store_row").to_numpy(), table.column("multiplicity").to_numpy()
+    rows, copies = table.column("store_row").to_numpy(), table.column("multiplicity").to_numpy()
+    order = np.argsort(rows, kind="stable")
+    return rows[order], copies[order]

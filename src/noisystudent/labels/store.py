@@ -9,23 +9,31 @@ threshold filters on) and the training target softmax(logits / T) as its top-k c
 (int32) and `topk_probs` (float16), k = every class up to 100 classes, else `labels.top_k`.
 That is 6k + 8 bytes per image plus the id, against 4,000 for the official code's fp32 vector
 over 1,000 classes (520 GB at 130M images). Soft targets are rebuilt from top-k and
-renormalized to sum to 1 (`targets_from_topk`); the mass outside the top-k is dropped.
+renormalized to sum to 1 (`LabelStore.topk`); the mass outside the top-k is dropped.
 
 Layout of a store directory:
-    header.json         teacher hash, k, T, shard size, pool size: what the shards were made with
-    shard-00000.parquet one per `labels.shard_size` images, in pool order
-    manifest.json       written last, when every shard exists: the header, shards, counts, k,
-                        and the pool's undecodable files with the reason
+    header.json         teacher hash, k, T, shard size, the pool's identity: what the shards were made with
+    shard-00000.parquet one per chunk of `labels.shard_size` pool items, in pool order; items that
+                        do not decode are left out and listed in the shard's metadata with the reason
+    manifest.json       written last, when every shard exists: the header, per shard its count, items
+                        read and undecodable files; totals; k
+
+The pool is decoded and predicted one batch at a time, so labeling holds one batch of pixels
+and one shard of predictions, whatever the pool's size. More than `data.max_bad_fraction`
+undecodable items stops the stage before the manifest (the shards stay: a rerun is instant).
 
 A shard is committed by temp file + fsync + rename, so a killed job leaves whole shards only;
 a rerun skips shards that exist and, once manifest.json exists, does nothing. Shards and
 manifest are deterministic, so a killed-and-resumed store is byte-identical to a straight one.
-Under torchrun every rank labels the shards with index % world_size == rank.
+Under torchrun every rank reads the pool's item list and decodes and labels the shards with
+index % world_size == rank.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,17 +42,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ..config import LabelConfig
-from ..data import ImageSet
+from ..data import Pool
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
 from ..io import atomic_write, read_json, remove_stale_temps, write_json
-from ..models import predict_logits
+from ..models import inference, to_model_input
 from ..train import exported_weights_file, load_exported
 
 HEADER, MANIFEST = "header.json", "manifest.json"
+SHARD_INFO = "noisystudent"  # Parquet schema metadata key: items read and undecodable files
 ALL_CLASSES_UP_TO = 100  # below this many classes the full distribution is cheap enough to keep
 
 
@@ -77,43 +86,76 @@ def shard_table(ids: list[str], logits: torch.Tensor, temperature: float, top_k:
     })
 
 
-def pseudo_label(teacher: torch.nn.Module, pool: ImageSet, config: LabelConfig, out_dir: Path, device: torch.device,
+def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
                  teacher_hash: str = "", distributed: Distributed = SINGLE) -> "LabelStore":
-    """Label `pool` with `teacher` into `out_dir` (resumable per shard, shared across ranks)."""
+    """Label `pool` with `teacher` into `out_dir`: one shard per chunk of `labels.shard_size` pool
+    items, decoded and predicted a batch at a time (resumable per shard, shared across ranks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = LabelStore(out_dir)
     if (out_dir / MANIFEST).is_file():
         return store
-    shards = [range(start, min(len(pool), start + config.shard_size)) for start in range(0, len(pool), config.shard_size)]
     header = {"teacher_sha256": teacher_hash, "temperature": config.temperature, "top_k": config.top_k,
-              "shard_size": config.shard_size,
-              "pool": len(pool), "first_id": pool.ids[0] if len(pool) else None,
-              "last_id": pool.ids[-1] if len(pool) else None}
+              "shard_size": config.shard_size, "pool": pool.identity}
     if distributed.is_main:
         if (out_dir / HEADER).is_file() and read_json(out_dir / HEADER) != header:
-            raise UserError(f"{out_dir} holds shards labeled with other settings or another teacher "
+            raise UserError(f"{out_dir} holds shards labeled with other settings, another pool or another teacher "
                             f"({read_json(out_dir / HEADER)}, now {header}); delete the directory to relabel")
         write_json(out_dir / HEADER, header)
         remove_stale_temps(out_dir)  # before any rank writes again
     distributed.barrier()
     teacher.to(device).to(memory_format=torch.channels_last)
-    for index in range(distributed.rank, len(shards), distributed.world_size):
-        if (out_dir / shard_name(index)).is_file():
+    progress = tqdm(total=pool.size, desc="label", unit="img", disable=None if distributed.is_main else True)
+    shards = 0
+    for index, items in pool.chunks(config.shard_size):  # every rank reads every chunk's ids, decodes its own
+        shards += 1
+        if index % distributed.world_size != distributed.rank or (out_dir / shard_name(index)).is_file():
+            progress.update(sum(1 for _ in items))
             continue
-        rows = shards[index]
-        logits = predict_logits(teacher, pool.images[rows.start:rows.stop], config.batch_size, device,
-                                desc=f"label {index + 1}/{len(shards)}")
-        table = shard_table(pool.ids[rows.start:rows.stop], logits, config.temperature,
-                            top_k_for(logits.shape[1], config))
+        table = label_chunk(teacher, pool, items, config, device, progress)
         atomic_write(out_dir / shard_name(index), lambda tmp: pq.write_table(table, tmp))
+    progress.close()
     distributed.barrier()
+    shard_infos = [shard_info(out_dir / shard_name(index)) for index in range(shards)]
+    bad = [tuple(entry) for info in shard_infos for entry in info["bad_files"]]
+    pool.check_bad_fraction(bad, sum(info["inputs"] for info in shard_infos))  # on every rank: all stop together
     if distributed.is_main:
-        write_manifest(out_dir, header, [len(rows) for rows in shards], pool.skipped)
+        write_manifest(out_dir, header, shard_infos)
     distributed.barrier()
     return store
 
 
-def label_with_weights(weights: Path, pool: ImageSet, config: LabelConfig, out_dir: Path, device: torch.device,
+def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig, device: torch.device,
+                progress: tqdm) -> pa.Table:
+    """One shard's table; its schema metadata records the items read and the undecodable ones."""
+    ids, logits, bad, inputs = [], [], [], 0
+    with inference(teacher, device):
+        for batch in pool.batches(items, config.batch_size):
+            if batch.ids:
+                logits.append(teacher(to_model_input(batch.images, device)).float().cpu())
+            ids += batch.ids
+            bad += batch.bad
+            inputs += batch.inputs
+            progress.update(batch.inputs)
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{pool.where} has repeated image ids (e.g. {Counter(ids).most_common(1)[0][0]!r}); "
+                        f"every image needs its own path or key")
+    num_classes = len(pool.classes)
+    logits = torch.cat(logits) if logits else torch.empty(0, num_classes)
+    if logits.shape[1] != num_classes:
+        raise UserError(f"the teacher predicts {logits.shape[1]} classes but the data has {num_classes} "
+                        f"({', '.join(pool.classes[:5])}...); label with a teacher trained on these classes")
+    table = shard_table(ids, logits, config.temperature, top_k_for(num_classes, config))
+    info = {"inputs": inputs, "bad_files": [list(entry) for entry in bad]}
+    return table.replace_schema_metadata({SHARD_INFO: json.dumps(info)})
+
+
+def shard_info(path: Path) -> dict:
+    """{"count", "inputs", "bad_files": [[id, reason], ...]} of a committed shard."""
+    metadata = pq.read_metadata(path)
+    return {"count": metadata.num_rows, **json.loads(metadata.metadata[SHARD_INFO.encode()])}
+
+
+def label_with_weights(weights: Path, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
                        distributed: Distributed = SINGLE) -> "LabelStore":
     """pseudo_label with exported weights (a stage folder or its .safetensors), rebuilt without
     noise (dropout 0, stochastic depth off), the weights file's hash as the teacher's identity."""
@@ -122,14 +164,18 @@ def label_with_weights(weights: Path, pool: ImageSet, config: LabelConfig, out_d
                         distributed=distributed)
 
 
-def write_manifest(out_dir: Path, header: dict, shard_counts: list[int], bad_files: list | None = None) -> None:
-    """Close a store whose shards all exist: manifest.json lists them (the store's commit record)
-    and the pool's files that could not be decoded, with the reason."""
-    first = pq.read_schema(out_dir / shard_name(0)) if shard_counts else None
+def write_manifest(out_dir: Path, header: dict, shard_infos: list[dict]) -> None:
+    """Close a store whose shards all exist: manifest.json lists them with their counts and the
+    pool files each one could not decode (the store's commit record)."""
+    first = pq.read_schema(out_dir / shard_name(0)) if shard_infos else None
     write_json(out_dir / MANIFEST, {
-        **header, "count": sum(shard_counts), "stored_k": first.field("topk_ids").type.list_size if first else 0,
-        "shards": [{"name": shard_name(i), "count": count} for i, count in enumerate(shard_counts)],
-        "bad_files": [{"id": image_id, "reason": reason} for image_id, reason in bad_files or []],
+        **header, "count": sum(info["count"] for info in shard_infos),
+        "inputs": sum(info["inputs"] for info in shard_infos),
+        "bad_files": sum(len(info["bad_files"]) for info in shard_infos),
+        "stored_k": first.field("topk_ids").type.list_size if first else 0,
+        "shards": [{"name": shard_name(i), "count": info["count"], "inputs": info["inputs"],
+                    "bad_files": [{"id": image_id, "reason": reason} for image_id, reason in info["bad_files"]]}
+                   for i, info in enumerate(shard_infos)],
     })
 
 
@@ -159,24 +205,41 @@ class LabelStore:
         """One scalar column over the whole store (4 bytes per image for argmax / confidence)."""
         return np.concatenate([table.column(name).to_numpy() for table in self.iter_shards([name])])
 
-    def ids(self) -> np.ndarray:
-        return np.concatenate([np.asarray(t.column("id").to_pylist(), dtype=object) for t in self.iter_shards(["id"])])
+    def shard_starts(self) -> np.ndarray:
+        """Store row of each shard's first image, then the total: shard s holds rows [starts[s], starts[s+1])."""
+        return np.concatenate([[0], np.cumsum([entry["count"] for entry in self.manifest["shards"]])]).astype(np.int64)
 
-    def targets(self, rows: np.ndarray, num_classes: int, kind: str) -> torch.Tensor:
-        """Training targets [len(rows), num_classes] for store rows (soft from top-k, or hard)."""
-        if kind == "hard":
-            return F.one_hot(torch.from_numpy(self.column("argmax")[rows].astype(np.int64)), num_classes).float()
-        ids, probs = [], []
-        for table in self.iter_shards(["topk_ids", "topk_probs"]):
-            k = table.schema.field("topk_ids").type.list_size
-            ids.append(table.column("topk_ids").combine_chunks().flatten().to_numpy().reshape(-1, k))
-            probs.append(table.column("topk_probs").combine_chunks().flatten().to_numpy().reshape(-1, k))
-        return targets_from_topk(np.concatenate(ids)[rows], np.concatenate(probs)[rows], num_classes)
+    def rows_by_shard(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """For sorted store rows: (shard index, positions in `rows`, rows within the shard), for
+        the shards that hold any of them."""
+        starts = self.shard_starts()
+        bounds = np.searchsorted(rows, starts)
+        for shard in range(len(starts) - 1):
+            if bounds[shard] < bounds[shard + 1]:
+                positions = np.arange(bounds[shard], bounds[shard + 1])
+                yield shard, positions, rows[positions] - starts[shard]
+
+    def topk(self, rows: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """Sparse training targets of store rows, read one shard at a time: (class ids int64 [n, k],
+        probabilities float32 [n, k], rows summing to 1). Soft: the stored top-k renormalized;
+        hard: k = 1, the argmax with probability 1."""
+        order = np.argsort(rows, kind="stable")
+        sorted_rows = rows[order]
+        k = 1 if kind == "hard" else self.manifest["stored_k"]
+        class_ids, probs = np.zeros((len(rows), k), np.int64), np.zeros((len(rows), k), np.float32)
+        paths = self.shard_paths()
+        for shard, positions, local in self.rows_by_shard(sorted_rows):
+            table = pq.read_table(paths[shard], columns=["argmax"] if kind == "hard" else ["topk_ids", "topk_probs"])
+            table = table.take(pa.array(local))
+            if kind == "hard":
+                class_ids[order[positions], 0] = table.column("argmax").to_numpy()
+                probs[order[positions], 0] = 1.0
+            else:
+                class_ids[order[positions]] = _fixed_lists(table.column("topk_ids"), k)
+                probs[order[positions]] = _fixed_lists(table.column("topk_probs"), k)
+        probs /= np.maximum(probs.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
+        return class_ids, probs
 
 
-def targets_from_topk(top_ids: np.ndarray, top_probs: np.ndarray, num_classes: int) -> torch.Tensor:
-    """Dense soft targets from top-k: the k stored probabilities renormalized to sum to 1."""
-    probs = torch.from_numpy(np.ascontiguousarray(top_probs, dtype=np.float32))
-    probs = probs / probs.sum(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
-    dense = torch.zeros(len(probs), num_classes)
-    return dense.scatter_(1, torch.from_numpy(np.ascontiguousarray(top_ids, dtype=np.int64)), probs)
+def _fixed_lists(column: pa.ChunkedArray, k: int) -> np.ndarray:
+    return column.combine_chunks().flatten().to_numpy().reshape(-1, k)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
@@ -37,18 +38,25 @@ def autocast(device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def iterate_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
-                   desc: str = "predict") -> Iterator[tuple[int, torch.Tensor]]:
-    """Yield (start, float32 logits on CPU) per batch with the model in eval mode."""
+@contextmanager
+def inference(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
+    """Un-noised prediction: eval mode (dropout, stochastic depth off), no autograd; the model's
+    mode is restored afterwards."""
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode(), autocast(device):
-            for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
-                batch = to_model_input(images[start:start + batch_size], device)
-                yield start, model(batch).float().cpu()
+            yield
     finally:
         model.train(was_training)
+
+
+def iterate_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+                   desc: str = "predict") -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (start, float32 logits on CPU) per batch with the model in eval mode."""
+    with inference(model, device):
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit="batch", leave=False, disable=None):
+            yield start, model(to_model_input(images[start:start + batch_size], device)).float().cpu()
 
 
 def predict_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,

@@ -2,10 +2,10 @@
 
 from .checkpoint import export_weights, exported_weights_file, load_checkpoint, load_exported, save_checkpoint
 from .loop import (
-    Preempted, PseudoLabeledSet, build_batch, freeze_shallow_layers, joint_batch_sizes, learning_rate, sample_indices, soft_cross_entropy,
-    steps_for, train_model,
+    Preempted, PseudoLabeledSet, build_batch, dense_targets, freeze_shallow_layers, joint_batch_sizes, learning_rate,
+    sample_indices, soft_cross_entropy, steps_for, train_model,
 )
 
-__all__ = ["export_weights", "exported_weights_file", "load_checkpoint", "load_exported", "save_checkpoint", "Preempted", "PseudoLabeledSet", "freeze_shallow_layers",
-           "build_batch", "joint_batch_sizes", "learning_rate", "sample_indices", "soft_cross_entropy",
-           "steps_for", "train_model"]
+__all__ = ["export_weights", "exported_weights_file", "load_checkpoint", "load_exported", "save_checkpoint",
+           "Preempted", "PseudoLabeledSet", "build_batch", "dense_targets", "freeze_shallow_layers",
+           "joint_batch_sizes", "learning_rate", "sample_indices", "soft_cross_entropy", "steps_for", "train_model"]

@@ -44,18 +44,34 @@ LABELED_STREAM, UNLABELED_STREAM, STEP_STREAM = 1, 2, 3
 @dataclass
 class PseudoLabeledSet:
     """The selection the student trains on: each selected image once, with the number of times
-    it enters the set (duplicates of short classes) kept as a count, not as copies of pixels."""
+    it enters the set (duplicates of short classes) kept as a count, not as copies of pixels.
+    Targets are sparse (top-k) and made dense per batch; `images` may be memory-mapped
+    (labels/selected.py), so a step reads only its own rows."""
 
     images: torch.Tensor  # uint8 [U, C, H, W]
-    targets: torch.Tensor  # float32 [U, K], rows sum to 1 (soft) or one-hot (hard)
+    class_ids: torch.Tensor  # int64 [U, k]: each image's target classes
+    probs: torch.Tensor  # float32 [U, k]: their probabilities, summing to 1 (k = 1, p = 1: a hard label)
+    num_classes: int
     copies: torch.Tensor | None = None  # int64 [U]; None = each image once
 
     def __post_init__(self):
+        if not (len(self.images) == len(self.class_ids) == len(self.probs)) or self.class_ids.shape != self.probs.shape:
+            raise ValueError(f"images {tuple(self.images.shape)}, class_ids {tuple(self.class_ids.shape)} and probs "
+                             f"{tuple(self.probs.shape)} must have one row per image and the same k")
         unique = torch.arange(len(self.images))
         self.rows = unique if self.copies is None else unique.repeat_interleave(self.copies)  # set row -> image
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def targets(self, images: torch.Tensor) -> torch.Tensor:
+        """Dense targets [n, num_classes] of image indices `images`."""
+        return dense_targets(self.class_ids[images], self.probs[images], self.num_classes)
+
+
+def dense_targets(class_ids: torch.Tensor, probs: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[n, num_classes] with probs[i, j] at class_ids[i, j], zero elsewhere."""
+    return torch.zeros(len(probs), num_classes).scatter_(1, class_ids.long(), probs.float())
 
 
 def joint_batch_sizes(batch_size: int, unlabeled_ratio: float) -> tuple[int, int]:
@@ -123,7 +139,7 @@ def build_batch(step: int, seed: int, labeled: ImageSet, config: TrainConfig, de
     if pseudo is not None:
         rows = pseudo.rows[sample_indices(len(pseudo), unlabeled, step, seed, UNLABELED_STREAM)]
         images.append(pseudo.images[rows])
-        targets.append(pseudo.targets[rows])
+        targets.append(pseudo.targets(rows))
     pixels = torch.cat(images).to(device)
     if config.augment:
         pixels = weak_augment(pixels, generator)
@@ -183,8 +199,12 @@ class _TerminationFlag:
 def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, config: TrainConfig, seed: int) -> str:
     """Hash of everything a training stage learns from; a checkpoint only resumes against the same."""
     digest = hashlib.sha256()
-    for tensor in (labeled.images, labeled.labels, *(() if pseudo is None else (pseudo.images, pseudo.targets, pseudo.rows))):
-        digest.update(tensor.contiguous().numpy().tobytes())
+    tensors = (labeled.images, labeled.labels)
+    if pseudo is not None:
+        tensors += (pseudo.images, pseudo.class_ids, pseudo.probs, pseudo.rows)
+    for tensor in tensors:
+        for start in range(0, len(tensor), 4096):  # a block at a time: memory-mapped images stay on disk
+            digest.update(tensor[start:start + 4096].contiguous().numpy().data)
     digest.update(json.dumps({"config": asdict(config), "seed": seed}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 

@@ -1,0 +1,171 @@
+"""The unlabeled pool, read in chunks and decoded a batch at a time: never all of it in memory.
+
+A pool is a sequence of (id, source) items in a fixed order; chunk i is items
+[i * n, (i + 1) * n), and the label store writes one shard per chunk (labels/store.py). A
+source is a file path (folder tree, manifest), image bytes (WebDataset sample) or, for
+Fashion-MNIST, a row of an in-memory set. Items are decoded one batch at a time, so labeling
+holds one batch of pixels; listing a folder or manifest keeps only paths (about 100 bytes an
+image), and WebDataset shards are streamed, so their length is known only at the end.
+
+Decoding is deterministic: the same item decodes to the same pixels, or fails the same way, in
+the label stage and later when the selected images are gathered for training.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Container, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from ..errors import UserError
+from .folder import IMAGE_SUFFIXES, BadImage, decode_image, image_ids, is_manifest, manifest_items
+from .images import ImageSet
+
+Item = tuple[str, Any]  # (stable id, source)
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 [n, C, H, W], the decodable items
+    ids: list[str]  # their ids
+    bad: list[tuple[str, str]]  # (id, reason) of the undecodable ones
+    inputs: int  # items read: len(ids) + len(bad), plus any not asked for
+
+
+@dataclass
+class Pool:
+    """An unlabeled pool: `items()` in a fixed order and `decode(source)` for one of them."""
+
+    where: str  # for messages and the store header: folder, manifest, shard pattern or dataset name
+    classes: list[str]
+    channels: int
+    image_size: int
+    max_bad_fraction: float
+    size: int | None  # items, when known before reading them (not for WebDataset)
+    root: Path | None = None  # folder / manifest: the folder the ids are relative to
+    listing: pa.StringArray | None = None  # folder / manifest ids: Arrow strings, no Python object per image
+    images: ImageSet | None = None  # an in-memory pool (Fashion-MNIST): its rows are the sources
+    pattern: str | None = None  # WebDataset shards
+    limit: int | None = None  # read only the first `limit` items
+
+    @property
+    def identity(self) -> dict:
+        """What a label store records to refuse labels made from another pool."""
+        return {"source": self.where, "size": self.size, "limit": self.limit, "image_size": self.image_size,
+                "channels": self.channels}
+
+    @property
+    def truth(self) -> np.ndarray | None:
+        """Hidden labels by store row, when known: only an in-memory pool has them, and it skips
+        nothing, so its rows are the store's rows. None for your own images."""
+        if self.images is None or (self.images.labels < 0).any():
+            return None
+        return self.images.labels.numpy()
+
+    def items(self) -> Iterator[Item]:
+        if self.images is not None:
+            items = ((image_id, row) for row, image_id in enumerate(self.images.ids))
+        elif self.pattern is not None:
+            from .shards import webdataset_items
+
+            items = webdataset_items(self.pattern)
+        else:
+            items = ((image_id, self.root / image_id) for image_id in _strings(self.listing))
+        return itertools.islice(items, self.limit)
+
+    def decode(self, source) -> np.ndarray:
+        """uint8 [C, H, W] at image_size; raises BadImage."""
+        if self.images is not None:
+            return self.images.images[source].numpy()
+        return decode_image(source, self.image_size, self.channels)
+
+    def chunks(self, chunk_size: int) -> Iterator[tuple[int, Iterator[Item]]]:
+        """(index, items) per chunk of `chunk_size` items. Read a chunk's items before asking for
+        the next chunk; what is left unread is skipped (for WebDataset: read past, not decoded)."""
+        iterator = self.items()
+        for index in itertools.count():
+            first = next(iterator, None)
+            if first is None:
+                return
+            chunk = itertools.chain([first], itertools.islice(iterator, chunk_size - 1))
+            yield index, chunk
+            for _ in chunk:  # drain the rest of this chunk so the next one starts at its own first item
+                pass
+
+    def batches(self, items: Iterable[Item], batch_size: int, wanted: Container[str] | None = None) -> Iterator[Batch]:
+        """Decode `items` (those whose id is in `wanted`, if given) into batches of `batch_size`."""
+        arrays, ids, bad, inputs = [], [], [], 0
+        for image_id, source in items:
+            inputs += 1
+            if wanted is not None and image_id not in wanted:
+                continue
+            try:
+                arrays.append(self.decode(source))
+                ids.append(image_id)
+            except BadImage as error:
+                bad.append((image_id, str(error)))
+            if len(arrays) == batch_size:
+                yield Batch(torch.from_numpy(np.stack(arrays)), ids, bad, inputs)
+                arrays, ids, bad, inputs = [], [], [], 0
+        if arrays or bad or inputs:
+            yield Batch(self.stacked(arrays), ids, bad, inputs)
+
+    def stacked(self, arrays: list[np.ndarray]) -> torch.Tensor:
+        shape = (0, self.channels, self.image_size, self.image_size)
+        return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(shape, dtype=torch.uint8)
+
+    def check_bad_fraction(self, bad: list[tuple[str, str]], inputs: int) -> None:
+        if inputs and len(bad) / inputs > self.max_bad_fraction:
+            listed = "; ".join(f"{image_id}: {reason}" for image_id, reason in bad[:5])
+            raise UserError(f"{len(bad)} of {inputs} images of {self.where} could not be decoded (more than "
+                            f"data.max_bad_fraction={self.max_bad_fraction}); fix or remove them, or raise the "
+                            f"limit (they are skipped and listed). First: {listed}")
+
+
+def _string_array(strings: Iterable[str], block: int = 1 << 16) -> pa.StringArray:
+    """Arrow strings built a block at a time: a listing of millions never exists as Python objects."""
+    iterator, parts = iter(strings), []
+    while block_strings := list(itertools.islice(iterator, block)):
+        parts.append(pa.array(block_strings, pa.string()))
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.string())
+
+
+def _strings(array: pa.StringArray, block: int = 4096) -> Iterator[str]:
+    for start in range(0, len(array), block):
+        yield from array.slice(start, block).to_pylist()
+
+
+def memory_pool(images: ImageSet, name: str) -> Pool:
+    """A pool over an in-memory set (Fashion-MNIST's unlabeled split)."""
+    return Pool(name, images.classes, images.channels, images.images.shape[-1], 0.0, len(images), images=images)
+
+
+def open_pool(source: str | Path, image_size: int, channels: int, max_bad_fraction: float, classes: list[str],
+              limit: int | None = None) -> Pool:
+    """The unlabeled pool from a folder tree, a manifest or WebDataset tar shards; lists, decodes nothing."""
+    from .shards import is_webdataset
+
+    text = str(source)
+    common = dict(classes=classes, channels=channels, image_size=image_size, max_bad_fraction=max_bad_fraction,
+                  limit=limit)
+    if is_webdataset(text):
+        return Pool(text, size=None, pattern=text, **common)
+    if is_manifest(Path(text)):
+        root, items, _ = manifest_items(Path(text))
+        listing = _string_array(image_id for image_id, _ in items)
+    else:
+        root = Path(text)
+        listing = _string_array(image_ids(root))
+        if not len(listing):
+            raise UserError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    if pc.count_distinct(listing).as_py() != len(listing):
+        raise UserError(f"{source} lists the same image more than once; every image needs its own path")
+    size = len(listing) if limit is None else min(limit, len(listing))
+    return Pool(text, size=size, root=root, listing=listing, **common)

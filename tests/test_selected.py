@@ -1,0 +1,82 @@
+"""The student's pseudo-labeled set is gathered from the pool once and read lazily."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import torch
+
+from noisystudent.config import LabelConfig
+from noisystudent.data import open_pool
+from noisystudent.data.folder import decode_image
+from noisystudent.errors import UserError
+from noisystudent.labels import (IMAGES, SELECTION_FILE, gather_selected_images, load_pseudo_labeled, pseudo_label,
+                                 read_selection, select_from_store)
+from noisystudent.models import build_model
+from test_folder_data import COLORS, make_tree, write_shard
+
+CPU = torch.device("cpu")
+
+
+def label_and_select(tmp_path, source, images_per_class, shard_size=5, size=16):
+    pool = open_pool(source, size, 3, 0.5, list(COLORS))
+    torch.manual_seed(0)
+    store = pseudo_label(build_model("resnet_tiny_32", 3, 3), pool, LabelConfig(batch_size=4, shard_size=shard_size),
+                         tmp_path / "store", CPU)
+    select_from_store(store, tmp_path / "selection" / SELECTION_FILE, 3, threshold=0.0,
+                      images_per_class=images_per_class)
+    return pool, store
+
+
+@pytest.mark.parametrize("kind", ["folder", "webdataset"])
+def test_selected_images_are_the_pools_pixels_memory_mapped_with_sparse_targets(tmp_path, kind):
+    make_tree(tmp_path / "pool", 6, seed=7)
+    (tmp_path / "pool" / "green" / "bad.png").write_bytes(b"")  # skipped at labeling, never gathered
+    source = tmp_path / "pool"
+    if kind == "webdataset":
+        files = sorted(p.relative_to(source).as_posix() for p in source.rglob("*.png"))
+        members = [(name, (source / name).read_bytes()) for name in files]
+        write_shard(tmp_path / "pool-0.tar", members[:8])
+        write_shard(tmp_path / "pool-1.tar", members[8:])
+        source = str(tmp_path / "pool-{0..1}.tar")
+    pool, store = label_and_select(tmp_path, source, images_per_class=4)
+    gather_selected_images(pool, store, tmp_path / "selection", batch_size=3)
+    pseudo = load_pseudo_labeled(store, tmp_path / "selection", "soft", 3)
+    rows, copies = read_selection(tmp_path / "selection" / SELECTION_FILE)
+    assert len(rows) > 1 and np.all(np.diff(rows) > 0), "store-row order"
+    ids = store.column("id")[rows]
+    expected = torch.stack([torch.from_numpy(decode_image(tmp_path / "pool" / i, 16, 3).copy()) for i in ids])
+    assert torch.equal(pseudo.images, expected)
+    assert isinstance(np.load(tmp_path / "selection" / IMAGES, mmap_mode="r"), np.memmap)
+    assert torch.equal(pseudo.copies, torch.from_numpy(copies.astype(np.int64)))
+    class_ids, probs = store.topk(rows, "soft")
+    assert torch.equal(pseudo.class_ids, torch.from_numpy(class_ids)) and torch.allclose(pseudo.probs.sum(1), torch.ones(len(rows)))
+
+
+def test_a_pool_that_changed_since_labeling_is_refused_by_name(tmp_path):
+    make_tree(tmp_path / "pool", 4, seed=8)
+    pool, store = label_and_select(tmp_path, tmp_path / "pool", images_per_class=12)
+    rows, _ = read_selection(tmp_path / "selection" / SELECTION_FILE)
+    gone = store.column("id")[rows][-1]
+    (tmp_path / "pool" / gone).unlink()
+    with pytest.raises(UserError, match=f"{gone} was labeled but no longer decodes"):
+        gather_selected_images(pool, store, tmp_path / "selection")
+    with pytest.raises(UserError, match="made from another pool"):
+        gather_selected_images(open_pool(tmp_path / "pool", 16, 3, 0.5, list(COLORS)), store, tmp_path / "selection")
+    assert not (tmp_path / "selection" / IMAGES).exists() and not list((tmp_path / "selection").glob(".*.tmp"))
+
+
+def test_labeling_and_gathering_never_hold_the_pool_in_memory(tmp_path):
+    make_tree(tmp_path / "pool", 300, seed=9)  # 900 images: 2.7 MB of pixels at 32 px RGB
+    pool_bytes = 900 * 3 * 32 * 32
+    tracemalloc.start()  # counts numpy's and Python's allocations (not torch's or Arrow's)
+    try:
+        pool, store = label_and_select(tmp_path, tmp_path / "pool", images_per_class=300, shard_size=100, size=32)
+        gather_selected_images(pool, store, tmp_path / "selection", batch_size=16)
+        pseudo = load_pseudo_labeled(store, tmp_path / "selection", "soft", 3)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(pseudo.images) >= 300, "at least one full class gathered"
+    # what remains: one batch of pixels, per-class selection histograms, imports
+    assert peak < pool_bytes / 4, f"peak {peak} bytes for a {pool_bytes}-byte pool"
