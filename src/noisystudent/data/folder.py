@@ -50,10 +50,16 @@ class DecodeReport:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (relative path, reason)
 
     def check(self, max_bad_fraction: float) -> None:
-        if self.total and len(self.bad) / self.total > max_bad_fraction:
-            listed = "; ".join(f"{path}: {reason}" for path, reason in self.bad[:5])
-            raise UserError(f"{len(self.bad)} of {self.total} images under {self.root} could not be decoded "
-                            f"(more than data.max_bad_fraction={max_bad_fraction}); first: {listed}")
+        check_bad_fraction(self.root, self.bad, self.total, max_bad_fraction)
+
+
+def check_bad_fraction(where: Path | str, bad: list[tuple[str, str]], total: int, max_bad_fraction: float) -> None:
+    """Stop when more than `max_bad_fraction` of `total` images could not be decoded, naming some."""
+    if total and len(bad) / total > max_bad_fraction:
+        listed = "; ".join(f"{image_id}: {reason}" for image_id, reason in bad[:5])
+        raise UserError(f"{len(bad)} of {total} images of {where} could not be decoded (more than "
+                        f"data.max_bad_fraction={max_bad_fraction}); fix or remove them, or raise the limit "
+                        f"(they are skipped and listed). First: {listed}")
 
 
 def decode_image(source: Path | BinaryIO, size: int, channels: int) -> np.ndarray:

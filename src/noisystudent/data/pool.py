@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 import torch
 
 from ..errors import UserError
-from .folder import IMAGE_SUFFIXES, BadImage, decode_image, image_ids, is_manifest, manifest_items
+from .folder import (IMAGE_SUFFIXES, BadImage, check_bad_fraction, decode_image, image_ids, is_manifest,
+                     manifest_items)
 from .images import ImageSet
 
 Item = tuple[str, Any]  # (stable id, source)
@@ -112,7 +113,7 @@ class Pool:
             except BadImage as error:
                 bad.append((image_id, str(error)))
             if len(arrays) == batch_size:
-                yield Batch(torch.from_numpy(np.stack(arrays)), ids, bad, inputs)
+                yield Batch(self.stacked(arrays), ids, bad, inputs)
                 arrays, ids, bad, inputs = [], [], [], 0
         if arrays or bad or inputs:
             yield Batch(self.stacked(arrays), ids, bad, inputs)
@@ -122,11 +123,7 @@ class Pool:
         return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(shape, dtype=torch.uint8)
 
     def check_bad_fraction(self, bad: list[tuple[str, str]], inputs: int) -> None:
-        if inputs and len(bad) / inputs > self.max_bad_fraction:
-            listed = "; ".join(f"{image_id}: {reason}" for image_id, reason in bad[:5])
-            raise UserError(f"{len(bad)} of {inputs} images of {self.where} could not be decoded (more than "
-                            f"data.max_bad_fraction={self.max_bad_fraction}); fix or remove them, or raise the "
-                            f"limit (they are skipped and listed). First: {listed}")
+        check_bad_fraction(self.where, bad, inputs, self.max_bad_fraction)
 
 
 def _string_array(strings: Iterable[str], block: int = 1 << 16) -> pa.StringArray:
