@@ -190,3 +190,20 @@ def test_webdataset_shards_give_the_folder_ids_and_pixels_and_report_bad_samples
     assert sorted(image_id for image_id, _ in bad) == ["blue/9.jpg", "green/label-only (no image in the sample)"]
     with pytest.raises(UserError, match=r"pool-2.tar not found \(6 of 8 "):
         decode_pool(open_pool(str(tmp_path / "pool-{0..7}.tar"), 16, 3, 0.5, list(COLORS)))
+
+
+def test_decoding_in_threads_gives_the_inline_batches_in_order(tmp_path):
+    make_tree(tmp_path / "pool", 7, seed=10)
+    (tmp_path / "pool" / "green" / "3.png").write_bytes(b"not a png")
+    (tmp_path / "pool" / "red" / "x.jpg").write_bytes(b"")
+    inline = open_pool(tmp_path / "pool", 16, 3, 0.5, list(COLORS), decode_threads=0)
+    threaded = open_pool(tmp_path / "pool", 16, 3, 0.5, list(COLORS), decode_threads=3)
+    for wanted in (None, {"blue/1.png", "green/3.png", "green/4.png", "red/6.png"}):
+        runs = [[batch for _, items in pool.chunks(6) for batch in pool.batches(items, 4, wanted)]
+                for pool in (inline, threaded)]
+        for got in runs:
+            assert sum(batch.inputs for batch in got) == 22, "every item read is counted, wanted or not"
+        flat = [([i for b in got for i in b.ids], torch.cat([b.images for b in got]), [x for b in got for x in b.bad])
+                for got in runs]
+        assert flat[0][0] == flat[1][0] and torch.equal(flat[0][1], flat[1][1]) and flat[0][2] == flat[1][2]
+    assert flat[0][0] == ["blue/1.png", "green/4.png", "red/6.png"] and flat[0][2][0][0] == "green/3.png"

@@ -164,13 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a model un-noised over the config's unlabeled pool into a sharded Parquet store\n"
                     "(id, argmax, confidence, top-k ids and float16 probabilities; labels/store.py). Resumable:\n"
-                    "rerun the same command after a crash. Under torchrun each rank labels its own shards.\n\n"
+                    "rerun the same command after a crash. The pool is decoded a batch at a time, never held in\n"
+                    "memory; undecodable files are skipped and listed per shard in manifest.json. Under torchrun\n"
+                    "each rank labels its own shards.\n\n"
                     "example:\n  noisystudent label runs/demo/round-0/teacher pool-labels --config configs/demo.yaml\n"
                     "  torchrun --nproc_per_node=8 --no-python noisystudent label teacher/ labels/ --config my.yaml")
     label.add_argument("teacher", type=Path, help="stage folder or .safetensors file")
     label.add_argument("output", type=Path, help="store directory (created; resumed if it exists)")
     label.add_argument("--config", type=Path, default=None, help="config whose data and labels sections to use")
-    label.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. labels.shard_size=100000")
+    label.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="e.g. labels.shard_size=100000 data.decode_threads=8 (threads decoding ahead of the model)")
     label.set_defaults(func=cmd_label)
 
     report = commands.add_parser(

@@ -36,6 +36,7 @@ class DataConfig:
     test: str | None = None  # folder: like labeled, with the labeled set's classes
     channels: int = 3  # folder: 3 (RGB) or 1 (grayscale); Fashion-MNIST is 1
     max_bad_fraction: float = 0.01  # folder: undecodable images tolerated (skipped and listed) before stopping
+    decode_threads: int = 2  # folder: threads decoding the unlabeled pool ahead of the teacher; 0 = inline
     unlabeled_limit: int | None = None  # cap the unlabeled pool (quick runs); None = all the rest
     test_limit: int | None = None  # evaluate on the first N test images; None = all 10k
     image_size: int = 32  # 28 px images are zero-padded to this (32 keeps ImageNet-C ops valid)
@@ -158,6 +159,7 @@ class Config:
              "is required with dataset 'folder' (an ImageFolder root)"),
             ("data.channels", self.data.channels in (1, 3), "must be 1 or 3"),
             ("data.max_bad_fraction", 0 <= self.data.max_bad_fraction <= 1, "must be in [0, 1]"),
+            ("data.decode_threads", self.data.decode_threads >= 0, "must be >= 0 (0 decodes in the main thread)"),
             ("data.labels_per_class", self.data.labels_per_class >= 1, "must be >= 1"),
             ("data.unlabeled_limit", self.data.unlabeled_limit is None or self.data.unlabeled_limit >= 1,
              "must be >= 1 or null"),

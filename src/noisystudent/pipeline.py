@@ -196,9 +196,10 @@ class Pipeline:
         pool = "streamed" if self.unlabeled.size is None else self.unlabeled.size
         self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
                  f"{len(self.labeled)}, unlabeled {pool}, test {len(self.test)}")
-        # max_bad_fraction only decides whether to stop, never what a stage computes: raising it
-        # after a stop must resume the run, not refuse it as changed
-        data = {key: value for key, value in asdict(config.data).items() if key != "max_bad_fraction"}
+        # settings that never change what a stage computes: changing them must resume the run, not
+        # refuse it as changed (max_bad_fraction only decides whether to stop)
+        data = {key: value for key, value in asdict(config.data).items()
+                if key not in ("max_bad_fraction", "decode_threads")}
         data_inputs = {"data": data, "seed": config.seed}
         teacher_model = config.model_for_round(0)
         teacher_stage = Stage(self.run_dir / "round-0" / "teacher",

@@ -38,5 +38,6 @@ def _load_folders(data_config, test_only: bool):
         test = test.subset(range(min(data_config.test_limit, len(test))))
     if test_only:
         return None, None, test
-    unlabeled = open_pool(data_config.unlabeled, size, channels, bad, labeled.classes, data_config.unlabeled_limit)
+    unlabeled = open_pool(data_config.unlabeled, size, channels, bad, labeled.classes, data_config.unlabeled_limit,
+                          data_config.decode_threads)
     return labeled, unlabeled, test

@@ -14,7 +14,9 @@ the label stage and later when the selected images are gathered for training.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Container, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,8 @@ class Batch:
     images: torch.Tensor  # uint8 [n, C, H, W], the decodable items
     ids: list[str]  # their ids
     bad: list[tuple[str, str]]  # (id, reason) of the undecodable ones
-    inputs: int  # items read: len(ids) + len(bad), plus any not asked for
+    inputs: int  # items read from the source for this batch (wanted or not; with read-ahead, the
+    # count is by the time the batch is complete, and the batches' counts add up to the total)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class Pool:
     images: ImageSet | None = None  # an in-memory pool (Fashion-MNIST): its rows are the sources
     pattern: str | None = None  # WebDataset shards
     limit: int | None = None  # read only the first `limit` items
+    decode_threads: int = 0  # threads decoding ahead of the caller; 0 = in the caller's thread
 
     @property
     def identity(self) -> dict:
@@ -102,21 +106,50 @@ class Pool:
 
     def batches(self, items: Iterable[Item], batch_size: int, wanted: Container[str] | None = None) -> Iterator[Batch]:
         """Decode `items` (those whose id is in `wanted`, if given) into batches of `batch_size`."""
-        arrays, ids, bad, inputs = [], [], [], 0
-        for image_id, source in items:
-            inputs += 1
-            if wanted is not None and image_id not in wanted:
-                continue
-            try:
-                arrays.append(self.decode(source))
+        source = _Counted(items)
+        arrays, ids, bad, reported = [], [], [], 0
+        for image_id, decoded in self._decoded(source, wanted, ahead=batch_size):
+            if isinstance(decoded, BadImage):
+                bad.append((image_id, str(decoded)))
+            else:
+                arrays.append(decoded)
                 ids.append(image_id)
-            except BadImage as error:
-                bad.append((image_id, str(error)))
             if len(arrays) == batch_size:
-                yield Batch(self.stacked(arrays), ids, bad, inputs)
-                arrays, ids, bad, inputs = [], [], [], 0
-        if arrays or bad or inputs:
-            yield Batch(self.stacked(arrays), ids, bad, inputs)
+                yield Batch(self.stacked(arrays), ids, bad, source.read - reported)
+                arrays, ids, bad, reported = [], [], [], source.read
+        if arrays or bad or source.read > reported:
+            yield Batch(self.stacked(arrays), ids, bad, source.read - reported)
+
+    def _decoded(self, items: Iterable[Item], wanted: Container[str] | None,
+                 ahead: int) -> Iterator[tuple[str, np.ndarray | BadImage]]:
+        """(id, pixels or the BadImage) per wanted item, in order. With `decode_threads`, up to
+        `ahead` items are decoded in threads while the caller works on earlier ones (Pillow
+        releases the GIL while it decodes and resizes): decoding overlaps inference and uses
+        the spare cores."""
+        wanted_items = (item for item in items if wanted is None or item[0] in wanted)
+        threads = self.decode_threads if self.images is None else 0  # rows of a tensor need no decoding
+        if not threads:
+            for image_id, source in wanted_items:
+                yield image_id, self._attempt(source)
+            return
+        executor, pending = ThreadPoolExecutor(threads, thread_name_prefix="decode"), deque()
+        try:
+            for image_id, source in wanted_items:
+                pending.append((image_id, executor.submit(self._attempt, source)))
+                if len(pending) > ahead:
+                    image_id, future = pending.popleft()
+                    yield image_id, future.result()
+            while pending:
+                image_id, future = pending.popleft()
+                yield image_id, future.result()
+        finally:
+            executor.shutdown(cancel_futures=True)
+
+    def _attempt(self, source) -> np.ndarray | BadImage:
+        try:
+            return self.decode(source)
+        except BadImage as error:
+            return error
 
     def stacked(self, arrays: list[np.ndarray]) -> torch.Tensor:
         shape = (0, self.channels, self.image_size, self.image_size)
@@ -124,6 +157,21 @@ class Pool:
 
     def check_bad_fraction(self, bad: list[tuple[str, str]], inputs: int) -> None:
         check_bad_fraction(self.where, bad, inputs, self.max_bad_fraction)
+
+
+class _Counted:
+    """An iterator that counts the items taken from it."""
+
+    def __init__(self, items: Iterable[Item]):
+        self.items, self.read = iter(items), 0
+
+    def __iter__(self) -> "_Counted":
+        return self
+
+    def __next__(self) -> Item:
+        item = next(self.items)
+        self.read += 1
+        return item
 
 
 def _string_array(strings: Iterable[str], block: int = 1 << 16) -> pa.StringArray:
@@ -145,13 +193,13 @@ def memory_pool(images: ImageSet, name: str) -> Pool:
 
 
 def open_pool(source: str | Path, image_size: int, channels: int, max_bad_fraction: float, classes: list[str],
-              limit: int | None = None) -> Pool:
+              limit: int | None = None, decode_threads: int = 0) -> Pool:
     """The unlabeled pool from a folder tree, a manifest or WebDataset tar shards; lists, decodes nothing."""
     from .shards import is_webdataset
 
     text = str(source)
     common = dict(classes=classes, channels=channels, image_size=image_size, max_bad_fraction=max_bad_fraction,
-                  limit=limit)
+                  limit=limit, decode_threads=decode_threads)
     if is_webdataset(text):
         return Pool(text, size=None, pattern=text, **common)
     if is_manifest(Path(text)):
