@@ -88,7 +88,9 @@ def render() -> str:
         f"- Labeling runs at {label['ratio']:.2f}x the images/s of a bare `model(x)` loop over the same tensors "
         f"({label['model']}, batch {label['batch_size']}); the folder source decodes "
         + ", ".join(f"{rate:.0f} {kind.upper()}/s" for kind, rate in label["decode_images_per_second"].items())
-        + " on one process.",
+        + " in one thread; labeling a JPEG folder with `data.decode_threads=2` runs at "
+        f"{label['decode_threads_speedup']:.2f}x the images/s of decoding inline (images/s by threads: "
+        + ", ".join(f"{t}: {rate:.0f}" for t, rate in label["folder_label_images_per_second"].items()) + ").",
         f"- DDP on this CPU: 2 gloo processes train at {ddp['ratio_2_to_1']:.2f}x the images/s of one process for the "
         f"same global batch (2 cores shared: this is DDP's overhead, not a speed-up); a checkpoint of "
         f"`{ddp['checkpoint']['model']}` is {ddp['checkpoint']['bytes'] / 1e6:.1f} MB, saved in "
