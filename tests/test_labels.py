@@ -236,3 +236,10 @@ def test_selection_memory_does_not_grow_with_the_pool(tmp_path, mode):
         tracemalloc.stop()
     whole_pool_columns = 240_000 * (8 + 4 + 8)  # argmax (int64), confidence, one row index per image
     assert peaks[1] < 1.5 * peaks[0] and peaks[1] < whole_pool_columns, peaks
+
+
+def test_a_teacher_for_other_classes_is_refused_on_the_first_batch(tmp_path):
+    with pytest.raises(UserError, match="the teacher predicts 3 classes but the data has 10"):
+        pseudo_label(build_model("resnet_tiny_32", 3, 1), make_pool(), LabelConfig(batch_size=8), tmp_path,
+                     torch.device("cpu"))
+    assert not list(tmp_path.glob("shard-*"))

@@ -128,10 +128,15 @@ def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig
                 progress: tqdm) -> pa.Table:
     """One shard's table; its schema metadata records the items read and the undecodable ones."""
     ids, logits, bad, inputs = [], [], [], 0
+    num_classes = len(pool.classes)
     with inference(teacher, device):
         for batch in pool.batches(items, config.batch_size):
             if batch.ids:
                 logits.append(teacher(to_model_input(batch.images, device)).float().cpu())
+                if logits[-1].shape[1] != num_classes:  # on the first batch, not after a whole shard
+                    raise UserError(f"the teacher predicts {logits[-1].shape[1]} classes but the data has "
+                                    f"{num_classes} ({', '.join(pool.classes[:5])}...); label with a teacher "
+                                    f"trained on these classes")
             ids += batch.ids
             bad += batch.bad
             inputs += batch.inputs
@@ -139,11 +144,7 @@ def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig
     if len(set(ids)) != len(ids):
         raise UserError(f"{pool.where} has repeated image ids (e.g. {Counter(ids).most_common(1)[0][0]!r}); "
                         f"every image needs its own path or key")
-    num_classes = len(pool.classes)
     logits = torch.cat(logits) if logits else torch.empty(0, num_classes)
-    if logits.shape[1] != num_classes:
-        raise UserError(f"the teacher predicts {logits.shape[1]} classes but the data has {num_classes} "
-                        f"({', '.join(pool.classes[:5])}...); label with a teacher trained on these classes")
     table = shard_table(ids, logits, config.temperature, top_k_for(num_classes, config))
     info = {"inputs": inputs, "bad_files": [list(entry) for entry in bad]}
     return table.replace_schema_metadata({SHARD_INFO: json.dumps(info)})
