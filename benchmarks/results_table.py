@@ -51,8 +51,8 @@ def render() -> str:
         f"[demo_student_7_epochs.json](benchmarks/results/demo_student_7_epochs.json)): "
         f"{pct(shorter['final_top1'])}, {shorter['gain_points']:+.2f} points, in {shorter['wall_seconds'] / 60:.1f} min.",
         "",
-        f"The teacher is a converged supervised baseline: trained alone for several schedules, its test "
-        f"top-1 is flat ([teacher_sweep.json](benchmarks/results/teacher_sweep.json): "
+        "The teacher is a converged supervised baseline: trained alone for several schedules, its test "
+        "top-1 is flat ([teacher_sweep.json](benchmarks/results/teacher_sweep.json): "
         + ", ".join(f"{r['teacher_epochs']} epochs {pct(r['teacher_top1'])}" for r in sweep["runs"])
         + f"); against the best of them the final student gains "
         f"{100 * (demo['final_top1'] - max(r['teacher_top1'] for r in sweep['runs'])):+.2f} points. "

@@ -3,7 +3,6 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 
 from noisystudent.cli import main
 from noisystudent.config import load_config
