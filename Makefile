@@ -45,4 +45,5 @@ bench: install data
 	$(BIN)/python benchmarks/ddp_overhead.py
 	$(BIN)/python benchmarks/label_throughput.py
 	$(BIN)/python benchmarks/select_scale.py
+	$(BIN)/python benchmarks/seed_sweep.py
 	$(BIN)/python benchmarks/results_table.py --write

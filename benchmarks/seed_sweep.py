@@ -1,6 +1,6 @@
 """Run-to-run spread of the quick demo, and soft vs hard pseudo labels, over seeds.
 
-    python benchmarks/seed_sweep.py                # 6 runs of `noisystudent demo --quick`, ~30 min on 2 cores
+    python benchmarks/seed_sweep.py                # 6 runs of `noisystudent demo --quick`, 50-60 min on 2 cores
 
 The quick demo (configs/smoke.yaml: 500 labels, a 4,000-image pool, 2 rounds, tiny models)
 with robustness off, for seeds 0, 1, 2 (the seed draws the labeled split, the initial weights
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -41,24 +40,23 @@ def spread(values: list[float]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs-dir", type=Path, default=None, help="keep the runs here (default: a temp dir)")
+    # kept, not temporary: an interrupted sweep resumes (finished runs and stages are skipped)
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "benchmarks" / "seed-sweep",
+                        help="where the runs are kept")
     args = parser.parse_args()
     runs = []
-    with tempfile.TemporaryDirectory(prefix="noisystudent-seeds-") as work:
-        runs_dir = args.runs_dir or Path(work)
-        for seed in SEEDS:
-            for kind in KINDS:
-                config = load_config(bundled_config("smoke"), [
-                    f"seed={seed}", f"labels.kind={kind}", "evaluate.robustness=false", f"runs_dir={runs_dir}",
-                    f"name=seed{seed}-{kind}"])
-                summary = run(config, log=lambda line: None)
-                runs.append({"seed": seed, "kind": kind, "teacher_top1": summary["teacher_top1"],
-                             "final_top1": summary["final_top1"],
-                             "gain_points": points(summary["final_top1"] - summary["teacher_top1"]),
-                             "rounds": [{key: r[key] for key in ("round", "student_model", "pseudo_label_accuracy",
-                                                                 "student_top1")} for r in summary["rounds"]]})
-                print(f"seed {seed} {kind}: teacher {summary['teacher_top1']:.4f} -> {summary['final_top1']:.4f}",
-                      flush=True)
+    for seed in SEEDS:
+        for kind in KINDS:
+            config = load_config(bundled_config("smoke"), [
+                f"seed={seed}", f"labels.kind={kind}", "evaluate.robustness=false", f"runs_dir={args.runs_dir}",
+                f"name=seed{seed}-{kind}"])
+            summary = run(config, log=lambda line: None)
+            runs.append({"seed": seed, "kind": kind, "teacher_top1": summary["teacher_top1"],
+                         "final_top1": summary["final_top1"],
+                         "gain_points": points(summary["final_top1"] - summary["teacher_top1"]),
+                         "rounds": [{key: r[key] for key in ("round", "student_model", "pseudo_label_accuracy",
+                                                             "student_top1")} for r in summary["rounds"]]})
+            print(f"seed {seed} {kind}: teacher {summary['teacher_top1']:.4f} -> {summary['final_top1']:.4f}", flush=True)
     gains = {kind: [r["gain_points"] for r in runs if r["kind"] == kind] for kind in KINDS}
     final = {(r["seed"], r["kind"]): r["final_top1"] for r in runs}
     paired = [points(final[seed, "soft"] - final[seed, "hard"]) for seed in SEEDS]
