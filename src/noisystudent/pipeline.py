@@ -27,7 +27,7 @@ from .data import load_splits
 from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_model
-from .io import read_json, write_json, write_text
+from .io import read_json, remove_stale_temps, write_json, write_text
 from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_with_weights,
                      load_pseudo_labeled, read_selection, select_from_store)
 from .models import build_model, check_student_size, resolve_device
@@ -164,6 +164,8 @@ class Pipeline:
         """Filter and balance (streamed over the store), then gather the selected images into a
         memory-mapped file the student reads by row (labels/selected.py)."""
         if not stage.is_done() and self.distributed.is_main:
+            if stage.path.is_dir():  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
+                remove_stale_temps(stage.path)
             selection = self.config.selection
             stats = select_from_store(store, stage.path / SELECTION_FILE, self.labeled.num_classes,
                                       selection.confidence_threshold, selection.images_per_class, selection.mode,
