@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from noisystudent.cli import main
+from noisystudent.cli import build_parser, main
 from noisystudent.config import Config, load_config
 from noisystudent.errors import ConfigError
 
@@ -51,12 +53,22 @@ def test_bad_config_exits_2_with_one_line_and_no_traceback(capsys, tmp_path):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_help_teaches_with_examples(capsys):
-    for argv in (["--help"], ["run", "--help"], ["demo", "--help"], ["evaluate", "--help"]):
+def test_every_help_teaches_with_examples_that_are_valid_commands(capsys, monkeypatch):
+    monkeypatch.chdir(Path(__file__).parents[1])  # examples name configs/ from the repository root
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for argv in ([], *([name] for name in commands)):
         with pytest.raises(SystemExit) as exit_:
-            main(argv)
+            main([*argv, "--help"])
         assert exit_.value.code == 0
-        assert "example" in capsys.readouterr().out
+        text = capsys.readouterr().out
+        examples = [line.split("#")[0].split() for line in text.splitlines()
+                    if line.strip().startswith("noisystudent ")]
+        assert examples, f"`noisystudent {' '.join(argv)} --help` shows no example command"
+        parsed = [build_parser().parse_args(example[1:]) for example in examples]  # a bad example exits
+        assert not argv or argv[0] in [args.command for args in parsed], f"no example of {argv[0]}"
+        for args in parsed:
+            if args.command in ("run", "demo"):
+                load_config(getattr(args, "config", None), args.overrides)  # every key and value is valid
 
 
 def test_imagenet_paper_preset_validates_and_its_models_build_on_meta():

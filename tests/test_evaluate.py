@@ -10,6 +10,7 @@ from noisystudent.evaluate.corruptions import (
 from noisystudent.evaluate.perturbations import (
     PERTURBATIONS, flip_probability, mean_flip_rate, perturbation_flip_probabilities,
 )
+from noisystudent.evaluate import stratified_sample
 from noisystudent.models import build_model
 
 # ResNet-50's ImageNet-C corruption errors (CE, % of AlexNet's) and its mCE, as published in
@@ -133,3 +134,16 @@ def test_pgd_one_full_step_is_fgsm_and_more_steps_never_help(attacked):
         with torch.no_grad():
             correct.append((model(adversarial).argmax(1) == y).sum().item())
     assert correct == sorted(correct, reverse=True), correct
+
+
+def test_robustness_subset_is_a_stratified_seeded_sample_of_a_class_by_class_test_set():
+    # a folder test set is listed class by class: its first images would be a few classes only
+    labels = torch.repeat_interleave(torch.arange(10), torch.tensor([200] * 5 + [100] * 5))
+    chosen = stratified_sample(labels, 300, seed=0)
+    assert len(chosen) == len(set(chosen)) == 300 and chosen == sorted(chosen)
+    histogram = torch.bincount(labels[chosen], minlength=10)
+    assert histogram.tolist() == [40] * 5 + [20] * 5, "each class's share of the test set"
+    assert chosen == stratified_sample(labels, 300, seed=0) != stratified_sample(labels, 300, seed=1)
+    assert stratified_sample(labels, 5000, seed=0) == list(range(1500)), "fewer images than asked: all of them"
+    odd = stratified_sample(torch.tensor([0] * 7 + [1] * 2 + [2]), 5, seed=0)
+    assert len(odd) == 5 and torch.bincount(torch.tensor([0] * 7 + [1] * 2 + [2])[odd]).tolist() == [4, 1]

@@ -19,7 +19,7 @@ from noisystudent.errors import UserError
 from noisystudent.models import build_model
 from noisystudent.train import checkpoint as checkpoint_module
 from noisystudent.train import load_checkpoint, save_checkpoint, train_model
-from noisystudent.train.checkpoint import export_weights, load_exported
+from noisystudent.models import export_weights, load_exported
 from test_train import labeled_set, pseudo_set
 
 

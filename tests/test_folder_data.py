@@ -122,7 +122,8 @@ def test_a_run_on_your_own_folders(tmp_path):
         "student.batch_size=6", "selection.confidence_threshold=0", "noise.randaugment_magnitude=5"])
     summary = run(config, log=lambda line: None)
     assert summary["rounds"][0]["pseudo_label_accuracy"] is None, "a folder pool has no hidden truth"
-    assert 0 <= summary["final_top1"] <= 1
+    assert summary["teacher_top1"] == 1.0, "three flat colors: every test image is learnable"
+    assert summary["final_top1"] > 0.4, "a one-epoch noised student is weaker, but above chance (1/3)"
 
 
 def test_labeled_manifests_csv_and_jsonl_give_the_folder_classes_and_ids(tmp_path):

@@ -1,9 +1,11 @@
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from noisystudent.errors import UserError
 from noisystudent.models import (
-    EFFICIENTNETS, MODELS, build_model, check_student_size, count_parameters, stochastic_depth_blocks, stochastic_depth_rates,
+    EFFICIENTNETS, MODELS, build_model, check_student_size, count_parameters, export_weights, load_exported,
+    stochastic_depth_blocks, stochastic_depth_rates,
 )
 
 # Published parameter counts at 1000 classes: EfficientNet paper (B0 5.3M, B7 66M), Noisy Student
@@ -89,3 +91,34 @@ def test_readme_model_table_is_generated_from_the_registry():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     table = readme.split("<!-- models-table:start -->\n")[1].split("\n<!-- models-table:end -->")[0]
     assert table == registry_table(), "regenerate the README table with `noisystudent models`"
+
+
+def test_two_exports_of_the_same_weights_are_the_same_bytes(tmp_path):
+    # a label store records its teacher's file hash: it must identify the weights, not the export
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny_32", 10, 1, resolution=40)
+    for name in ("a", "b", "c"):
+        export_weights(tmp_path / f"{name}.safetensors", model)
+    assert len({(tmp_path / f"{name}.safetensors").read_bytes() for name in ("a", "b", "c")}) == 1
+    assert load_exported(tmp_path / "a.safetensors").spec == model.spec
+
+
+def test_weights_exported_with_the_old_metadata_layout_still_load(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny_32", 10, 1)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    old = {"name": "resnet_tiny_32", "num_classes": "10", "in_chans": "1", "mean": "0.286", "std": "0.353"}
+    save_file(tensors, str(tmp_path / "old.safetensors"), metadata=old)
+    loaded = load_exported(tmp_path / "old.safetensors")
+    assert loaded.spec == model.spec
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+
+
+def test_weights_whose_tensors_do_not_match_their_description_are_refused_by_name(tmp_path):
+    torch.manual_seed(0)
+    small, tiny = build_model("resnet_small_32", 10, 1), build_model("resnet_tiny_32", 10, 1)
+    tensors = {k: v.contiguous() for k, v in small.state_dict().items()}
+    save_file(tensors, str(tmp_path / "mixed.safetensors"), metadata=tiny.spec.to_metadata())
+    with pytest.raises(UserError, match=r"mixed\.safetensors: its tensors are not those of its described model "
+                                        r"resnet_tiny_32 \(10 classes, 1 channels\): .*of another shape"):
+        load_exported(tmp_path / "mixed.safetensors")

@@ -9,7 +9,8 @@ from noisystudent.config import load_config
 from noisystudent.data import load_fashion_mnist
 from noisystudent.data.fashion_mnist import DEBIAN_ROOT, read_idx
 from noisystudent.errors import UserError
-from noisystudent.pipeline import run
+from noisystudent.labels import LabelStore
+from noisystudent.pipeline import Pipeline, run
 from noisystudent.train import loop as loop_module
 
 
@@ -25,10 +26,17 @@ def test_end_to_end_on_tiny_data_then_rerun_does_no_work(tiny_config):
     assert (run_dir / "round-1/labels/shard-00000.parquet").is_file()
     assert (run_dir / "round-1/selection/selection.parquet").is_file()
     assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.json").is_file()
-    assert 0 <= summary["teacher_top1"] <= 1 and len(summary["rounds"]) == 1
-    assert summary["teacher_top1"] > 0.3, "the tiny classes are learnable"
+    assert len(summary["rounds"]) == 1
+    assert summary["teacher_top1"] == json.loads((run_dir / "round-0/teacher/eval.json").read_text())["top1"]
+    assert summary["teacher_top1"] > 0.3, "the tiny classes are learnable (chance: 0.1)"
     round_1 = summary["rounds"][0]
-    assert 0 <= round_1["pseudo_label_accuracy"] <= 1 and 0 <= round_1["kept_fraction"] <= 1
+    # the summary's figures are the stages' own: recomputed from the store and the selection
+    store, pool = LabelStore(run_dir / "round-1/labels"), Pipeline(tiny_config).unlabeled
+    assert round_1["pseudo_label_accuracy"] == pytest.approx((store.column("argmax") == pool.truth).mean())
+    assert round_1["pseudo_label_accuracy"] > 0.3, "the teacher's labels are better than chance"
+    selection = json.loads((run_dir / "round-1/selection/stats.json").read_text())
+    assert round_1["kept_fraction"] == pytest.approx(selection["kept"] / len(store))
+    assert 0 < selection["kept"] <= len(store) == len(pool.truth)
 
     # stage files only: config.yaml, summary.json and the report are rewritten views of them
     before = {p: t for p, t in snapshot(run_dir).items() if p.relative_to(run_dir).parts[0].startswith("round-")}
@@ -94,17 +102,18 @@ def test_evaluate_command_prints_the_full_evaluation(tiny_config, capsys):
     evaluate = tiny_config.evaluate
     overrides = [f"data.root={tiny_config.data.root}", f"evaluate.images={evaluate.images}",
                  "evaluate.severities=[1,4]", f"evaluate.perturbation_frames={evaluate.perturbation_frames}",
-                 f"evaluate.pgd_steps={evaluate.pgd_steps}", f"evaluate.cache_dir={evaluate.cache_dir}"]
+                 f"evaluate.pgd_steps={evaluate.pgd_steps}", f"evaluate.cache_dir={evaluate.cache_dir}",
+                 f"threads={tiny_config.threads}"]
     output = stages / "cli-eval.json"
     assert main(["evaluate", str(student), *overrides, "--baseline", str(teacher), "--output", str(output)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert json.loads(output.read_text()) == result
     expected = json.loads((student / "eval.json").read_text())
-    assert result["model"] == "resnet_tiny_32"
-    for key in ("top1", "top5", "ece", "mce", "mfr", "relative_mce"):
-        assert result[key] == pytest.approx(expected[key]), key
-    assert result["fgsm"] == expected["fgsm"] and result["pgd"] == expected["pgd"]
-    assert set(result["corruption_errors"]) == set(expected["corruption_errors"])
+    assert result.pop("checkpoint") == str(student) and expected.pop("train_seconds") >= 0
+    # Both come from evaluate_weights on the same file, threads and batches: equal bit for bit,
+    # not within a tolerance (a tolerance once hid that the pipeline evaluated another copy).
+    assert result == expected
+    assert result["model"] == "resnet_tiny_32" and result["mce"] is not None
     teacher_eval = json.loads((teacher / "eval.json").read_text())
     assert teacher_eval["mce"] == pytest.approx(100) and teacher_eval["mfr"] == pytest.approx(100)
 

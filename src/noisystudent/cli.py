@@ -55,23 +55,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .config import load_config
     from .data import load_splits
-    from .evaluate import compare_to_baseline, evaluate_model
-    from .models import resolve_device
-    from .train import load_exported
+    from .evaluate import evaluate_weights
+    from .models import resolve_device, set_threads
 
     config = load_config(args.config, args.overrides)
+    set_threads(config.threads)
     device = resolve_device(config.device)
     _, _, test = load_splits(config.data, config.seed, test_only=True)
-    cache = Path(config.evaluate.cache_dir or Path(config.runs_dir) / ".cache" / "corruptions")
 
-    def evaluate(path: Path) -> dict:
-        model = load_exported(path)
-        return {"checkpoint": str(path), "model": model.spec.name,
-                **evaluate_model(model, test, device, config.evaluate, cache, config.seed)}
+    def evaluate(path: Path, baseline: dict | None = None) -> dict:
+        result = evaluate_weights(path, test, device, config.evaluate, config.corruption_cache(), config.seed, baseline)
+        return {"checkpoint": str(path), **result}
 
-    result = evaluate(args.checkpoint)
-    if args.baseline is not None:
-        result = compare_to_baseline(result, evaluate(args.baseline))
+    result = evaluate(args.checkpoint, None if args.baseline is None else evaluate(args.baseline))
     text = json.dumps(result, indent=2)
     if args.output is not None:
         from .io import write_text
@@ -184,7 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir", type=Path, help="runs/<name>")
     report.set_defaults(func=cmd_report)
 
-    models = commands.add_parser("models", help="list model names", description="List the model registry.")
+    models = commands.add_parser(
+        "models", help="list model names", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="List the model registry: names for the `models` list, parameters, resolutions, dropout.\n\n"
+                    "example:\n  noisystudent models\n"
+                    "  noisystudent run configs/demo.yaml models=resnet_small_32,resnet_medium_32 name=larger")
     models.set_defaults(func=cmd_models)
     return parser
 

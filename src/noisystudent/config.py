@@ -140,6 +140,10 @@ class Config:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
+    def corruption_cache(self) -> Path:
+        """Where corrupted test sets are cached (shared by the runs under runs_dir)."""
+        return Path(self.evaluate.cache_dir or Path(self.runs_dir) / ".cache" / "corruptions")
+
     def model_for_round(self, round_index: int) -> str:
         return self.models[min(round_index, len(self.models) - 1)]
 

@@ -26,13 +26,13 @@ from .config import Config, TrainConfig, dump_yaml
 from .data import load_splits
 from .distributed import init_from_environment
 from .errors import UserError
-from .evaluate import compare_to_baseline, evaluate_model
+from .evaluate import compare_to_baseline, evaluate_weights
 from .io import read_json, remove_stale_temps, write_json, write_text
 from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_with_weights,
                      load_pseudo_labeled, read_selection, select_from_store)
-from .models import build_model, check_student_size, resolve_device
+from .models import build_model, check_student_size, load_exported, resolve_device, set_threads
 from .noise import RandAugment
-from .train import PseudoLabeledSet, load_exported, train_model
+from .train import PseudoLabeledSet, train_model
 
 DONE = "DONE"
 
@@ -83,26 +83,24 @@ class Pipeline:
         self.log = log if self.distributed.is_main else (lambda line: None)
         self.run_dir = Path(config.runs_dir) / config.name
         self.device = resolve_device(device_name)
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        set_threads(config.threads)
         self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed)
 
     # -- stages ---------------------------------------------------------------------------------
 
     def train_stage(self, stage: Stage, desc: str, make_model: Callable[[], torch.nn.Module], train: TrainConfig,
-                    pseudo: PseudoLabeledSet | None = None, randaugment: RandAugment | None = None,
+                    config_key: str, pseudo: PseudoLabeledSet | None = None, randaugment: RandAugment | None = None,
                     freeze_fraction: float = 0.0) -> dict:
         """Train (or resume) the model `make_model` builds, evaluate it, mark the stage done."""
         if not stage.is_done():
             started = time.perf_counter()
             torch.manual_seed(self.config.seed)  # the initial weights, too, are a function of the seed
-            model = train_model(make_model(), self.labeled, train, stage.path, self.config.seed, self.device,
-                                pseudo=pseudo, randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc,
-                                distributed=self.distributed)
+            train_model(make_model(), self.labeled, train, stage.path, self.config.seed, self.device, pseudo=pseudo,
+                        randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc,
+                        distributed=self.distributed, config_key=config_key)
             if self.distributed.is_main:
-                metrics = self.evaluate(model)
-                metrics.update(model=model.spec.name, parameters=sum(p.numel() for p in model.parameters()),
-                               resolution=model.spec.resolution, train_seconds=round(time.perf_counter() - started, 1))
+                metrics = self.evaluate(stage.path)
+                metrics["train_seconds"] = round(time.perf_counter() - started, 1)
                 write_json(stage.path / "eval.json", metrics)
                 stage.mark_done()
             self.distributed.barrier()
@@ -110,18 +108,19 @@ class Pipeline:
         self.log(f"  {desc}: {metrics['model']} test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}")
         return metrics
 
-    def evaluate(self, model: torch.nn.Module) -> dict:
-        """The full evaluation; ratios (mCE, mFR) against the round-0 teacher, which is the
-        baseline, so its own mCE and mFR are 100 by definition."""
-        cache = Path(self.config.evaluate.cache_dir or Path(self.config.runs_dir) / ".cache" / "corruptions")
-        result = evaluate_model(model, self.test, self.device, self.config.evaluate, cache, self.config.seed)
+    def evaluate(self, stage_dir: Path) -> dict:
+        """The full evaluation of a stage's exported weights; ratios (mCE, mFR) against the
+        round-0 teacher, which is the baseline, so its own mCE and mFR are 100 by definition."""
         baseline_path = self.run_dir / "round-0" / "teacher" / "eval.json"
-        return compare_to_baseline(result, read_json(baseline_path) if baseline_path.is_file() else result)
+        baseline = read_json(baseline_path) if baseline_path.is_file() else None
+        result = evaluate_weights(stage_dir, self.test, self.device, self.config.evaluate,
+                                  self.config.corruption_cache(), self.config.seed, baseline)
+        return result if baseline is not None else compare_to_baseline(result, result)
 
     def teacher_stage(self, stage: Stage, model_name: str) -> dict:
         """Round 0: cross-entropy on labeled images with weak augmentation and no noise."""
         make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels)  # noqa: E731
-        return self.train_stage(stage, "teacher round 0", make, self.config.teacher)
+        return self.train_stage(stage, "teacher round 0", make, self.config.teacher, "teacher")
 
     def student_stage(self, stage: Stage, model_name: str, round_index: int, store: LabelStore,
                       selection_dir: Path) -> dict:
@@ -133,7 +132,8 @@ class Pipeline:
                        if noise.randaugment and noise.randaugment_layers > 0 else None)
         pseudo = None if stage.is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
                                                                   self.labeled.num_classes)
-        return self.train_stage(stage, f"student round {round_index}", make, self.config.student, pseudo, randaugment)
+        return self.train_stage(stage, f"student round {round_index}", make, self.config.student, "student", pseudo,
+                                randaugment)
 
     def finetune_stage(self, stage: Stage, student_dir: Path, round_index: int) -> dict:
         """FixRes-style: un-augmented labeled images at a larger resolution, shallow layers frozen."""
@@ -142,7 +142,7 @@ class Pipeline:
         train = TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
                             lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=False,
                             weight_decay=self.config.student.weight_decay)
-        return self.train_stage(stage, f"fine-tune round {round_index}", make, train,
+        return self.train_stage(stage, f"fine-tune round {round_index}", make, train, "finetune",
                                 freeze_fraction=finetune.freeze_fraction)
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:

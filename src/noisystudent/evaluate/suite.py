@@ -1,8 +1,9 @@
 """Everything `evaluate` measures about one model, as one JSON-able dict (eval.json).
 
 Clean accuracy (top-1, top-5, per class, confusion matrix, ECE over 15 bins) on the whole test
-set; the robustness suites (corruptions, perturbations, FGSM/PGD) on its first
-`evaluate.images` images. Ratios to a baseline (mCE, relative mCE, mFR) are added by
+set; the robustness suites (corruptions, perturbations, FGSM/PGD) on `evaluate.images` of its
+images, a seeded sample stratified by class (a folder test set is listed class by class, so its
+first images would be a few classes only). Ratios to a baseline (mCE, relative mCE, mFR) are added by
 `compare_to_baseline`, because the baseline (the round-0 teacher by default) is itself a model
 evaluated the same way.
 """
@@ -15,7 +16,7 @@ import torch
 
 from ..config import EvaluateConfig
 from ..data import ImageSet
-from ..models import predict_logits
+from ..models import load_exported, predict_logits
 from .accuracy import topk_accuracy
 from .adversarial import adversarial_accuracy
 from .calibration import confusion_matrix, expected_calibration_error, per_class_accuracy
@@ -36,7 +37,7 @@ def evaluate_model(model: torch.nn.Module, test: ImageSet, device: torch.device,
     }
     if not config.robustness:
         return result
-    subset = test.subset(range(min(config.images, len(test))))
+    subset = test.subset(stratified_sample(test.labels, config.images, seed))
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         return predict_logits(model, images, batch_size, device, desc="robustness").argmax(1)
@@ -46,6 +47,7 @@ def evaluate_model(model: torch.nn.Module, test: ImageSet, device: torch.device,
 
     cache = CorruptionCache(cache_root, subset.images, seed)
     result["robustness_images"] = len(subset)
+    result["robustness_ids"] = subset.ids
     result["clean_error_subset"] = error_of(subset.images)
     result["corruption_errors"] = corruption_errors(error_of, cache, config.corruptions, config.severities)
     result["flip_probability"] = perturbation_flip_probabilities(predict, subset.images, config.perturbation_frames, seed)
@@ -54,6 +56,36 @@ def evaluate_model(model: torch.nn.Module, test: ImageSet, device: torch.device,
     result["pgd"] = adversarial_accuracy(model, subset.images, subset.labels, attack="pgd", steps=config.pgd_steps,
                                          random_start=config.pgd_random_start, **attack)
     return result
+
+
+def evaluate_weights(path: Path, test: ImageSet, device: torch.device, config: EvaluateConfig, cache_root: Path,
+                     seed: int = 0, baseline: dict | None = None) -> dict:
+    """Evaluate exported weights (a stage folder or its final.safetensors), against `baseline`'s
+    eval dict when given. The pipeline and `noisystudent evaluate` both come through here, from
+    the file, so the same weights give the same numbers bit for bit."""
+    model = load_exported(path)
+    result = {"model": model.spec.name, "parameters": sum(p.numel() for p in model.parameters()),
+              "resolution": model.spec.resolution,
+              **evaluate_model(model.to(device), test, device, config, cache_root, seed)}
+    return result if baseline is None else compare_to_baseline(result, baseline)
+
+
+def stratified_sample(labels: torch.Tensor, count: int, seed: int) -> list[int]:
+    """`count` indices (all when there are fewer), each class's share as in `labels` (largest
+    remainders), drawn at random per class with `seed`; returned in their original order."""
+    if count >= len(labels):
+        return list(range(len(labels)))
+    classes, sizes = torch.unique(labels, return_counts=True)
+    exact = sizes.double() * count / len(labels)
+    quota = exact.floor().long()
+    short = count - int(quota.sum())
+    quota[torch.argsort(exact - quota, descending=True, stable=True)[:short]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for cls, take in zip(classes.tolist(), quota.tolist()):
+        members = torch.nonzero(labels == cls).flatten()
+        chosen.append(members[torch.randperm(len(members), generator=generator)[:take]])
+    return torch.cat(chosen).sort().values.tolist()
 
 
 def compare_to_baseline(result: dict, baseline: dict) -> dict:

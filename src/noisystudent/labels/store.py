@@ -49,8 +49,7 @@ from ..data import Pool
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
 from ..io import atomic_write, read_json, remove_stale_temps, write_json
-from ..models import inference, to_model_input
-from ..train import exported_weights_file, load_exported
+from ..models import exported_weights_file, inference, load_exported, to_model_input
 
 HEADER, MANIFEST = "header.json", "manifest.json"
 SHARD_INFO = "noisystudent"  # Parquet schema metadata key: items read and undecodable files

@@ -25,6 +25,12 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads for this process (`threads` in the config); None keeps torch's default."""
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [N, C, H, W] (or float already in [0, 1]) -> float [0, 1] on device, channels_last
     (faster convolutions on CPU and GPU)."""

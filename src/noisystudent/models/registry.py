@@ -17,6 +17,7 @@ Names:
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from typing import Callable
@@ -32,6 +33,7 @@ from torch import nn
 from ..errors import UserError
 
 Builder = Callable[..., nn.Module]  # (num_classes, in_chans, drop_rate, drop_path_rate) -> nn.Module
+METADATA_KEY = "noisystudent"  # the exported weights' metadata: the ModelSpec as sorted JSON
 DEFAULT_SURVIVAL = 0.8  # stochastic depth at the last block, for every model (paper; official rate 0.2)
 
 
@@ -58,19 +60,28 @@ class ModelSpec:
     resolution: int | None = None  # inputs of another size are resized to this (FixRes fine-tuned models)
 
     def to_metadata(self) -> dict[str, str]:
-        return {key: str(value) if not isinstance(value, tuple) else ",".join(map(str, value))
-                for key, value in asdict(self).items() if value is not None}
+        """One key holding sorted JSON: safetensors writes a metadata map of several keys in
+        arbitrary order, so two exports of the same weights would differ in bytes (and hash)."""
+        fields = {key: list(value) if isinstance(value, tuple) else value
+                  for key, value in asdict(self).items() if value is not None}
+        return {METADATA_KEY: json.dumps(fields, sort_keys=True)}
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, str]) -> "ModelSpec":
         try:
-            return cls(name=metadata["name"], num_classes=int(metadata["num_classes"]),
-                       in_chans=int(metadata["in_chans"]),
-                       mean=tuple(float(v) for v in metadata["mean"].split(",")),
-                       std=tuple(float(v) for v in metadata["std"].split(",")),
-                       resolution=int(metadata["resolution"]) if "resolution" in metadata else None)
-        except (KeyError, ValueError) as error:
-            raise UserError(f"weights file lacks the model description ({error}); was it exported by noisystudent?") from None
+            if METADATA_KEY in metadata:
+                fields = json.loads(metadata[METADATA_KEY])
+            else:  # exported before 0.2: one metadata key per field, tuples comma-joined
+                fields = {key: metadata[key] for key in ("name", "num_classes", "in_chans", "mean", "std",
+                                                         "resolution") if key in metadata}
+                fields["mean"], fields["std"] = (fields[k].split(",") for k in ("mean", "std"))
+            return cls(name=str(fields["name"]), num_classes=int(fields["num_classes"]),
+                       in_chans=int(fields["in_chans"]), mean=tuple(float(v) for v in fields["mean"]),
+                       std=tuple(float(v) for v in fields["std"]),
+                       resolution=int(fields["resolution"]) if fields.get("resolution") is not None else None)
+        except (KeyError, ValueError, TypeError, AttributeError) as error:
+            raise UserError(f"weights file lacks the model description ({type(error).__name__}: {error}); "
+                            f"was it exported by noisystudent?") from None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Training: the joint labeled / pseudo-labeled loop, checkpoints, exported weights."""
 
-from .checkpoint import export_weights, exported_weights_file, load_checkpoint, load_exported, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 from .loop import (
     Preempted, PseudoLabeledSet, build_batch, dense_targets, freeze_shallow_layers, joint_batch_sizes, learning_rate,
     sample_indices, soft_cross_entropy, steps_for, train_model,
 )
 
-__all__ = ["export_weights", "exported_weights_file", "load_checkpoint", "load_exported", "save_checkpoint",
+__all__ = ["load_checkpoint", "save_checkpoint",
            "Preempted", "PseudoLabeledSet", "build_batch", "dense_targets", "freeze_shallow_layers",
            "joint_batch_sizes", "learning_rate", "sample_indices", "soft_cross_entropy", "steps_for", "train_model"]

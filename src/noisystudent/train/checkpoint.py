@@ -2,8 +2,7 @@
 
 A checkpoint (`checkpoints/last.pt`) holds what a resume needs: model and optimizer state and
 the step. Every other random choice in training is a function of (seed, step) (see loop.py),
-so these three restore the run exactly. Exported weights (`final.safetensors`) carry the
-model description in their metadata so any command can rebuild the model from the file alone.
+so these three restore the run exactly. Exported weights are models/weights.py.
 """
 
 from __future__ import annotations
@@ -12,12 +11,8 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-
 from ..errors import UserError
 from ..io import atomic_write
-from ..models import Classifier, ModelSpec, build_model
 
 
 def _state_bytes(state) -> int:
@@ -71,38 +66,3 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                             f"delete it to restart this stage or set ema_decay=0")
         ema.load_state_dict(state["ema"])
     return int(state["step"])
-
-
-def export_weights(path: Path, model: Classifier) -> None:
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=model.spec.to_metadata()))
-
-
-def exported_weights_file(path: str | Path) -> Path:
-    """A stage folder's final.safetensors, or the file itself."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "final.safetensors"
-    if not path.is_file():
-        raise UserError(f"weights file {path} not found; pass a stage folder (e.g. runs/demo/round-1/student) "
-                        f"or its final.safetensors")
-    return path
-
-
-def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float = 1.0,
-                  resolution: int | None = None) -> Classifier:
-    """Rebuild a Classifier from `final.safetensors` (noise settings are not part of weights);
-    `resolution` replaces the exported input resolution (for a FixRes fine-tune)."""
-    path = exported_weights_file(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            spec = ModelSpec.from_metadata(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except UserError:
-        raise
-    except Exception as error:
-        raise UserError(f"{path} is not a readable safetensors file ({error})") from None
-    model = build_model(spec.name, spec.num_classes, spec.in_chans, dropout, survival_prob, spec.mean, spec.std,
-                        resolution or spec.resolution)
-    model.load_state_dict(tensors)
-    return model

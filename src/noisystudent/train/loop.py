@@ -34,9 +34,9 @@ from ..distributed import SINGLE, Distributed
 from ..errors import UserError
 from ..faults import InjectedCrash, should_inject
 from ..io import remove_stale_temps
-from ..models import autocast, to_model_input
+from ..models import autocast, export_weights, to_model_input
 from ..noise import RandAugment
-from .checkpoint import export_weights, load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint
 
 LABELED_STREAM, UNLABELED_STREAM, STEP_STREAM = 1, 2, 3
 
@@ -212,9 +212,10 @@ def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, confi
 def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, stage_dir: Path, seed: int,
                 device: torch.device, pseudo: PseudoLabeledSet | None = None,
                 randaugment: RandAugment | None = None, freeze_fraction: float = 0.0,
-                desc: str = "train", distributed: Distributed = SINGLE) -> torch.nn.Module:
+                desc: str = "train", distributed: Distributed = SINGLE, config_key: str = "train") -> torch.nn.Module:
     """Train (or resume training), export `stage_dir/final.safetensors`, return the exported model
-    (the EMA weights when `config.ema_decay` is set).
+    (the EMA weights when `config.ema_decay` is set). `config_key` is the config section `config`
+    came from (teacher, student, finetune), for messages that name the setting to change.
 
     Under torchrun every rank builds the same global batch (a function of seed and step) and
     takes rows rank, rank + W, ...; DDP averages gradients, so W processes follow the 1-process
@@ -272,7 +273,7 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
                 raise InjectedCrash(f"injected crash at step {step} on rank {distributed.rank}")
             if distributed.any(not torch.isfinite(loss).item(), device):  # every rank stops before the update
                 raise UserError(f"{desc}: loss became non-finite ({loss.item()} on rank {distributed.rank}) at step "
-                                f"{step}; lower {desc.split()[0]}.lr (now {config.lr}) or check the data")
+                                f"{step}; lower {config_key}.lr (now {config.lr}) or check the data")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
