@@ -58,7 +58,7 @@ def test_changed_settings_for_a_finished_stage_are_refused(tiny_config):
     tiny_config.data.max_bad_fraction = 0.5  # a tolerance, not an input: raising it after a stop resumes
     assert run(tiny_config, log=lambda line: None) == first
     tiny_config.teacher.lr = 0.2
-    with pytest.raises(UserError, match="train.lr"):
+    with pytest.raises(UserError, match=r"round-0/teacher was finished with other settings \(changed: teacher.lr\)"):
         run(tiny_config, log=lambda line: None)
 
 

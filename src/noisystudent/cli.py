@@ -1,6 +1,7 @@
 """Command line: `noisystudent demo | run | evaluate | label | report | models`.
 
-Mistakes a user can fix (config, paths, data) print one line and exit with code 2.
+Mistakes a user can fix (config, paths, data, a folder that cannot be written) print one line and
+exit with code 2.
 """
 
 from __future__ import annotations
@@ -192,7 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .train import Preempted
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # argparse ends a `*` positional at the first option, so overrides written after an option
+    # (`label T S --config c.yaml labels.top_k=5`) come back unrecognized: they are overrides too.
+    args, extra = parser.parse_known_args(argv)
+    if extra and (not hasattr(args, "overrides") or any(item.startswith("-") or "=" not in item for item in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        args.overrides += extra
     try:
         return args.func(args)
     except Preempted as stop:
@@ -200,6 +208,12 @@ def main(argv: list[str] | None = None) -> int:
         return stop.exit_code
     except UserError as error:
         print(f"noisystudent: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.filename is None:  # not about a path the user gave: a bug, keep the traceback
+            raise
+        print(f"noisystudent: error: {error.filename}: {error.strerror or error}; check the paths you gave "
+              f"(runs_dir and the run folder must be writable folders)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("noisystudent: interrupted; run the same command again to resume", file=sys.stderr)

@@ -9,6 +9,7 @@ documented once, here, next to its default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -74,6 +75,11 @@ class TrainConfig:
     #                         the EMA weights are the ones evaluated, exported and used as next teacher
     unlabeled_ratio: float = 3.0  # student only: r*B pseudo-labeled images per step (paper 3..28)
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
+
+    def inputs(self) -> dict:
+        """The fields that change what training computes: all but how often it checkpoints, so
+        changing `checkpoint_every` resumes a stage instead of refusing it."""
+        return {key: value for key, value in dataclasses.asdict(self).items() if key != "checkpoint_every"}
 
 
 @dataclass
@@ -153,6 +159,7 @@ class Config:
             ("name", bool(self.name) and "/" not in self.name and self.name not in (".", ".."),
              "must be a plain directory name (no '/')"),
             ("rounds", self.rounds >= 0, "must be >= 0"),
+            ("threads", self.threads is None or self.threads >= 1, "must be >= 1, or null for torch's default"),
             ("models", len(self.models) >= 1, "needs at least the teacher's model name"),
             ("data.dataset", self.data.dataset in ("fashion_mnist", "folder"), "must be 'fashion_mnist' or 'folder'"),
             ("data.labeled", self.data.dataset != "folder" or bool(self.data.labeled),
@@ -275,6 +282,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, f"must be a finite number, got {value!r}")
     if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
@@ -297,7 +306,12 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
             if not isinstance(child, dict):
-                raise ConfigError(".".join(parts[: depth + 1]), "unknown section")
+                section = ".".join(parts[: depth + 1])
+                if part in node:
+                    raise ConfigError(section, f"is set to {child!r}, not to a section of keys, so {key} cannot be "
+                                               f"set; remove that value from the YAML")
+                raise ConfigError(section, f"unknown section; sections here: "
+                                           f"{', '.join(k for k, v in node.items() if isinstance(v, dict))}")
             node = child
         node[parts[-1]] = value
     return data
@@ -309,6 +323,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data = to_dict(base or Config())
     if path is not None:
         path = Path(path)
+        if path.is_dir():
+            raise UserError(f"config file {path} is a directory; give a YAML file (e.g. configs/demo.yaml)")
         if not path.is_file():
             raise UserError(f"config file {path} not found")
         try:
@@ -326,6 +342,9 @@ def _merge(into: dict, update: dict, prefix: str) -> None:
     for key, value in update.items():
         if isinstance(value, dict) and isinstance(into.get(key), dict):
             _merge(into[key], value, f"{prefix}{key}.")
+        elif isinstance(into.get(key), dict) and value is not None:
+            raise ConfigError(f"{prefix}{key}", f"is a section of keys, got {value!r}; write its keys indented "
+                                                f"below `{key}:` (e.g. `  {next(iter(into[key]))}: ...`)")
         else:
             into[key] = value
 

@@ -5,18 +5,15 @@
     round-k/selection    filter by confidence, balance classes
     round-k/student      noised, equal-or-larger student on labeled + selected pseudo labels
 
-A stage is finished when its DONE marker exists; DONE is written last and records the hash of
-the stage's inputs (its settings and the hash of the stage it reads from). Rerunning skips
-finished stages, resumes an unfinished training stage from its checkpoint, and refuses a
-finished stage whose inputs changed rather than silently mixing two configs.
+Where each stage lives, what its inputs are and when it is finished is the run contract
+(runs.py). Before anything is written, every stage on disk is checked against the config:
+rerunning skips finished stages, resumes an unfinished one (a training stage from its
+checkpoint), and refuses a stage whose inputs changed rather than silently mixing two configs.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -32,46 +29,8 @@ from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_w
                      load_pseudo_labeled, read_selection, select_from_store)
 from .models import build_model, check_student_size, load_exported, resolve_device, set_threads
 from .noise import RandAugment
+from .runs import CONFIG, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .train import PseudoLabeledSet, train_model
-
-DONE = "DONE"
-
-
-@dataclass
-class Stage:
-    path: Path
-    inputs: dict
-
-    @property
-    def inputs_hash(self) -> str:
-        return hashlib.sha256(json.dumps(self.inputs, sort_keys=True).encode()).hexdigest()[:16]
-
-    def is_done(self) -> bool:
-        marker = self.path / DONE
-        if not marker.is_file():
-            return False
-        recorded = read_json(marker)
-        if recorded.get("inputs_hash") != self.inputs_hash:
-            changed = sorted(_changed_keys(recorded.get("inputs", {}), self.inputs))
-            raise UserError(f"{self.path} was finished with different settings (changed: {', '.join(changed) or '?'}); "
-                            f"use a new run name (name=...) or delete {self.path} and the stages after it")
-        return True
-
-    def mark_done(self, **info) -> None:
-        write_json(self.path / DONE, {"inputs_hash": self.inputs_hash, "inputs": self.inputs,
-                                      "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
-
-
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for key in set(old) | set(new):
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _changed_keys(a, b, f"{prefix}{key}.")
-        elif a != b:
-            keys.append(prefix + key)
-    return keys
-
 
 class Pipeline:
     """The rounds. Under torchrun every rank trains; rank 0 alone labels, selects, evaluates and
@@ -81,7 +40,7 @@ class Pipeline:
         self.config = config
         self.distributed, device_name = init_from_environment(config.device)
         self.log = log if self.distributed.is_main else (lambda line: None)
-        self.run_dir = Path(config.runs_dir) / config.name
+        self.run_dir = run_dir(config)
         self.device = resolve_device(device_name)
         set_threads(config.threads)
         self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed)
@@ -94,6 +53,8 @@ class Pipeline:
         """Train (or resume) the model `make_model` builds, evaluate it, mark the stage done."""
         if not stage.is_done():
             started = time.perf_counter()
+            if self.distributed.is_main:
+                stage.begin()
             torch.manual_seed(self.config.seed)  # the initial weights, too, are a function of the seed
             train_model(make_model(), self.labeled, train, stage.path, self.config.seed, self.device, pseudo=pseudo,
                         randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc,
@@ -111,7 +72,7 @@ class Pipeline:
     def evaluate(self, stage_dir: Path) -> dict:
         """The full evaluation of a stage's exported weights; ratios (mCE, mFR) against the
         round-0 teacher, which is the baseline, so its own mCE and mFR are 100 by definition."""
-        baseline_path = self.run_dir / "round-0" / "teacher" / "eval.json"
+        baseline_path = teacher_dir(self.run_dir) / "eval.json"
         baseline = read_json(baseline_path) if baseline_path.is_file() else None
         result = evaluate_weights(stage_dir, self.test, self.device, self.config.evaluate,
                                   self.config.corruption_cache(), self.config.seed, baseline)
@@ -147,6 +108,9 @@ class Pipeline:
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
         if not stage.is_done():  # every rank labels its share of the shards
+            if self.distributed.is_main:
+                stage.begin()
+            self.distributed.barrier()
             store = label_with_weights(teacher_dir, self.unlabeled, self.config.labels, stage.path, self.device,
                                        self.distributed)
             if self.distributed.is_main:
@@ -164,14 +128,19 @@ class Pipeline:
         """Filter and balance (streamed over the store), then gather the selected images into a
         memory-mapped file the student reads by row (labels/selected.py)."""
         if not stage.is_done() and self.distributed.is_main:
-            if stage.path.is_dir():  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
-                remove_stale_temps(stage.path)
+            stage.begin()
+            remove_stale_temps(stage.path)  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
             selection = self.config.selection
             stats = select_from_store(store, stage.path / SELECTION_FILE, self.labeled.num_classes,
                                       selection.confidence_threshold, selection.images_per_class, selection.mode,
                                       seed=self.config.seed)
             truth = self.unlabeled.truth
             rows, copies = read_selection(stage.path / SELECTION_FILE)
+            if len(store) == 0:
+                manifest = store.manifest
+                raise UserError(f"no image of the unlabeled pool could be decoded ({manifest['bad_files']} of "
+                                f"{manifest['inputs']} failed, listed in {store.root / 'manifest.json'}); check "
+                                f"data.unlabeled")
             if len(rows) == 0:
                 raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
                                 f"{selection.confidence_threshold}; lower it")
@@ -191,70 +160,67 @@ class Pipeline:
         for k in range(1, config.rounds + 1):  # refuse a bad model schedule before training anything
             check_student_size(config.model_for_round(k - 1), config.model_for_round(k), self.labeled.num_classes,
                                self.labeled.channels, config.allow_smaller_student, config.data.image_size)
+        plan = plan_run(config)
+        plan.check()  # every stage on disk against this config, before anything is written
         if self.distributed.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text(self.run_dir / "config.yaml", dump_yaml(config))
+            write_text(self.run_dir / CONFIG, dump_yaml(config))
         self.distributed.barrier()
         pool = "streamed" if self.unlabeled.size is None else self.unlabeled.size
         self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
                  f"{len(self.labeled)}, unlabeled {pool}, test {len(self.test)}")
-        # settings that never change what a stage computes: changing them must resume the run, not
-        # refuse it as changed (max_bad_fraction only decides whether to stop)
-        data = {key: value for key, value in asdict(config.data).items()
-                if key not in ("max_bad_fraction", "decode_threads")}
-        data_inputs = {"data": data, "seed": config.seed}
-        teacher_model = config.model_for_round(0)
-        teacher_stage = Stage(self.run_dir / "round-0" / "teacher",
-                              {**data_inputs, "model": teacher_model, "train": asdict(config.teacher)})
         self.log("round 0")
-        teacher_eval = self.teacher_stage(teacher_stage, teacher_model)
-        rounds, previous = [], (teacher_stage, teacher_model, teacher_eval)
-        for k in range(1, config.rounds + 1):
-            self.log(f"round {k}")
-            teacher_stage, teacher_model, teacher_eval = previous
-            student_model = config.model_for_round(k)
-            round_dir = self.run_dir / f"round-{k}"
-            label_stage = Stage(round_dir / "labels", {"teacher": teacher_stage.inputs_hash, **data_inputs,
-                                                       "labels": asdict(config.labels)})
-            label_stats = self.label_stage(label_stage, teacher_stage.path)
-            store = LabelStore(label_stage.path)
-            selection_stage = Stage(round_dir / "selection", {"labels": label_stage.inputs_hash,
-                                                              "selection": asdict(config.selection)})
-            selection_stats = self.selection_stage(selection_stage, store)
-            self.log(f"  pseudo labels: accuracy {_fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
-                     f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
-            student_stage = Stage(round_dir / "student", {"selection": selection_stage.inputs_hash, **data_inputs,
-                                                          "model": student_model, "train": asdict(config.student),
-                                                          "noise": asdict(config.noise)})
-            student_eval = self.student_stage(student_stage, student_model, k, store, selection_stage.path)
-            output_stage, output_eval = student_stage, student_eval
-            if config.finetune.epochs > 0:
-                output_stage = Stage(round_dir / "finetune", {"student": student_stage.inputs_hash, **data_inputs,
-                                                              "finetune": asdict(config.finetune)})
-                output_eval = self.finetune_stage(output_stage, student_stage.path, k)
-            rounds.append({
-                "round": k, "teacher_model": teacher_model, "student_model": student_model,
-                "teacher_parameters": teacher_eval["parameters"], "student_parameters": student_eval["parameters"],
-                "pseudo_label_accuracy": label_stats["pseudo_label_accuracy"],
-                "kept_fraction": selection_stats["kept_fraction"],
-                "teacher_top1": teacher_eval["top1"], "student_top1": output_eval["top1"],
-                "student_top5": output_eval["top5"],
-                **({"before_finetune_top1": student_eval["top1"]} if output_stage is not student_stage else {}),
-            })
-            previous = (output_stage, student_model, output_eval)
-        first_teacher = read_json(self.run_dir / "round-0" / "teacher" / "eval.json")
+        teacher_eval = self.teacher_stage(plan.teacher, config.model_for_round(0))
+        rounds, teacher_stage = [], plan.teacher
+        for round_plan in plan.rounds:
+            self.log(f"round {round_plan.index}")
+            output_eval = self.run_round(round_plan, teacher_stage)
+            rounds.append(round_summary(round_plan, teacher_eval, output_eval, self.round_stats(round_plan)))
+            teacher_stage, teacher_eval = round_plan.output, output_eval
+        first_teacher = read_json(plan.teacher.path / "eval.json")
         summary = {"name": config.name, "device": str(self.device), "teacher_top1": first_teacher["top1"],
-                   "final_top1": previous[2]["top1"], "rounds": rounds,
+                   "final_top1": teacher_eval["top1"], "rounds": rounds,
                    "robustness": {"teacher": robustness_summary(first_teacher),
-                                  "student": robustness_summary(previous[2])}}
+                                  "student": robustness_summary(teacher_eval)}}
         if self.distributed.is_main:
             from .report import build_report
 
-            write_json(self.run_dir / "summary.json", summary)
+            write_json(self.run_dir / SUMMARY, summary)
             self.log(format_summary(summary))
             self.log(f"report: {build_report(self.run_dir)['html']}")
         self.distributed.barrier()
         return summary
+
+    def run_round(self, plan: RoundPlan, teacher: Stage) -> dict:
+        """Label with `teacher`, select, train the student (and fine-tune); the round's eval."""
+        label_stats = self.label_stage(plan.labels, teacher.path)
+        store = LabelStore(plan.labels.path)
+        selection_stats = self.selection_stage(plan.selection, store)
+        self.log(f"  pseudo labels: accuracy {_fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
+                 f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
+        output_eval = self.student_stage(plan.student, plan.student_model, plan.index, store, plan.selection.path)
+        if plan.finetune is not None:
+            output_eval = self.finetune_stage(plan.finetune, plan.student.path, plan.index)
+        return output_eval
+
+    @staticmethod
+    def round_stats(plan: RoundPlan) -> dict:
+        return {"labels": read_json(plan.labels.path / "stats.json"),
+                "selection": read_json(plan.selection.path / "stats.json"),
+                "student": read_json(plan.student.path / "eval.json")}
+
+
+def round_summary(plan: RoundPlan, teacher_eval: dict, output_eval: dict, stats: dict) -> dict:
+    """One row of summary.json: a round's teacher and model, its pseudo labels and selection."""
+    student_eval = stats["student"]
+    return {
+        "round": plan.index, "teacher_model": plan.teacher_model, "student_model": plan.student_model,
+        "teacher_parameters": teacher_eval["parameters"], "student_parameters": student_eval["parameters"],
+        "pseudo_label_accuracy": stats["labels"]["pseudo_label_accuracy"],
+        "kept_fraction": stats["selection"]["kept_fraction"],
+        "teacher_top1": teacher_eval["top1"], "student_top1": output_eval["top1"], "student_top5": output_eval["top5"],
+        **({"before_finetune_top1": student_eval["top1"]} if plan.finetune is not None else {}),
+    }
 
 
 def robustness_summary(metrics: dict) -> dict:
@@ -269,6 +235,8 @@ def _fraction(value: float | None, spec: str = ".4f") -> str:
 
 
 def format_summary(summary: dict) -> str:
+    if not summary["rounds"]:
+        return f"round-0 teacher top-1 {summary['teacher_top1']:.4f}; rounds=0, so no student was trained"
     header = ("round", "teacher -> student", "params", "pseudo acc", "kept", "teacher top-1", "student top-1")
     rows = [(str(r["round"]), f"{r['teacher_model']} -> {r['student_model']}",
              f"{r['teacher_parameters'] / 1e6:.2f}M -> {r['student_parameters'] / 1e6:.2f}M",

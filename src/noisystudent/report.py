@@ -18,14 +18,15 @@ import numpy as np  # noqa: E402
 
 from .errors import UserError  # noqa: E402
 from .io import atomic_write, read_json, write_text  # noqa: E402
+from .runs import CONFIG, DONE, SUMMARY, round_indices, stage_dir, teacher_dir  # noqa: E402
 
 
 def _stages(run_dir: Path) -> list[Path]:
     """Training stages in order: round-0 teacher, then each round's student (and fine-tune)."""
-    stages = [run_dir / "round-0" / "teacher"]
-    rounds = sorted((p for p in run_dir.glob("round-*") if p.name != "round-0"), key=lambda p: int(p.name.split("-")[1]))
-    for round_dir in rounds:
-        stages += [round_dir / name for name in ("student", "finetune") if (round_dir / name / "eval.json").is_file()]
+    stages = [teacher_dir(run_dir)]
+    for k in round_indices(run_dir):
+        stages += [path for path in (stage_dir(run_dir, k, "student"), stage_dir(run_dir, k, "finetune"))
+                   if (path / "eval.json").is_file()]
     return stages
 
 
@@ -157,10 +158,10 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
 def build_report(run_dir: str | Path) -> dict[str, Path]:
     """Write report/ figures, report.md and report.html into the run directory."""
     run_dir = Path(run_dir)
-    if not (run_dir / "summary.json").is_file():
-        raise UserError(f"{run_dir} has no summary.json; finish the run first (the same `run` command resumes it)")
-    summary = read_json(run_dir / "summary.json")
-    config = (run_dir / "config.yaml").read_text() if (run_dir / "config.yaml").is_file() else ""
+    if not (run_dir / SUMMARY).is_file():
+        raise UserError(f"{run_dir} has no {SUMMARY}; finish the run first (the same `run` command resumes it)")
+    summary = read_json(run_dir / SUMMARY)
+    config = (run_dir / CONFIG).read_text() if (run_dir / CONFIG).is_file() else ""
     stages = _stages(run_dir)
     teacher = read_json(stages[0] / "eval.json")
     student = read_json(stages[-1] / "eval.json")
@@ -170,19 +171,18 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
     if "corruption_errors" in teacher and "corruption_errors" in student:
         figures["corruption errors"] = plot_corruption_errors(teacher, student, figures_dir / "corruption_errors.png")
         figures["adversarial accuracy"] = plot_adversarial(teacher, student, figures_dir / "adversarial.png")
-    first_round = run_dir / "round-1"
-    if (first_round / "labels" / "DONE").is_file():
-        import yaml
-
-        threshold = (yaml.safe_load(config) or {}).get("selection", {}).get("confidence_threshold", 0.3)
-        figures["pseudo-label confidence"] = plot_confidence_histogram(first_round / "labels", threshold,
+    labels, selection = stage_dir(run_dir, 1, "labels"), stage_dir(run_dir, 1, "selection")
+    if (selection / DONE).is_file():
+        threshold = read_json(selection / DONE)["inputs"]["selection"]["confidence_threshold"]  # what it ran with
+        figures["pseudo-label confidence"] = plot_confidence_histogram(labels, threshold,
                                                                        figures_dir / "confidence_histogram.png")
         classes = list(teacher.get("per_class_accuracy", {}))
-        figures["selection per class"] = plot_selection_counts(read_json(first_round / "selection" / "stats.json"),
+        figures["selection per class"] = plot_selection_counts(read_json(selection / "stats.json"),
                                                                classes or None, figures_dir / "selection_per_class.png")
     gain = 100 * (summary["final_top1"] - summary["teacher_top1"])
     headline = (f"Round-0 teacher {_percent(summary['teacher_top1'])}% -> final student "
-                f"{_percent(summary['final_top1'])}% test top-1 ({gain:+.2f} points).")
+                f"{_percent(summary['final_top1'])}% test top-1 ({gain:+.2f} points)." if summary["rounds"] else
+                f"Round-0 teacher {_percent(summary['teacher_top1'])}% test top-1; rounds=0, so no student was trained.")
     tables = [("Rounds", SUMMARY_HEADER, summary_rows(summary)),
               ("Robustness (baseline for mCE / mFR: the round-0 teacher = 100)", ROBUSTNESS_HEADER,
                robustness_rows(teacher, student))]

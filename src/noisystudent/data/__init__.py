@@ -33,7 +33,7 @@ def _load_folders(data_config, test_only: bool):
 
     size, channels, bad = data_config.image_size, data_config.channels, data_config.max_bad_fraction
     labeled, _ = load_labeled(data_config.labeled, size, channels, bad)
-    test, _ = load_labeled(data_config.test, size, channels, bad, classes=labeled.classes)
+    test, _ = load_labeled(data_config.test, size, channels, bad, classes=labeled.classes, key="data.test")
     if data_config.test_limit is not None:
         test = test.subset(range(min(data_config.test_limit, len(test))))
     if test_only:

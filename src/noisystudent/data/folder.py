@@ -62,7 +62,7 @@ def check_bad_fraction(where: Path | str, bad: list[tuple[str, str]], total: int
                         f"(they are skipped and listed). First: {listed}")
 
 
-def decode_image(source: Path | BinaryIO, size: int, channels: int) -> np.ndarray:
+def decode_image(source: str | Path | BinaryIO, size: int, channels: int) -> np.ndarray:
     """uint8 [channels, size, size] from a file path or bytes (io.BytesIO); raises BadImage with the reason."""
     try:
         with warnings.catch_warnings():
@@ -186,29 +186,42 @@ def manifest_items(path: Path) -> tuple[Path, list[tuple[str, Path]], list[str |
 
 
 def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction: float,
-                 classes: list[str] | None = None) -> tuple[ImageSet, DecodeReport]:
-    """A labeled set from an ImageFolder root or a manifest with labels."""
+                 classes: list[str] | None = None, key: str = "data.labeled") -> tuple[ImageSet, DecodeReport]:
+    """A labeled set from an ImageFolder root or a manifest with labels. `classes` is the
+    training set's (for a test set); `key` is the config key that named `source`, for messages."""
     source = Path(source)
     if is_manifest(source):
         root, items, labels = manifest_items(source)
         if any(label is None for label in labels):
-            raise UserError(f"{source}: every entry of a labeled manifest needs a label")
+            raise UserError(f"{source} ({key}): every entry of a labeled manifest needs a label")
         found = sorted(set(labels))
     else:
         root = source
-        found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        if not root.is_dir():
+            raise UserError(f"{key}: folder {root} not found" if not root.exists() else
+                            f"{key}: {root} is a file; give a folder with one subfolder per class, or a .csv / "
+                            f".jsonl manifest")
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
         if not found:
-            raise UserError(f"{root} has no class subfolders; a labeled folder needs one subfolder per class "
+            raise UserError(f"{key}: {root} has no class subfolders; it needs one subfolder of images per class "
                             f"(or pass a .csv / .jsonl manifest)")
         items, labels = [], []
         for name in found:
             for image_id in image_ids(root / name):
                 items.append((f"{name}/{image_id}", root / name / image_id))
                 labels.append(name)
+        empty = sorted(set(found) - set(labels))
+        if empty and classes is None:  # a test set may lack a class; a training class needs examples
+            raise UserError(f"{key}: class folder {root / empty[0]} holds no images "
+                            f"({', '.join(sorted(IMAGE_SUFFIXES))}); add some or remove the folder "
+                            f"({len(empty)} empty: {', '.join(empty[:5])})")
+    if classes is None and len(found) < 2:
+        raise UserError(f"{key}: {source} has {len(found)} class ({', '.join(found)}); classification needs at "
+                        f"least 2 classes")
     classes = classes or found
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise UserError(f"{source} has classes {unknown} that the labeled set does not have")
+        raise UserError(f"{key}: {source} has classes {unknown} that the labeled set (data.labeled) does not have")
     label_of = {image_id: label for (image_id, _), label in zip(items, labels)}
     if len(label_of) != len(items):
         raise UserError(f"{source} lists the same image more than once; ids must be unique")

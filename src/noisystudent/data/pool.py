@@ -13,7 +13,11 @@ the label stage and later when the selected images are gathered for training.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
+import json
+import os
 from collections import deque
 from collections.abc import Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +34,7 @@ from ..errors import UserError
 from .folder import (IMAGE_SUFFIXES, BadImage, check_bad_fraction, decode_image, image_ids, is_manifest,
                      manifest_items)
 from .images import ImageSet
+from .shards import DamagedShard, is_webdataset, shard_urls, webdataset_items
 
 Item = tuple[str, Any]  # (stable id, source)
 
@@ -60,11 +65,23 @@ class Pool:
     limit: int | None = None  # read only the first `limit` items
     decode_threads: int = 0  # threads decoding ahead of the caller; 0 = in the caller's thread
 
-    @property
+    @functools.cached_property
     def identity(self) -> dict:
-        """What a label store records to refuse labels made from another pool."""
+        """What a label store records to refuse labels made from another pool: where it is, its
+        size and, to tell two pools at the same place apart, a digest of its listed ids (of the
+        shard files' sizes for WebDataset, whose ids are known only once read)."""
+        digest = hashlib.sha256()
+        if self.listing is not None:
+            for buffer in self.listing.buffers():  # Arrow's offsets and bytes: no Python string per id
+                if buffer is not None:
+                    digest.update(buffer)
+        elif self.images is not None:
+            digest.update("\n".join(self.images.ids).encode())
+        else:
+            digest.update(json.dumps([Path(url).stat().st_size if Path(url).is_file() else url
+                                      for url in shard_urls(self.pattern)]).encode())
         return {"source": self.where, "size": self.size, "limit": self.limit, "image_size": self.image_size,
-                "channels": self.channels}
+                "channels": self.channels, "items_sha256": digest.hexdigest()[:16]}
 
     @property
     def truth(self) -> np.ndarray | None:
@@ -78,17 +95,20 @@ class Pool:
         if self.images is not None:
             items = ((image_id, row) for row, image_id in enumerate(self.images.ids))
         elif self.pattern is not None:
-            from .shards import webdataset_items
-
             items = webdataset_items(self.pattern)
         else:
-            items = ((image_id, self.root / image_id) for image_id in _strings(self.listing))
+            # plain strings, not pathlib: a Path interns every component (sys.intern), so file names
+            # would pile up in the interpreter's intern table as the pool streams by
+            root = str(self.root)
+            items = ((image_id, os.path.join(root, image_id)) for image_id in _strings(self.listing))
         return itertools.islice(items, self.limit)
 
     def decode(self, source) -> np.ndarray:
         """uint8 [C, H, W] at image_size; raises BadImage."""
         if self.images is not None:
             return self.images.images[source].numpy()
+        if isinstance(source, DamagedShard):
+            raise BadImage(source.reason)
         return decode_image(source, self.image_size, self.channels)
 
     def chunks(self, chunk_size: int) -> Iterator[tuple[int, Iterator[Item]]]:
@@ -195,21 +215,24 @@ def memory_pool(images: ImageSet, name: str) -> Pool:
 def open_pool(source: str | Path, image_size: int, channels: int, max_bad_fraction: float, classes: list[str],
               limit: int | None = None, decode_threads: int = 0) -> Pool:
     """The unlabeled pool from a folder tree, a manifest or WebDataset tar shards; lists, decodes nothing."""
-    from .shards import is_webdataset
-
     text = str(source)
     common = dict(classes=classes, channels=channels, image_size=image_size, max_bad_fraction=max_bad_fraction,
                   limit=limit, decode_threads=decode_threads)
     if is_webdataset(text):
+        shard_urls(text)  # a missing shard stops the run before any stage, not after the teacher trained
         return Pool(text, size=None, pattern=text, **common)
     if is_manifest(Path(text)):
         root, items, _ = manifest_items(Path(text))
         listing = _string_array(image_id for image_id, _ in items)
     else:
         root = Path(text)
+        if not root.is_dir():
+            raise UserError(f"data.unlabeled: folder {root} not found" if not root.exists() else
+                            f"data.unlabeled: {root} is a file; give a folder of images, a .csv / .jsonl manifest or "
+                            f"tar shards (pool-{{0000..0099}}.tar)")
         listing = _string_array(image_ids(root))
         if not len(listing):
-            raise UserError(f"{root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise UserError(f"data.unlabeled: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if pc.count_distinct(listing).as_py() != len(listing):
         raise UserError(f"{source} lists the same image more than once; every image needs its own path")
     size = len(listing) if limit is None else min(limit, len(listing))

@@ -48,7 +48,7 @@ from ..config import LabelConfig
 from ..data import Pool
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
-from ..io import atomic_write, read_json, remove_stale_temps, write_json
+from ..io import atomic_write, changed_keys, lookup, read_json, remove_stale_temps, write_json
 from ..models import exported_weights_file, inference, load_exported, to_model_input
 
 HEADER, MANIFEST = "header.json", "manifest.json"
@@ -91,14 +91,12 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
     items, decoded and predicted a batch at a time (resumable per shard, shared across ranks)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = LabelStore(out_dir)
-    if (out_dir / MANIFEST).is_file():
-        return store
     header = {"teacher_sha256": teacher_hash, "temperature": config.temperature, "top_k": config.top_k,
               "shard_size": config.shard_size, "pool": pool.identity}
+    check_store_header(out_dir, header)  # finished or not: a store is only reused by what made it
+    if (out_dir / MANIFEST).is_file():
+        return store
     if distributed.is_main:
-        if (out_dir / HEADER).is_file() and read_json(out_dir / HEADER) != header:
-            raise UserError(f"{out_dir} holds shards labeled with other settings, another pool or another teacher "
-                            f"({read_json(out_dir / HEADER)}, now {header}); delete the directory to relabel")
         write_json(out_dir / HEADER, header)
         remove_stale_temps(out_dir)  # before any rank writes again
     distributed.barrier()
@@ -121,6 +119,23 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
         write_manifest(out_dir, header, shard_infos)
     distributed.barrier()
     return store
+
+
+def check_store_header(out_dir: Path, header: dict) -> None:
+    """Refuse a store (finished or partial) made by another teacher, with other label settings or
+    from another pool, naming what differs."""
+    if not (out_dir / HEADER).is_file():
+        if any(out_dir.glob("shard-*.parquet")):
+            raise UserError(f"{out_dir} holds shards but no {HEADER}: it was not written by this version of "
+                            f"noisystudent; delete it to relabel")
+        return
+    recorded = read_json(out_dir / HEADER)
+    changed = changed_keys(recorded, header)
+    if changed:
+        details = "; ".join(f"{key}: {lookup(recorded, key)!r} in the store, {lookup(header, key)!r} now"
+                            for key in changed[:4])
+        raise UserError(f"{out_dir} was labeled by another teacher, with other settings or from another pool "
+                        f"({details}); delete {out_dir} to relabel, or label into a new folder")
 
 
 def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig, device: torch.device,

@@ -20,7 +20,7 @@ import math
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -205,7 +205,7 @@ def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, confi
     for tensor in tensors:
         for start in range(0, len(tensor), 4096):  # a block at a time: memory-mapped images stay on disk
             digest.update(tensor[start:start + 4096].contiguous().numpy().data)
-    digest.update(json.dumps({"config": asdict(config), "seed": seed}, sort_keys=True).encode())
+    digest.update(json.dumps({"config": config.inputs(), "seed": seed}, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 

@@ -1,0 +1,317 @@
+"""Bad inputs and faults, one row each: the command exits with code 2 and one line naming the key
+or file and the fix, and nothing an earlier command wrote is lost or changed.
+
+Each row's `setup` makes what it needs under a fresh folder and returns the command line; rows
+that damage a finished run work on a copy of one run made once for the module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from noisystudent.cli import main
+from noisystudent.config import load_config
+from noisystudent.models import build_model, export_weights
+from noisystudent.pipeline import format_summary, run
+from test_folder_data import COLORS, make_tree, write_shard
+
+
+def files_digest(folder: Path) -> dict[str, str]:
+    """Every file under `folder` by content: what a refused command must leave as it was."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_idx_root, tmp_path_factory) -> tuple[Path, list[str]]:
+    """A finished one-round run on the tiny data (no robustness suites: fast), and its overrides."""
+    runs = tmp_path_factory.mktemp("finished")
+    overrides = [f"data.root={tiny_idx_root}", "data.labels_per_class=10", f"runs_dir={runs}", "name=tiny",
+                 "rounds=1", "models=resnet_tiny_32", "threads=2", "teacher.epochs=6", "teacher.batch_size=20",
+                 "student.epochs=1", "student.batch_size=10", "student.unlabeled_ratio=2",
+                 "selection.confidence_threshold=0", "evaluate.robustness=false", "labels.shard_size=200"]
+    run(load_config(overrides=overrides), log=lambda line: None)
+    return runs / "tiny", overrides
+
+
+def copy_of(finished_run, tmp: Path) -> tuple[Path, list[str]]:
+    """A private copy of the finished run, and the overrides that address the copy."""
+    run_dir, overrides = finished_run
+    shutil.copytree(run_dir, tmp / "runs" / "tiny")
+    return tmp / "runs" / "tiny", [o for o in overrides if not o.startswith("runs_dir=")] + [f"runs_dir={tmp / 'runs'}"]
+
+
+def folder_data(tmp: Path, unlabeled: Path | str | None = None) -> Path:
+    """Class folders for training and testing, a pool, and a config naming them; returns the config."""
+    make_tree(tmp / "train", 4, seed=1)
+    make_tree(tmp / "test", 2, seed=2)
+    if unlabeled is None:
+        make_tree(tmp / "pool", 5, seed=3)
+        unlabeled = tmp / "pool"
+    config = tmp / "folders.yaml"
+    config.write_text(f"data:\n  dataset: folder\n  labeled: {tmp / 'train'}\n  test: {tmp / 'test'}\n"
+                      f"  unlabeled: '{unlabeled}'\n  image_size: 16\n  max_bad_fraction: 0.0\n"
+                      f"runs_dir: {tmp / 'runs'}\nmodels: [resnet_tiny_32]\nrounds: 1\n"
+                      f"teacher:\n  epochs: 2\n  batch_size: 6\n  warmup_epochs: 0\nstudent:\n  epochs: 1\n  batch_size: 6\n"
+                      f"selection:\n  confidence_threshold: 0\nevaluate:\n  robustness: false\n")
+    return config
+
+
+def weights(tmp: Path, seed: int, classes: int = 3, channels: int = 3) -> Path:
+    torch.manual_seed(seed)
+    path = tmp / f"weights-{seed}.safetensors"
+    export_weights(path, build_model("resnet_tiny_32", classes, channels))
+    return path
+
+
+def labeled_store(tmp: Path) -> tuple[list[str], Path]:
+    """A finished label store of the folder pool; returns the label command's tail and the store."""
+    config = folder_data(tmp)
+    assert main(["label", str(weights(tmp, 0)), str(tmp / "store"), "--config", str(config)]) == 0
+    return ["--config", str(config)], tmp / "store"
+
+
+def pool_shard(tmp: Path, images: int = 60) -> Path:
+    """One tar shard of `images` PNGs (20 per class)."""
+    make_tree(tmp / "shard-source", images // len(COLORS), seed=4)
+    names = sorted(p.relative_to(tmp / "shard-source").as_posix() for p in (tmp / "shard-source").rglob("*.png"))
+    write_shard(tmp / "pool-0.tar", [(name, (tmp / "shard-source" / name).read_bytes()) for name in names])
+    return tmp / "pool-0.tar"
+
+
+# -- the rows ----------------------------------------------------------------------------------
+# setup(tmp, finished_run) -> (argv, folder that must not change, or None)
+
+def other_teacher(tmp, _):
+    tail, store = labeled_store(tmp)
+    return ["label", str(weights(tmp, 1)), str(store), *tail], store
+
+
+def other_temperature(tmp, _):
+    tail, store = labeled_store(tmp)
+    return ["label", str(weights(tmp, 0)), str(store), *tail, "labels.temperature=2"], store
+
+
+def other_pool(tmp, _):
+    tail, store = labeled_store(tmp)
+    return ["label", str(weights(tmp, 0)), str(store), *tail, "data.unlabeled_limit=5"], store
+
+
+def retrained_teacher_in_the_pipeline(tmp, finished_run):
+    run_dir, overrides = copy_of(finished_run, tmp)
+    (run_dir / "round-1/labels/DONE").unlink()  # as a kill between the manifest and DONE leaves it
+    teacher = run_dir / "round-0/teacher/final.safetensors"
+    torch.manual_seed(1)
+    export_weights(teacher, build_model("resnet_tiny_32", 10, 1))  # weights the store was not made with
+    return ["run", str(write_config(tmp, overrides))], run_dir / "round-1"
+
+
+def write_config(tmp: Path, overrides: list[str]) -> Path:
+    """A YAML config with these overrides applied, for `run`."""
+    from noisystudent.config import dump_yaml
+
+    path = tmp / "config.yaml"
+    path.write_text(dump_yaml(load_config(overrides=overrides)))
+    return path
+
+
+def truncated_shard(tmp, _):
+    shard = pool_shard(tmp)
+    data = shard.read_bytes()
+    shard.write_bytes(data[:len(data) // 2])
+    return ["label", str(weights(tmp, 0)), str(tmp / "store"), "--config", str(folder_data(tmp, shard))], None
+
+
+def garbage_tar(tmp, _):
+    (tmp / "pool-0.tar").write_bytes(b"this is not a tar archive" * 40)
+    return ["label", str(weights(tmp, 0)), str(tmp / "store"), "--config", str(folder_data(tmp, tmp / "pool-0.tar"))], None
+
+
+def refused_rerun(tmp, finished_run):
+    run_dir, overrides = copy_of(finished_run, tmp)
+    return ["run", str(write_config(tmp, overrides + ["seed=1"]))], run_dir
+
+
+def changed_teacher_lr(tmp, finished_run):
+    run_dir, overrides = copy_of(finished_run, tmp)
+    return ["run", str(write_config(tmp, overrides + ["teacher.lr=0.2"]))], run_dir
+
+
+def changed_unlabeled_ratio(tmp, finished_run):
+    run_dir, overrides = copy_of(finished_run, tmp)
+    return ["run", str(write_config(tmp, overrides + ["student.unlabeled_ratio=5"]))], run_dir
+
+
+def changed_setting_of_a_started_stage(tmp, finished_run):
+    run_dir, overrides = copy_of(finished_run, tmp)
+    (run_dir / "round-1/student/DONE").unlink()  # started (inputs.json, checkpoint), not finished
+    return ["run", str(write_config(tmp, overrides + ["student.lr=0.01"]))], run_dir
+
+
+def corrupt_final_weights(tmp, finished_run):
+    run_dir, overrides = copy_of(finished_run, tmp)
+    (run_dir / "round-1/labels/DONE").unlink()
+    (run_dir / "round-0/teacher/final.safetensors").write_bytes(b"\x00" * 100)
+    return ["run", str(write_config(tmp, overrides))], run_dir / "round-1"
+
+
+def empty_class_folder(tmp, _):
+    config = folder_data(tmp)
+    (tmp / "train" / "violet").mkdir()
+    return ["run", str(config)], None
+
+
+def one_class(tmp, _):
+    config = folder_data(tmp)
+    for name in ("green", "blue"):
+        shutil.rmtree(tmp / "train" / name)
+    return ["run", str(config)], None
+
+
+def missing_labeled_folder(tmp, _):
+    return ["run", str(folder_data(tmp)), f"data.labeled={tmp / 'nowhere'}"], None
+
+
+def missing_test_folder(tmp, _):
+    return ["run", str(folder_data(tmp)), f"data.test={tmp / 'nowhere'}"], None
+
+
+def missing_shards(tmp, _):
+    return ["run", str(folder_data(tmp, tmp / "pool-{0..3}.tar"))], None
+
+
+def undecodable_pool(tmp, _):
+    for i in range(4):
+        (tmp / "junk" / f"{i}.png").parent.mkdir(exist_ok=True)
+        (tmp / "junk" / f"{i}.png").write_bytes(b"not a png")
+    return ["run", str(folder_data(tmp, tmp / "junk")), "data.max_bad_fraction=1"], None
+
+
+def runs_dir_is_a_file(tmp, _):
+    (tmp / "a-file").write_text("")
+    return ["run", str(folder_data(tmp)), f"runs_dir={tmp / 'a-file'}"], None
+
+
+def report_cannot_write(tmp, finished_run):
+    run_dir, _ = copy_of(finished_run, tmp)
+    shutil.rmtree(run_dir / "report", ignore_errors=True)
+    (run_dir / "report").write_text("a file where the figures go")
+    return ["report", str(run_dir)], run_dir / "round-1"
+
+
+def weights_with_other_tensors(tmp, _):
+    small, tiny = build_model("resnet_small_32", 3, 3), build_model("resnet_tiny_32", 3, 3)
+    save_file({k: v.contiguous() for k, v in small.state_dict().items()}, str(tmp / "mixed.safetensors"),
+              metadata=tiny.spec.to_metadata())
+    return ["evaluate", str(tmp / "mixed.safetensors"), "--config", str(folder_data(tmp))], None
+
+
+def config_is_a_directory(tmp, _):
+    return ["run", str(tmp)], None
+
+
+def scalar_where_a_section_goes(tmp, _):
+    (tmp / "bad.yaml").write_text("teacher: 5\n")
+    return ["run", str(tmp / "bad.yaml"), "teacher.lr=0.1"], None
+
+
+@dataclass
+class Case:
+    setup: Callable
+    message: str  # a regex the one-line message must contain
+
+
+CASES = {
+    "label store of another teacher": Case(other_teacher, r"labeled by another teacher.*teacher_sha256"),
+    "label store of another temperature": Case(other_temperature, r"temperature: 1\.0 in the store, 2\.0 now"),
+    "label store of another pool": Case(other_pool, r"pool\.limit: None in the store, 5 now"),
+    "pipeline store of a retrained teacher": Case(retrained_teacher_in_the_pipeline,
+                                                  r"round-1/labels was labeled by another teacher"),
+    "truncated tar shard": Case(truncated_shard, r"1 of 3\d images of .*pool-0\.tar could not be decoded.*"
+                                                 r"pool-0\.tar \(damaged shard\): .*cut short after \d+ whole samples"),
+    "garbage tar shard": Case(garbage_tar, r"pool-0\.tar \(damaged shard\): .*is not a tar archive"),
+    "refused rerun": Case(refused_rerun, r"round-0/teacher was finished with other settings \(changed: seed\)"),
+    "changed teacher.lr": Case(changed_teacher_lr, r"\(changed: teacher\.lr\)"),
+    "changed student.unlabeled_ratio": Case(changed_unlabeled_ratio, r"\(changed: student\.unlabeled_ratio\)"),
+    "changed setting of a started stage": Case(changed_setting_of_a_started_stage,
+                                               r"round-1/student was started with other settings \(changed: "
+                                               r"student\.lr\)"),
+    "corrupt final weights": Case(corrupt_final_weights, r"final\.safetensors is not a readable safetensors file.*"
+                                                         r"delete its stage folder"),
+    "empty class folder": Case(empty_class_folder, r"data\.labeled: class folder .*violet holds no images"),
+    "one class": Case(one_class, r"data\.labeled: .* has 1 class \(red\); classification needs at least 2"),
+    "missing labeled folder": Case(missing_labeled_folder, r"data\.labeled: folder .*nowhere not found"),
+    "missing test folder": Case(missing_test_folder, r"data\.test: folder .*nowhere not found"),
+    "shard pattern matching nothing": Case(missing_shards, r"WebDataset shard .*pool-0\.tar not found"),
+    "no decodable image in the pool": Case(undecodable_pool, r"no image of the unlabeled pool could be decoded "
+                                                             r"\(4 of 4 failed"),
+    "runs_dir is a file": Case(runs_dir_is_a_file, r"a-file.*runs_dir and the run folder must be writable"),
+    "report folder cannot be written": Case(report_cannot_write, r"report.*must be writable"),
+    "weights with other tensors": Case(weights_with_other_tensors, r"tensors are not those of its described model"),
+    "threads=-1": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "threads=-1"], None), r"'threads': must be >= 1"),
+    "teacher.epochs=.inf": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "teacher.epochs=.inf"], None),
+                                r"'teacher\.epochs': must be a finite number"),
+    "config is a directory": Case(config_is_a_directory, r"is a directory; give a YAML file"),
+    "scalar where a section goes": Case(scalar_where_a_section_goes, r"'teacher': is a section of keys, got 5"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_bad_input_stops_with_one_line_naming_the_fix_and_loses_nothing(name, tmp_path, finished_run, capsys):
+    case = CASES[name]
+    argv, kept = case.setup(tmp_path, finished_run)
+    before = files_digest(kept) if kept is not None else None
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, (code, err)
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert __import__("re").search(case.message, err), err
+    if kept is not None:
+        assert files_digest(kept) == before, "a refused command changes nothing that was there"
+    assert not list(tmp_path.rglob(".*.tmp")), "no half-written file is left behind"
+
+
+def test_a_damaged_shard_within_the_tolerance_is_listed_in_the_manifest(tmp_path, finished_run):
+    import json
+
+    argv, _ = truncated_shard(tmp_path, finished_run)
+    assert main([*argv, "data.max_bad_fraction=0.5"]) == 0
+    manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    (entry,) = manifest["shards"][0]["bad_files"]
+    assert entry["id"] == "pool-0.tar (damaged shard)" and "cut short after" in entry["reason"]
+    assert manifest["bad_files"] == 1 and 0 < manifest["count"] < 60
+
+
+def test_changing_only_the_checkpoint_interval_resumes_a_started_stage(tmp_path, finished_run):
+    run_dir, overrides = copy_of(finished_run, tmp_path)
+    (run_dir / "round-1/student/DONE").unlink()
+    assert main(["run", str(write_config(tmp_path, overrides + ["student.checkpoint_every=7"]))]) == 0
+    assert (run_dir / "round-1/student/DONE").is_file()
+
+
+def test_the_summary_of_a_run_without_rounds_names_no_student():
+    summary = {"teacher_top1": 0.8, "final_top1": 0.8, "rounds": [],
+               "robustness": {"teacher": {"mce": 100.0}, "student": {"mce": 100.0}}}
+    assert format_summary(summary) == "round-0 teacher top-1 0.8000; rounds=0, so no student was trained"
+
+
+def test_a_shard_that_lost_its_end_block_is_damaged_too(tmp_path):
+    from noisystudent.data import open_pool
+
+    shard = pool_shard(tmp_path, images=9)
+    with tarfile.open(shard) as archive:  # cut right after the last member's data: only the end block is lost
+        last = archive.getmembers()[-1]
+    shard.write_bytes(shard.read_bytes()[:last.offset_data + last.size + (-last.size % 512)])
+    items = list(open_pool(str(shard), 16, 3, 1.0, list(COLORS)).items())
+    assert [image_id for image_id, _ in items][-1] == "pool-0.tar (damaged shard)"
+    assert len(items) == 9, "the 8 samples before the last, which may be incomplete, and the damage"
