@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate a stage folder or its final.safetensors on the configured test set: top-1/top-5,\n"
                     "per-class accuracy, confusion matrix, ECE (15 bins); with evaluate.robustness (default on),\n"
-                    "on the first evaluate.images test images: 15 ImageNet-C corruptions x 5 severities, ImageNet-P\n"
+                    "on evaluate.images test images (stratified by class): 15 ImageNet-C corruptions x 5 severities, ImageNet-P\n"
                     "style perturbation flip probabilities, FGSM and PGD accuracy per epsilon. --baseline adds\n"
                     "mCE, relative mCE and mFR against another model.\n\n"
                     "example:\n  noisystudent evaluate runs/demo/round-2/student --baseline runs/demo/round-0/teacher\n"
