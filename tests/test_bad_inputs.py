@@ -315,3 +315,21 @@ def test_a_shard_that_lost_its_end_block_is_damaged_too(tmp_path):
     items = list(open_pool(str(shard), 16, 3, 1.0, list(COLORS)).items())
     assert [image_id for image_id, _ in items][-1] == "pool-0.tar (damaged shard)"
     assert len(items) == 9, "the 8 samples before the last, which may be incomplete, and the damage"
+
+
+def test_changing_only_evaluation_settings_re_evaluates_without_retraining(tmp_path, finished_run, tiny_idx_root):
+    import json
+
+    run_dir, overrides = copy_of(finished_run, tmp_path)
+    trained = {path: path.read_bytes() for path in run_dir.rglob("*") if path.is_file() and path.name != "eval.json"
+               and path.parent.name in ("teacher", "student", "labels", "selection")}
+    before = json.loads((run_dir / "round-1/student/eval.json").read_text())
+    assert "corruption_errors" not in before
+    suite = ["evaluate.robustness=true", "evaluate.images=12", "evaluate.severities=[1]",
+             "evaluate.corruptions=[gaussian_noise,contrast]", "evaluate.perturbation_frames=2", "evaluate.pgd_steps=1",
+             f"evaluate.cache_dir={tmp_path / 'cache'}"]
+    assert main(["run", str(write_config(tmp_path, overrides + suite))]) == 0
+    after = json.loads((run_dir / "round-1/student/eval.json").read_text())
+    assert after["top1"] == before["top1"] and after["robustness_images"] == 12
+    assert set(after["corruption_errors"]) == {"gaussian_noise", "contrast"} and after["mce"] is not None
+    assert all(path.read_bytes() == data for path, data in trained.items()), "no stage was redone but the evaluations"

@@ -1,12 +1,20 @@
+import logging
+
 import pytest
+import timm
 import torch
 from safetensors.torch import save_file
+from timm.layers import DropPath
+from torch import nn
 
 from noisystudent.errors import UserError
 from noisystudent.models import (
     EFFICIENTNETS, MODELS, build_model, check_student_size, count_parameters, export_weights, load_exported,
     stochastic_depth_blocks, stochastic_depth_rates,
 )
+from noisystudent.models.registry import OWN_PREFIX, set_linear_stochastic_depth
+
+REGISTERED_WITH_TIMM = [name for name, entry in MODELS.items() if entry.timm_name.startswith(OWN_PREFIX)]
 
 # Published parameter counts at 1000 classes: EfficientNet paper (B0 5.3M, B7 66M), Noisy Student
 # appendix (L0 140M, L1 270M, L2 480M).
@@ -33,12 +41,50 @@ def test_per_model_default_dropout_follows_the_official_code():
         assert build_model("efficientnet-b3", 1000, 3, dropout=0.5).backbone.drop_rate == 0.5
 
 
+def test_efficientnets_use_the_official_batchnorm_momentum_and_eps():
+    # tensorflow/tpu models/official/efficientnet/efficientnet_builder.py: batch_norm_momentum=0.99,
+    # batch_norm_epsilon=1e-3; TF's momentum weighs the running average, so 0.99 there is 0.01 here.
+    for name in EFFICIENTNETS:
+        with torch.device("meta"):
+            backbone = build_model(name, 1000, 3).backbone
+        norms = {(m.momentum, m.eps) for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)}
+        assert norms == {(0.01, 1e-3)}, (name, norms)
+
+
+def test_b0_to_b7_and_l2_are_timms_tf_efficientnets():
+    variants = ["b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "l2"]
+    assert [MODELS[f"efficientnet-{v}"].timm_name for v in variants] == [f"tf_efficientnet_{v}" for v in variants]
+    assert all(timm.is_model(entry.timm_name) for entry in MODELS.values())
+
+
+@pytest.mark.parametrize("name", REGISTERED_WITH_TIMM)
+def test_timm_create_model_builds_our_registered_models_as_build_model_does(name):
+    with torch.device("meta"):
+        ours = build_model(name, 10, 1, dropout=0.3, survival_prob=0.8).backbone
+        timms = timm.create_model(MODELS[name].timm_name, num_classes=10, in_chans=1, drop_rate=0.3,
+                                  drop_path_rate=0.2)
+    shapes = lambda model: {key: value.shape for key, value in model.state_dict().items()}  # noqa: E731
+    assert shapes(timms) == shapes(ours)
+    assert sum(p.numel() for p in timms.parameters()) == sum(p.numel() for p in ours.parameters())
+    norms = lambda model: [(m.momentum, m.eps) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]  # noqa: E731
+    assert norms(timms) == norms(ours)
+
+
+def test_building_our_models_gives_timm_nothing_to_warn_about(caplog):
+    # timm warns when a model has no pretrained config; ours register one rather than silence timm
+    with caplog.at_level(logging.WARNING, logger="timm"), torch.device("meta"):
+        for name in ("resnet_tiny_32", "efficientnet-b0", "efficientnet-l0"):
+            build_model(name, 10, 3, survival_prob=0.8)
+    assert caplog.records == []
+
+
 def test_l2_resolutions_and_multipliers():
     entry = MODELS["efficientnet-l2"]
     assert (entry.width, entry.depth, entry.train_resolution, entry.test_resolution) == (4.3, 5.3, 475, 800)
 
 
-@pytest.mark.parametrize("name", ["resnet_medium_32", "efficientnet-b0", "efficientnet-l2"])
+@pytest.mark.parametrize("name", ["resnet_medium_32", "efficientnet-b0", "efficientnet-l2", "vit_tiny_patch16_224",
+                                  "convnext_atto"])
 def test_stochastic_depth_reaches_one_minus_survival_exactly_at_the_last_block(name):
     with torch.device("meta"):
         model = build_model(name, 1000, 3, survival_prob=0.8)
@@ -47,6 +93,23 @@ def test_stochastic_depth_reaches_one_minus_survival_exactly_at_the_last_block(n
     assert all(b > a for a, b in zip(rates, rates[1:]))
     gaps = [b - a for a, b in zip(rates, rates[1:])]
     assert max(gaps) - min(gaps) < 1e-9, "linear in block index"
+
+
+@pytest.mark.parametrize("name, size", [("vit_tiny_patch16_224", {"img_size": 32}), ("convnext_atto", {})])
+def test_stochastic_depth_sets_the_drop_paths_forward_runs_one_rate_per_block(name, size):
+    torch.manual_seed(0)
+    backbone = timm.create_model(name, num_classes=10, drop_path_rate=0.1, **size).train()
+    set_linear_stochastic_depth(backbone, 0.2)
+    blocks = stochastic_depth_blocks(backbone)
+    slots = [[child for child in block.children() if isinstance(child, DropPath)] for block in blocks]
+    assert {len(block_slots) for block_slots in slots} == {2 if name.startswith("vit") else 1}
+    assert all(len({slot.drop_prob for slot in block_slots}) == 1 for block_slots in slots), "one rate per block"
+    assert [block_slots[0].drop_prob for block_slots in slots] == stochastic_depth_rates(backbone)
+    ran = []
+    for slot in (slot for block_slots in slots for slot in block_slots):
+        slot.register_forward_hook(lambda module, inputs, output: ran.append(module))
+    backbone(torch.rand(2, 3, 32, 32))
+    assert ran == [slot for block_slots in slots for slot in block_slots], "each once, in the order found"
 
 
 def test_drop_path_drops_whole_samples_at_its_rate():

@@ -29,7 +29,7 @@ from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_w
                      load_pseudo_labeled, read_selection, select_from_store)
 from .models import build_model, check_student_size, load_exported, resolve_device, set_threads
 from .noise import RandAugment
-from .runs import CONFIG, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
+from .runs import CONFIG, EVAL, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .train import PseudoLabeledSet, train_model
 
 class Pipeline:
@@ -47,10 +47,12 @@ class Pipeline:
 
     # -- stages ---------------------------------------------------------------------------------
 
-    def train_stage(self, stage: Stage, desc: str, make_model: Callable[[], torch.nn.Module], train: TrainConfig,
-                    config_key: str, pseudo: PseudoLabeledSet | None = None, randaugment: RandAugment | None = None,
-                    freeze_fraction: float = 0.0) -> dict:
-        """Train (or resume) the model `make_model` builds, evaluate it, mark the stage done."""
+    def train_stage(self, stages: tuple[Stage, Stage], desc: str, make_model: Callable[[], torch.nn.Module],
+                    train: TrainConfig, config_key: str, pseudo: PseudoLabeledSet | None = None,
+                    randaugment: RandAugment | None = None, freeze_fraction: float = 0.0) -> dict:
+        """Train (or resume) the model `make_model` builds and mark the stage done; then its
+        evaluation stage. `stages` is (training, evaluation)."""
+        stage, evaluation = stages
         if not stage.is_done():
             started = time.perf_counter()
             if self.distributed.is_main:
@@ -60,30 +62,32 @@ class Pipeline:
                         randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc,
                         distributed=self.distributed, config_key=config_key)
             if self.distributed.is_main:
-                metrics = self.evaluate(stage.path)
-                metrics["train_seconds"] = round(time.perf_counter() - started, 1)
-                write_json(stage.path / "eval.json", metrics)
-                stage.mark_done()
+                stage.mark_done(train_seconds=round(time.perf_counter() - started, 1))
             self.distributed.barrier()
-        metrics = read_json(stage.path / "eval.json")
+        metrics = self.evaluation_stage(evaluation)
         self.log(f"  {desc}: {metrics['model']} test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}")
         return metrics
 
-    def evaluate(self, stage_dir: Path) -> dict:
-        """The full evaluation of a stage's exported weights; ratios (mCE, mFR) against the
-        round-0 teacher, which is the baseline, so its own mCE and mFR are 100 by definition."""
-        baseline_path = teacher_dir(self.run_dir) / "eval.json"
-        baseline = read_json(baseline_path) if baseline_path.is_file() else None
-        result = evaluate_weights(stage_dir, self.test, self.device, self.config.evaluate,
-                                  self.config.corruption_cache(), self.config.seed, baseline)
-        return result if baseline is not None else compare_to_baseline(result, result)
+    def evaluation_stage(self, evaluation: Stage) -> dict:
+        """The full evaluation of a stage's exported weights (redone when only evaluation settings
+        changed); ratios (mCE, mFR) against the round-0 teacher, which is the baseline, so its own
+        mCE and mFR are 100 by definition."""
+        if not evaluation.is_done() and self.distributed.is_main:
+            baseline_path = teacher_dir(self.run_dir) / EVAL
+            is_baseline = evaluation.path == teacher_dir(self.run_dir)
+            baseline = None if is_baseline else read_json(baseline_path)
+            result = evaluate_weights(evaluation.path, self.test, self.device, self.config.evaluate,
+                                      self.config.corruption_cache(), self.config.seed, baseline)
+            evaluation.mark_done(**(compare_to_baseline(result, result) if is_baseline else result))
+        self.distributed.barrier()
+        return read_json(evaluation.marker)
 
-    def teacher_stage(self, stage: Stage, model_name: str) -> dict:
+    def teacher_stage(self, stages: tuple[Stage, Stage], model_name: str) -> dict:
         """Round 0: cross-entropy on labeled images with weak augmentation and no noise."""
         make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels)  # noqa: E731
-        return self.train_stage(stage, "teacher round 0", make, self.config.teacher, "teacher")
+        return self.train_stage(stages, "teacher round 0", make, self.config.teacher, "teacher")
 
-    def student_stage(self, stage: Stage, model_name: str, round_index: int, store: LabelStore,
+    def student_stage(self, stages: tuple[Stage, Stage], model_name: str, round_index: int, store: LabelStore,
                       selection_dir: Path) -> dict:
         """A noised student on joint batches of labeled and pseudo-labeled images."""
         noise = self.config.noise
@@ -91,19 +95,19 @@ class Pipeline:
                                    dropout=noise.dropout, survival_prob=noise.survival_prob)
         randaugment = (RandAugment(noise.randaugment_layers, noise.randaugment_magnitude)
                        if noise.randaugment and noise.randaugment_layers > 0 else None)
-        pseudo = None if stage.is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
+        pseudo = None if stages[0].is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
                                                                   self.labeled.num_classes)
-        return self.train_stage(stage, f"student round {round_index}", make, self.config.student, "student", pseudo,
+        return self.train_stage(stages, f"student round {round_index}", make, self.config.student, "student", pseudo,
                                 randaugment)
 
-    def finetune_stage(self, stage: Stage, student_dir: Path, round_index: int) -> dict:
+    def finetune_stage(self, stages: tuple[Stage, Stage], student_dir: Path, round_index: int) -> dict:
         """FixRes-style: un-augmented labeled images at a larger resolution, shallow layers frozen."""
         finetune = self.config.finetune
         make = lambda: load_exported(student_dir, resolution=finetune.resolution)  # noqa: E731
         train = TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
                             lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=False,
                             weight_decay=self.config.student.weight_decay)
-        return self.train_stage(stage, f"fine-tune round {round_index}", make, train, "finetune",
+        return self.train_stage(stages, f"fine-tune round {round_index}", make, train, "finetune",
                                 freeze_fraction=finetune.freeze_fraction)
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
@@ -170,14 +174,14 @@ class Pipeline:
         self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
                  f"{len(self.labeled)}, unlabeled {pool}, test {len(self.test)}")
         self.log("round 0")
-        teacher_eval = self.teacher_stage(plan.teacher, config.model_for_round(0))
+        teacher_eval = self.teacher_stage((plan.teacher, plan.teacher_eval), config.model_for_round(0))
         rounds, teacher_stage = [], plan.teacher
         for round_plan in plan.rounds:
             self.log(f"round {round_plan.index}")
             output_eval = self.run_round(round_plan, teacher_stage)
             rounds.append(round_summary(round_plan, teacher_eval, output_eval, self.round_stats(round_plan)))
-            teacher_stage, teacher_eval = round_plan.output, output_eval
-        first_teacher = read_json(plan.teacher.path / "eval.json")
+            teacher_stage, teacher_eval = round_plan.output[0], output_eval
+        first_teacher = read_json(plan.teacher_eval.marker)
         summary = {"name": config.name, "device": str(self.device), "teacher_top1": first_teacher["top1"],
                    "final_top1": teacher_eval["top1"], "rounds": rounds,
                    "robustness": {"teacher": robustness_summary(first_teacher),
@@ -198,16 +202,17 @@ class Pipeline:
         selection_stats = self.selection_stage(plan.selection, store)
         self.log(f"  pseudo labels: accuracy {_fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
                  f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
-        output_eval = self.student_stage(plan.student, plan.student_model, plan.index, store, plan.selection.path)
+        output_eval = self.student_stage((plan.student, plan.student_eval), plan.student_model, plan.index, store,
+                                         plan.selection.path)
         if plan.finetune is not None:
-            output_eval = self.finetune_stage(plan.finetune, plan.student.path, plan.index)
+            output_eval = self.finetune_stage((plan.finetune, plan.finetune_eval), plan.student.path, plan.index)
         return output_eval
 
     @staticmethod
     def round_stats(plan: RoundPlan) -> dict:
         return {"labels": read_json(plan.labels.path / "stats.json"),
                 "selection": read_json(plan.selection.path / "stats.json"),
-                "student": read_json(plan.student.path / "eval.json")}
+                "student": read_json(plan.student_eval.marker)}
 
 
 def round_summary(plan: RoundPlan, teacher_eval: dict, output_eval: dict, stats: dict) -> dict:

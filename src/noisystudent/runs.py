@@ -2,7 +2,7 @@
 
     runs/<name>/
       config.yaml                 the resolved config of the last run command that was accepted
-      round-0/teacher/            inputs.json, checkpoints/, metrics.jsonl, final.safetensors, eval.json, DONE
+      round-0/teacher/            inputs.json, checkpoints/, metrics.jsonl, final.safetensors, DONE, eval.json
       round-k/labels/             the label store (labels/store.py), stats.json, inputs.json, DONE
       round-k/selection/          selection.parquet, images.npy, stats.json, inputs.json, DONE
       round-k/student/            like the teacher
@@ -12,6 +12,9 @@
 A stage's inputs are the settings its result depends on, and nothing else, plus the inputs hash
 of the stage it reads ("upstream"), so a change anywhere upstream reaches every stage after it.
 A stage writes `inputs.json` when it starts and `DONE` (hash, inputs, contract version) last.
+Each trained model's evaluation is a stage of its own whose record is its `eval.json`: when
+only evaluation settings change (another suite, another subset), the models are re-evaluated,
+not retrained.
 Before a run writes anything, every stage that exists on disk is checked against the inputs the
 config gives it now; one that differs is refused with the changed keys named, so a refused
 command changes nothing, not even config.yaml. Settings that only decide how fast or how
@@ -31,11 +34,14 @@ from .config import Config
 from .errors import UserError
 from .io import changed_keys, read_json, write_json
 
-CONTRACT = 2  # 2: inputs named after their config sections, inputs.json, label kind moved to the student
-DONE, INPUTS = "DONE", "inputs.json"
+# 2: inputs named after their config sections, inputs.json, label kind moved to the student,
+#    evaluation a stage of its own
+CONTRACT = 2
+DONE, INPUTS, EVAL = "DONE", "inputs.json", "eval.json"
 CONFIG, SUMMARY = "config.yaml", "summary.json"
 # What no stage's result depends on (see the module docstring).
 NOT_DATA_INPUTS = ("max_bad_fraction", "decode_threads")  # and TrainConfig.inputs() leaves out checkpoint_every
+TEST_ONLY = ("test", "test_limit")  # what only evaluations read
 
 
 def run_dir(config: Config) -> Path:
@@ -61,6 +67,15 @@ def round_indices(run: Path) -> list[int]:
 class Stage:
     path: Path
     inputs: dict
+    # An evaluation is a leaf that holds no training state: when its inputs change (another
+    # robustness suite, another test subset) it is redone rather than refused, and its record
+    # is eval.json itself, so the model's folder keeps one file with its numbers.
+    redo_when_changed: bool = False
+
+    @property
+    def marker(self) -> Path:
+        """Written last: the stage is finished (DONE; eval.json for an evaluation)."""
+        return self.path / (EVAL if self.redo_when_changed else DONE)
 
     @property
     def inputs_hash(self) -> str:
@@ -68,6 +83,8 @@ class Stage:
 
     def check(self) -> None:
         """Refuse a stage on disk (finished or started) whose inputs differ from these."""
+        if self.redo_when_changed:
+            return
         if (self.path / DONE).is_file():
             recorded, state = read_json(self.path / DONE), "finished"
         elif (self.path / INPUTS).is_file():
@@ -85,17 +102,20 @@ class Stage:
 
     def is_done(self) -> bool:
         self.check()
-        return (self.path / DONE).is_file()
+        if not self.marker.is_file():
+            return False
+        return not self.redo_when_changed or read_json(self.marker).get("inputs_hash") == self.inputs_hash
 
     def begin(self) -> None:
         """Record the inputs of a stage about to do work (a resume must have the same)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if not (self.path / INPUTS).is_file():
+        if not self.redo_when_changed and not (self.path / INPUTS).is_file():
             write_json(self.path / INPUTS, self.inputs)
 
-    def mark_done(self, **info) -> None:
-        write_json(self.path / DONE, {"contract": CONTRACT, "inputs_hash": self.inputs_hash, "inputs": self.inputs,
-                                      "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **info})
+    def mark_done(self, **record) -> None:
+        """Write the marker: `record` (an evaluation's metrics), then the contract and the inputs."""
+        write_json(self.marker, {**record, "contract": CONTRACT, "inputs_hash": self.inputs_hash,
+                                 "inputs": self.inputs, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 @dataclass
@@ -106,22 +126,29 @@ class RoundPlan:
     labels: Stage
     selection: Stage
     student: Stage
+    student_eval: Stage
     finetune: Stage | None
+    finetune_eval: Stage | None
 
     @property
-    def output(self) -> Stage:
-        """The round's model: evaluated, summarized and the next round's teacher."""
-        return self.finetune or self.student
+    def output(self) -> tuple[Stage, Stage]:
+        """The round's model and its evaluation: summarized, and the next round's teacher."""
+        if self.finetune is not None:
+            return self.finetune, self.finetune_eval
+        return self.student, self.student_eval
 
 
 @dataclass
 class RunPlan:
     teacher: Stage
+    teacher_eval: Stage
     rounds: list[RoundPlan]
 
     def stages(self) -> list[Stage]:
-        return [self.teacher] + [stage for r in self.rounds
-                                 for stage in (r.labels, r.selection, r.student, r.finetune) if stage is not None]
+        return [self.teacher, self.teacher_eval] + [
+            stage for r in self.rounds
+            for stage in (r.labels, r.selection, r.student, r.student_eval, r.finetune, r.finetune_eval)
+            if stage is not None]
 
     def check(self) -> None:
         for stage in self.stages():
@@ -132,9 +159,20 @@ def plan_run(config: Config) -> RunPlan:
     """Every stage of a run and its inputs, from the config alone (nothing is read or written)."""
     run = run_dir(config)
     data = {key: value for key, value in asdict(config.data).items() if key not in NOT_DATA_INPUTS}
-    common = {"data": data, "seed": config.seed}
+    training_data = {key: value for key, value in data.items() if key not in TEST_ONLY}
+    common = {"data": training_data, "seed": config.seed}
+    evaluation = {"data": data, "seed": config.seed,
+                  "evaluate": {key: value for key, value in asdict(config.evaluate).items() if key != "cache_dir"}}
+
+    def evaluation_of(trained: Stage, baseline: Stage | None) -> Stage:
+        # a student's mCE and mFR are relative to the round-0 teacher's evaluation
+        return Stage(trained.path, {"upstream": trained.inputs_hash, **evaluation,
+                                    "baseline": None if baseline is None else baseline.inputs_hash},
+                     redo_when_changed=True)
+
     teacher = Stage(teacher_dir(run), {**common, "models": {"teacher": config.model_for_round(0)},
                                        "teacher": config.teacher.inputs()})
+    teacher_eval = evaluation_of(teacher, None)
     rounds, previous = [], teacher
     for k in range(1, config.rounds + 1):
         labels = Stage(stage_dir(run, k, "labels"), {
@@ -152,7 +190,8 @@ def plan_run(config: Config) -> RunPlan:
                 "upstream": student.inputs_hash, **common, "finetune": asdict(config.finetune),
                 "student": {"weight_decay": config.student.weight_decay}})
         plan = RoundPlan(k, config.model_for_round(k - 1), config.model_for_round(k), labels, selection, student,
-                         finetune)
+                         evaluation_of(student, teacher_eval), finetune,
+                         None if finetune is None else evaluation_of(finetune, teacher_eval))
         rounds.append(plan)
-        previous = plan.output
-    return RunPlan(teacher, rounds)
+        previous = plan.output[0]
+    return RunPlan(teacher, teacher_eval, rounds)

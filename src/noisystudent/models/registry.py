@@ -5,47 +5,58 @@ and corruptions need not know the normalization), normalizes them, and runs a ti
 with `drop_rate` (dropout before the classifier) and stochastic depth whose drop probability
 grows linearly with block index from 0 at the first block to `1 - survival_prob` at the last
 (the paper: "survival probability 0.8 for the final layer"; official code and timm's
-EfficientNet stop one step short, at rate * (n-1)/n, so we set each block's rate ourselves).
+EfficientNet stop one step short, at rate * (n-1)/n, so we set each block's rate ourselves, in
+any timm family).
 
-Names:
-- `efficientnet-b0` ... `efficientnet-b7`, `efficientnet-l0`, `-l1`, `-l2`: the paper's family,
-  built with timm's EfficientNet generator in its TF-faithful form (TF "same" padding, BN eps
-  1e-3), with the official width/depth multipliers, resolutions and dropout (see EFFICIENTNETS).
-- small-image ResNets for 28-32 px on CPUs (see SMALL_IMAGE_MODELS);
+Names (each of ours maps onto a timm model, `MODELS[name].timm_name`, which `timm.create_model`
+builds; timm names cannot hold '-', and ours are registered with timm when this module is imported):
+- `efficientnet-b0` ... `efficientnet-b7`, `efficientnet-l2`: timm's `tf_efficientnet_*`, the
+  TF-faithful ports (TF "same" padding), with the official BatchNorm (TF_BATCH_NORM) and the
+  official width/depth multipliers, resolutions and dropout (see EFFICIENTNETS);
+- `efficientnet-l0`, `-l1`: the paper's, which timm lacks, registered with timm here as
+  `noisystudent_efficientnet_l0` / `_l1`;
+- small-image ResNets for 28-32 px on CPUs (see SMALL_IMAGE_MODELS), registered with timm here as
+  `noisystudent_resnet_*_32`;
 - any other timm model name, built by timm with its own defaults.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from dataclasses import asdict, dataclass
-from typing import Callable
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Mapping
 
 import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
-from timm.models.efficientnet import _gen_efficientnet
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models.efficientnet import EfficientNet, _gen_efficientnet
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from ..errors import UserError
 
-Builder = Callable[..., nn.Module]  # (num_classes, in_chans, drop_rate, drop_path_rate) -> nn.Module
 METADATA_KEY = "noisystudent"  # the exported weights' metadata: the ModelSpec as sorted JSON
 DEFAULT_SURVIVAL = 0.8  # stochastic depth at the last block, for every model (paper; official rate 0.2)
+# The official EfficientNet BatchNorm (tensorflow/tpu models/official/efficientnet/efficientnet_builder.py:
+# batch_norm_momentum=0.99, batch_norm_epsilon=1e-3). TF's momentum weighs the running average and
+# PyTorch's the new batch, so TF's 0.99 is PyTorch's 0.01; timm's tf_efficientnet_* take TF's eps but
+# leave PyTorch's momentum of 0.1, so we pass both.
+TF_BATCH_NORM: Mapping[str, float] = {"bn_momentum": 0.01, "bn_eps": 1e-3}
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
-    build: Builder
+    timm_name: str  # what timm.create_model builds
     train_resolution: int
     test_resolution: int
     dropout: float  # the model's own default dropout before the classifier
     width: float | None = None  # EfficientNet compound-scaling multipliers
     depth: float | None = None
     why: str = ""
+    timm_kwargs: Mapping[str, float] = field(default_factory=dict)  # passed to timm.create_model
 
 
 @dataclass(frozen=True)
@@ -88,27 +99,18 @@ class ModelSpec:
 # Small-image variants. ImageNet stems downsample by 4 before the first stage (7x7/2 conv +
 # max-pool), which leaves 8x8 maps from a 32x32 input and wastes the image. Ours keep timm's
 # ResNet (BasicBlock, its dropout and stochastic depth) with one 3x3 stride-2 conv as the stem
-# and no max-pool: stage 1 sees 16x16, the last stage 2x2. On 2 CPU cores this trains 2-4x
-# faster than a stride-1 stem (DESIGN.md) at a small cost in accuracy on 28 px images.
-
-def _small_resnet(channels: tuple[int, ...], layers: tuple[int, ...]) -> Builder:
-    def build(num_classes: int, in_chans: int, drop_rate: float, drop_path_rate: float) -> nn.Module:
-        model = ResNet(BasicBlock, layers, num_classes=num_classes, in_chans=in_chans, channels=channels,
-                       drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-        model.conv1 = nn.Conv2d(in_chans, model.conv1.out_channels, kernel_size=3, stride=2, padding=1, bias=False)
-        model.maxpool = nn.Identity()
-        return model
-    return build
-
+# and no max-pool: stage 1 sees 16x16, the last stage 2x2. A stride-1 stem would keep the full
+# 28-32 px but give every stage 4x the positions, so 4x the FLOPs per image (count_flops): we
+# give up that resolution to keep training on CPUs practical.
 
 SMALL_IMAGE_MODELS: dict[str, RegistryEntry] = {
-    "resnet_tiny_32": RegistryEntry(_small_resnet((16, 32, 64, 128), (1, 1, 1, 1)), 32, 32, 0.5,
+    "resnet_tiny_32": RegistryEntry("noisystudent_resnet_tiny_32", 32, 32, 0.5,
                                     why="0.3M: tests and the quick demo; ~2000 img/s training on 2 cores"),
-    "resnet_small_32": RegistryEntry(_small_resnet((32, 64, 128, 256), (1, 1, 1, 1)), 32, 32, 0.5,
+    "resnet_small_32": RegistryEntry("noisystudent_resnet_small_32", 32, 32, 0.5,
                                      why="1.2M: the demo's teacher and first student; ~900 img/s"),
-    "resnet_medium_32": RegistryEntry(_small_resnet((32, 64, 128, 256), (2, 2, 2, 2)), 32, 32, 0.5,
+    "resnet_medium_32": RegistryEntry("noisystudent_resnet_medium_32", 32, 32, 0.5,
                                       why="2.8M: a deeper student for a later round; ~500 img/s"),
-    "resnet_wide_32": RegistryEntry(_small_resnet((64, 128, 256, 512), (1, 1, 1, 1)), 32, 32, 0.5,
+    "resnet_wide_32": RegistryEntry("noisystudent_resnet_wide_32", 32, 32, 0.5,
                                     why="4.9M: a wider student, for GPUs or patient CPUs; ~330 img/s"),
 }
 
@@ -119,41 +121,92 @@ SMALL_IMAGE_MODELS: dict[str, RegistryEntry] = {
 # ((4.3, 5.3, 800, 0.5)) with the paper's 475 px train resolution. L0 and L1 from the paper's
 # appendix table "Architecture specifications for EfficientNets used in the paper"
 # (arXiv:1911.04252v4, Table 7): L0 w=2.8 d=3.7 train 380 / test 500 (140M parameters), L1
-# w=3.9 d=3.7 (L0 made wider) 380 / 500 (270M); the official code has no entry for them, and
-# our tests check the resulting parameter counts against the table's.
+# w=3.9 d=3.7 (L0 made wider) 380 / 500 (270M); neither the official code nor timm has them, so
+# we register them with timm below, and our tests check the resulting parameter counts against
+# the table's.
 
-def _efficientnet(variant: str, width: float, depth: float) -> Builder:
-    def build(num_classes: int, in_chans: int, drop_rate: float, drop_path_rate: float) -> nn.Module:
-        # timm looks up pretrained configs by variant name; L0/L1 have none, which is expected.
-        logging.getLogger("timm.models._builder").setLevel(logging.ERROR)
-        return _gen_efficientnet(variant, channel_multiplier=width, depth_multiplier=depth, pretrained=False,
-                                 bn_eps=1e-3, pad_type="same", num_classes=num_classes, in_chans=in_chans,
-                                 drop_rate=drop_rate, drop_path_rate=drop_path_rate)
-    return build
-
-
-EFFICIENTNETS: dict[str, tuple[float, float, int, int, float]] = {
-    # name: (width, depth, train resolution, test resolution, dropout)
-    "efficientnet-b0": (1.0, 1.0, 224, 224, 0.2),
-    "efficientnet-b1": (1.0, 1.1, 240, 240, 0.2),
-    "efficientnet-b2": (1.1, 1.2, 260, 260, 0.3),
-    "efficientnet-b3": (1.2, 1.4, 300, 300, 0.3),
-    "efficientnet-b4": (1.4, 1.8, 380, 380, 0.4),
-    "efficientnet-b5": (1.6, 2.2, 456, 456, 0.4),
-    "efficientnet-b6": (1.8, 2.6, 528, 528, 0.5),
-    "efficientnet-b7": (2.0, 3.1, 600, 600, 0.5),
-    "efficientnet-l0": (2.8, 3.7, 380, 500, 0.5),
-    "efficientnet-l1": (3.9, 3.7, 380, 500, 0.5),
-    "efficientnet-l2": (4.3, 5.3, 475, 800, 0.5),
+EFFICIENTNETS: dict[str, tuple[str, float, float, int, int, float]] = {
+    # name: (timm name, width, depth, train resolution, test resolution, dropout)
+    "efficientnet-b0": ("tf_efficientnet_b0", 1.0, 1.0, 224, 224, 0.2),
+    "efficientnet-b1": ("tf_efficientnet_b1", 1.0, 1.1, 240, 240, 0.2),
+    "efficientnet-b2": ("tf_efficientnet_b2", 1.1, 1.2, 260, 260, 0.3),
+    "efficientnet-b3": ("tf_efficientnet_b3", 1.2, 1.4, 300, 300, 0.3),
+    "efficientnet-b4": ("tf_efficientnet_b4", 1.4, 1.8, 380, 380, 0.4),
+    "efficientnet-b5": ("tf_efficientnet_b5", 1.6, 2.2, 456, 456, 0.4),
+    "efficientnet-b6": ("tf_efficientnet_b6", 1.8, 2.6, 528, 528, 0.5),
+    "efficientnet-b7": ("tf_efficientnet_b7", 2.0, 3.1, 600, 600, 0.5),
+    "efficientnet-l0": ("noisystudent_efficientnet_l0", 2.8, 3.7, 380, 500, 0.5),
+    "efficientnet-l1": ("noisystudent_efficientnet_l1", 3.9, 3.7, 380, 500, 0.5),
+    "efficientnet-l2": ("tf_efficientnet_l2", 4.3, 5.3, 475, 800, 0.5),
 }
 
 MODELS: dict[str, RegistryEntry] = {
     **SMALL_IMAGE_MODELS,
-    **{name: RegistryEntry(_efficientnet("tf_" + name.replace("-", "_"), w, d), train, test, dropout, w, d,
-                           why="the paper's model family")
-       for name, (w, d, train, test, dropout) in EFFICIENTNETS.items()},
+    **{name: RegistryEntry(timm_name, train, test, dropout, w, d, why="the paper's model family",
+                           timm_kwargs=TF_BATCH_NORM)
+       for name, (timm_name, w, d, train, test, dropout) in EFFICIENTNETS.items()},
 }
 MODEL_NAMES_HELP = "use a name from `noisystudent models` (small-image ResNets, efficientnet-b0..l2) or any timm model"
+OWN_PREFIX = "noisystudent_"  # the models we register with timm
+
+# timm's pretrained-config registry, read by register_model from this module's `default_cfgs`: our
+# models have no weights, but without a config timm warns at every build that it is using a default.
+default_cfgs = generate_default_cfgs({
+    entry.timm_name: {"input_size": (3, entry.train_resolution, entry.train_resolution),
+                      "test_input_size": (3, entry.test_resolution, entry.test_resolution)}
+    for entry in MODELS.values() if entry.timm_name.startswith(OWN_PREFIX)})
+
+
+def _small_resnet(variant: str, pretrained: bool, channels: tuple[int, ...], layers: tuple[int, ...],
+                  **kwargs) -> ResNet:
+    model = build_model_with_cfg(ResNet, variant, pretrained, block=BasicBlock, layers=layers, channels=channels,
+                                 **kwargs)
+    stem = model.conv1
+    model.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, kernel_size=3, stride=2, padding=1, bias=False,
+                            device=stem.weight.device, dtype=stem.weight.dtype)
+    model.maxpool = nn.Identity()
+    return model
+
+
+@register_model
+def noisystudent_resnet_tiny_32(pretrained: bool = False, **kwargs) -> ResNet:
+    return _small_resnet("noisystudent_resnet_tiny_32", pretrained, (16, 32, 64, 128), (1, 1, 1, 1), **kwargs)
+
+
+@register_model
+def noisystudent_resnet_small_32(pretrained: bool = False, **kwargs) -> ResNet:
+    return _small_resnet("noisystudent_resnet_small_32", pretrained, (32, 64, 128, 256), (1, 1, 1, 1), **kwargs)
+
+
+@register_model
+def noisystudent_resnet_medium_32(pretrained: bool = False, **kwargs) -> ResNet:
+    return _small_resnet("noisystudent_resnet_medium_32", pretrained, (32, 64, 128, 256), (2, 2, 2, 2), **kwargs)
+
+
+@register_model
+def noisystudent_resnet_wide_32(pretrained: bool = False, **kwargs) -> ResNet:
+    return _small_resnet("noisystudent_resnet_wide_32", pretrained, (64, 128, 256, 512), (1, 1, 1, 1), **kwargs)
+
+
+def _paper_efficientnet(name: str, pretrained: bool, **kwargs) -> EfficientNet:
+    """`name` from EFFICIENTNETS, built as timm builds its tf_efficientnet_* (TF "same" padding)."""
+    timm_name, width, depth, *_ = EFFICIENTNETS[name]
+    # No public route: timm's EfficientNet entrypoints each fix their multipliers, and its public
+    # EfficientNet class would need B0's block definitions copied out of this private generator (and
+    # decoded by another private module). The generator is the one behind timm's B0-B7 and L2, so
+    # L0/L1 come out of the same code and differ from them in width and depth alone.
+    return _gen_efficientnet(timm_name, channel_multiplier=width, depth_multiplier=depth, pretrained=pretrained,
+                             **{"pad_type": "same", **TF_BATCH_NORM, **kwargs})
+
+
+@register_model
+def noisystudent_efficientnet_l0(pretrained: bool = False, **kwargs) -> EfficientNet:
+    return _paper_efficientnet("efficientnet-l0", pretrained, **kwargs)
+
+
+@register_model
+def noisystudent_efficientnet_l1(pretrained: bool = False, **kwargs) -> EfficientNet:
+    return _paper_efficientnet("efficientnet-l1", pretrained, **kwargs)
 
 
 def registry_table() -> str:
@@ -193,25 +246,42 @@ class Classifier(nn.Module):
         return self.backbone((images - self.mean) / self.std)
 
 
+# Stochastic-depth slots by attribute name: timm leaves a slot None (ResNet) or Identity (most
+# families) where its rate is 0, e.g. at the first block under linear decay, so looking for DropPath
+# alone would skip that block and shift the decay; ViT-like blocks have two, drop_path1 and drop_path2.
+_SLOT_NAME = re.compile(r"drop_path\d*")
+
+
+def _stochastic_depth_slots(module: nn.Module) -> list[str]:
+    """Names of `module`'s own stochastic-depth slots: any DropPath, or an empty `drop_path*`."""
+    attributes = {**vars(module), **module._modules}  # a None slot is a plain attribute, not a child
+    return [name for name, value in attributes.items() if isinstance(value, DropPath)
+            or (_SLOT_NAME.fullmatch(name) and (value is None or isinstance(value, nn.Identity)))]
+
+
 def stochastic_depth_blocks(backbone: nn.Module) -> list[nn.Module]:
-    """Residual blocks with a stochastic-depth slot, in forward order. timm leaves the slot None
-    or Identity where the rate is 0 (its first block under linear decay), so we look for the
-    attribute, not for a DropPath, or the first block would be skipped and the decay shifted."""
-    return [m for m in backbone.modules() if hasattr(m, "drop_path")]
+    """Residual blocks with a stochastic-depth slot, in forward order (timm registers a model's
+    blocks in the order it runs them)."""
+    return [module for module in backbone.modules() if _stochastic_depth_slots(module)]
 
 
 def stochastic_depth_rates(backbone: nn.Module) -> list[float]:
-    """Each block's drop probability, in forward order (0 where the slot is empty)."""
-    return [b.drop_path.drop_prob if isinstance(b.drop_path, DropPath) else 0.0 for b in stochastic_depth_blocks(backbone)]
+    """Each block's drop probability, in forward order (0 where its slots are empty); a block's
+    slots share its rate."""
+    return [max(slot.drop_prob if isinstance(slot, DropPath) else 0.0
+                for slot in (getattr(block, name) for name in _stochastic_depth_slots(block)))
+            for block in stochastic_depth_blocks(backbone)]
 
 
 def set_linear_stochastic_depth(backbone: nn.Module, last_block_drop: float) -> None:
-    """Drop probability i / (n-1) * last_block_drop for block i of n: 0 first, exact at the last."""
+    """Drop probability i / (n-1) * last_block_drop for block i of n: 0 first, exact at the last.
+    Every slot gets its block's DropPath, the first block's too (one of rate 0 is a no-op), so
+    that no rate timm chose survives."""
     blocks = stochastic_depth_blocks(backbone)
     for index, block in enumerate(blocks):
         rate = last_block_drop * index / max(1, len(blocks) - 1)
-        if rate > 0:
-            block.drop_path = DropPath(rate)
+        for name in _stochastic_depth_slots(block):
+            setattr(block, name, DropPath(rate))
 
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float | None = 0.0,
@@ -223,10 +293,9 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float |
         raise UserError(f"unknown model {name!r}; {MODEL_NAMES_HELP}")
     drop_rate = default_dropout(name) if dropout is None else dropout
     noise = dict(num_classes=num_classes, in_chans=in_chans, drop_rate=drop_rate, drop_path_rate=1.0 - survival_prob)
-    if name in MODELS:
-        backbone = MODELS[name].build(**noise)
-    else:
-        backbone = timm.create_model(name, pretrained=False, **noise)
+    entry = MODELS.get(name)
+    timm_name, timm_kwargs = (entry.timm_name, entry.timm_kwargs) if entry is not None else (name, {})
+    backbone = timm.create_model(timm_name, pretrained=False, **timm_kwargs, **noise)
     if survival_prob < 1.0:
         set_linear_stochastic_depth(backbone, 1.0 - survival_prob)
     # Fashion-MNIST statistics for 1 channel; ImageNet's for RGB photos.
