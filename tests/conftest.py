@@ -54,7 +54,7 @@ def tiny_config(tiny_idx_root, tmp_path, corruption_cache) -> Config:
         "rounds=1", "models=resnet_tiny_32,resnet_tiny_32", "threads=2",
         "teacher.epochs=15", "teacher.batch_size=20", "teacher.warmup_epochs=1", "teacher.checkpoint_every=4",
         "student.epochs=1", "student.batch_size=10", "student.unlabeled_ratio=2", "student.warmup_epochs=0.1",
-        "student.checkpoint_every=4", "noise.randaugment_magnitude=5", "labels.shard_size=200",
+        "student.checkpoint_every=4", "noise.randaugment_magnitude=5", "noise.randaugment_pixels=relative", "labels.shard_size=200",
         "evaluate.images=24", "evaluate.severities=[1,4]", "evaluate.perturbation_frames=3", "evaluate.pgd_steps=2",
         f"evaluate.cache_dir={corruption_cache}",
     ])

@@ -10,9 +10,9 @@ from torch import nn
 from noisystudent.errors import UserError
 from noisystudent.models import (
     EFFICIENTNETS, MODELS, build_model, check_student_size, count_parameters, export_weights, load_exported,
-    stochastic_depth_blocks, stochastic_depth_rates,
 )
-from noisystudent.models.registry import OWN_PREFIX, set_linear_stochastic_depth
+from noisystudent.models.registry import OWN_PREFIX
+from noisystudent.noise import set_linear_stochastic_depth, stochastic_depth_blocks, stochastic_depth_rates
 
 REGISTERED_WITH_TIMM = [name for name, entry in MODELS.items() if entry.timm_name.startswith(OWN_PREFIX)]
 

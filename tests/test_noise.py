@@ -37,7 +37,33 @@ def test_magnitude_is_on_the_tf_scale_and_not_clipped_at_10():
     assert params["TranslateX"] == pytest.approx(270.0)
     assert params["Cutout"] == 108
     assert op_parameters(10, 224)["TranslateX"] == pytest.approx(100.0)
-    assert op_parameters(10, 32)["TranslateX"] == pytest.approx(100 / 224 * 32)
+    assert op_parameters(10, 32, "relative")["TranslateX"] == pytest.approx(100 / 224 * 32)
+
+
+def test_at_475_px_and_m27_every_op_takes_the_official_parameter():
+    # tensorflow/tpu models/official/efficientnet/autoaugment.py: distort_image_with_randaugment
+    # sets HParams(cutout_const=40, translate_const=100) for every image size; level_to_arg maps
+    # level M to (M / _MAX_LEVEL) * const with _MAX_LEVEL = 10; enhance ops (M/10) * 1.8 + 0.1;
+    # posterize int(M/10 * 4); solarize int(M/10 * 256); solarize_add int(M/10 * 110).
+    official = {"Rotate": 81.0, "ShearX": 0.81, "ShearY": 0.81, "TranslateX": 270.0, "TranslateY": 270.0,
+                "Color": 4.96, "Contrast": 4.96, "Brightness": 4.96, "Sharpness": 4.96, "Posterize": 10,
+                "Solarize": 691, "SolarizeAdd": 297, "Cutout": 108}
+    assert op_parameters(27, 475) == pytest.approx(official)
+    assert op_parameters(27, 475, "relative")["TranslateX"] == pytest.approx(270 * 475 / 224), "the small-image mode"
+
+
+def test_absolute_constants_keep_large_images_in_frame_where_scaled_ones_blank_them():
+    # Scaled by S/224, M=27 translates by 1.2 S: a TranslateX/Y draw (2 of 16 ops, twice) leaves
+    # a flat gray image, 1 - (14/16)^2 = 23% of a batch. Absolute, 270 px of 475 keeps 43% in view.
+    x = torch.randint(0, 256, (192, 1, 475, 475), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+
+    def blank_fraction(pixels: str) -> float:
+        out = RandAugment(2, 27, pixels=pixels)(x, torch.Generator().manual_seed(1))
+        flat = out.flatten(1)
+        return (flat == flat[:, :1]).all(1).float().mean().item()
+
+    assert blank_fraction("absolute") == 0.0
+    assert blank_fraction("relative") == pytest.approx(1 - (14 / 16) ** 2, abs=0.08)
 
 
 def test_each_op_keeps_shape_dtype_and_runs_on_a_batch():

@@ -50,6 +50,10 @@ class NoiseConfig:
     randaugment: bool = True  # input noise on unlabeled and labeled student images
     randaugment_layers: int = 2  # N: ops applied per image (paper 2)
     randaugment_magnitude: float = 27.0  # M on the TF scale (10 = its "max"; the paper uses 27)
+    # TF's translate (100 px) and cutout (40 px) constants: absolute pixels at every resolution, as
+    # the official ImageNet path has them, or relative (scaled by image_size / 224) for small
+    # images, where absolute ones would push every translated image out of frame (the demo: 32 px)
+    randaugment_pixels: str = "absolute"
     dropout: float | None = 0.5  # before the classifier (paper 0.5); 0 turns it off; null = the
     #                              model's own default (official: B0 0.2 ... B7 0.5)
     survival_prob: float = 0.8  # stochastic depth at the last block (paper 0.8); 1 turns it off
@@ -180,6 +184,8 @@ class Config:
             ("noise.randaugment_layers", self.noise.randaugment_layers >= 0, "must be >= 0"),
             ("noise.randaugment_magnitude", 0 <= self.noise.randaugment_magnitude <= 30,
              "must be in [0, 30] (TF scale: 10 is its nominal max, the paper uses 27)"),
+            ("noise.randaugment_pixels", self.noise.randaugment_pixels in ("absolute", "relative"),
+             "must be 'absolute' (the official constants) or 'relative' (scaled by image_size / 224)"),
             ("noise.dropout", self.noise.dropout is None or 0 <= self.noise.dropout < 1, "must be in [0, 1) or null"),
             ("noise.survival_prob", 0 < self.noise.survival_prob <= 1, "must be in (0, 1]; 1 turns it off"),
             ("labels.kind", self.labels.kind in ("soft", "hard"), "must be 'soft' or 'hard'"),

@@ -28,7 +28,7 @@ from .io import read_json, remove_stale_temps, write_json, write_text
 from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_with_weights,
                      load_pseudo_labeled, read_selection, select_from_store)
 from .models import build_model, check_student_size, load_exported, resolve_device, set_threads
-from .noise import RandAugment
+from .noise import RandAugment, student_noise
 from .runs import CONFIG, EVAL, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .train import PseudoLabeledSet, train_model
 
@@ -90,15 +90,13 @@ class Pipeline:
     def student_stage(self, stages: tuple[Stage, Stage], model_name: str, round_index: int, store: LabelStore,
                       selection_dir: Path) -> dict:
         """A noised student on joint batches of labeled and pseudo-labeled images."""
-        noise = self.config.noise
+        noise = student_noise(self.config.noise)
         make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels,  # noqa: E731
-                                   dropout=noise.dropout, survival_prob=noise.survival_prob)
-        randaugment = (RandAugment(noise.randaugment_layers, noise.randaugment_magnitude)
-                       if noise.randaugment and noise.randaugment_layers > 0 else None)
+                                   **noise.model_kwargs)
         pseudo = None if stages[0].is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
                                                                   self.labeled.num_classes)
         return self.train_stage(stages, f"student round {round_index}", make, self.config.student, "student", pseudo,
-                                randaugment)
+                                noise.randaugment)
 
     def finetune_stage(self, stages: tuple[Stage, Stage], student_dir: Path, round_index: int) -> dict:
         """FixRes-style: un-augmented labeled images at a larger resolution, shallow layers frozen."""

@@ -4,12 +4,10 @@ from .inference import (autocast, inference, iterate_logits, predict_logits, res
                         to_model_input)
 from .registry import (
     EFFICIENTNETS, MODEL_NAMES_HELP, MODELS, SMALL_IMAGE_MODELS, Classifier, ModelSpec, build_model,
-    check_student_size, count_flops, count_parameters, is_known_model, registry_table, stochastic_depth_blocks,
-    stochastic_depth_rates,
+    check_student_size, count_flops, count_parameters, is_known_model, registry_table,
 )
 from .weights import export_weights, exported_weights_file, load_exported
 
 __all__ = ["autocast", "inference", "iterate_logits", "predict_logits", "resolve_device", "set_threads", "to_model_input", "EFFICIENTNETS", "MODEL_NAMES_HELP", "MODELS", "SMALL_IMAGE_MODELS", "Classifier",
            "ModelSpec", "build_model", "check_student_size", "count_flops", "count_parameters", "is_known_model",
-           "registry_table", "stochastic_depth_blocks",
-           "stochastic_depth_rates", "export_weights", "exported_weights_file", "load_exported"]
+           "registry_table", "export_weights", "exported_weights_file", "load_exported"]

@@ -2,11 +2,8 @@
 
 Every model is a `Classifier`: it takes float images in [0, 1] (pixel space, so that attacks
 and corruptions need not know the normalization), normalizes them, and runs a timm backbone
-with `drop_rate` (dropout before the classifier) and stochastic depth whose drop probability
-grows linearly with block index from 0 at the first block to `1 - survival_prob` at the last
-(the paper: "survival probability 0.8 for the final layer"; official code and timm's
-EfficientNet stop one step short, at rate * (n-1)/n, so we set each block's rate ourselves, in
-any timm family).
+with `drop_rate` (dropout before the classifier) and linear stochastic depth
+(noise/stochastic_depth.py): the model noise of noise/.
 
 Names (each of ours maps onto a timm model, `MODELS[name].timm_name`, which `timm.create_model`
 builds; timm names cannot hold '-', and ours are registered with timm when this module is imported):
@@ -23,20 +20,19 @@ builds; timm names cannot hold '-', and ours are registered with timm when this 
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
 import timm
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.efficientnet import EfficientNet, _gen_efficientnet
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
 from ..errors import UserError
+from ..noise.stochastic_depth import set_linear_stochastic_depth
 
 METADATA_KEY = "noisystudent"  # the exported weights' metadata: the ModelSpec as sorted JSON
 DEFAULT_SURVIVAL = 0.8  # stochastic depth at the last block, for every model (paper; official rate 0.2)
@@ -244,44 +240,6 @@ class Classifier(nn.Module):
         if size is not None and images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return self.backbone((images - self.mean) / self.std)
-
-
-# Stochastic-depth slots by attribute name: timm leaves a slot None (ResNet) or Identity (most
-# families) where its rate is 0, e.g. at the first block under linear decay, so looking for DropPath
-# alone would skip that block and shift the decay; ViT-like blocks have two, drop_path1 and drop_path2.
-_SLOT_NAME = re.compile(r"drop_path\d*")
-
-
-def _stochastic_depth_slots(module: nn.Module) -> list[str]:
-    """Names of `module`'s own stochastic-depth slots: any DropPath, or an empty `drop_path*`."""
-    attributes = {**vars(module), **module._modules}  # a None slot is a plain attribute, not a child
-    return [name for name, value in attributes.items() if isinstance(value, DropPath)
-            or (_SLOT_NAME.fullmatch(name) and (value is None or isinstance(value, nn.Identity)))]
-
-
-def stochastic_depth_blocks(backbone: nn.Module) -> list[nn.Module]:
-    """Residual blocks with a stochastic-depth slot, in forward order (timm registers a model's
-    blocks in the order it runs them)."""
-    return [module for module in backbone.modules() if _stochastic_depth_slots(module)]
-
-
-def stochastic_depth_rates(backbone: nn.Module) -> list[float]:
-    """Each block's drop probability, in forward order (0 where its slots are empty); a block's
-    slots share its rate."""
-    return [max(slot.drop_prob if isinstance(slot, DropPath) else 0.0
-                for slot in (getattr(block, name) for name in _stochastic_depth_slots(block)))
-            for block in stochastic_depth_blocks(backbone)]
-
-
-def set_linear_stochastic_depth(backbone: nn.Module, last_block_drop: float) -> None:
-    """Drop probability i / (n-1) * last_block_drop for block i of n: 0 first, exact at the last.
-    Every slot gets its block's DropPath, the first block's too (one of rate 0 is a no-op), so
-    that no rate timm chose survives."""
-    blocks = stochastic_depth_blocks(backbone)
-    for index, block in enumerate(blocks):
-        rate = last_block_drop * index / max(1, len(blocks) - 1)
-        for name in _stochastic_depth_slots(block):
-            setattr(block, name, DropPath(rate))
 
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float | None = 0.0,

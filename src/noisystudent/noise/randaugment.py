@@ -6,19 +6,22 @@ magnitude M, with a random sign for the geometric ops. Level M maps to op parame
 with `M / 10` ("_MAX_LEVEL = 10"), and nothing clips M: the paper's M=27 means rotations of
 81 degrees, shears of 0.81, enhancement factors of 4.96.
 
-Mapping from (N, M) to each op's parameter, for an S x S image (TF's constants are for 224 px:
-translate 100 px and cutout 40 px, which we scale by S / 224):
+Mapping from (N, M) to each op's parameter, for an S x S image. TF's translate (100 px) and
+cutout (40 px) constants are absolute pixels in the official ImageNet path, at every resolution
+(`pixels="absolute"`, the default: at M=27 and 475 px, translations of 270 px and a cutout
+half-side of 108 px). For small images that would push every translated image out of frame, so
+`pixels="relative"` scales both by S / 224 (our 32 px demo):
 
 | op          | parameter at level M                   | sign   |
 |-------------|----------------------------------------|--------|
 | Rotate      | 30 * M/10 degrees                      | random |
 | ShearX/Y    | 0.3 * M/10 (shear factor)              | random |
-| TranslateX/Y| (100/224) * S * M/10 px                | random |
+| TranslateX/Y| 100 * M/10 px (relative: x S/224)     | random |
 | Color, Contrast, Brightness, Sharpness | factor 1.8 * M/10 + 0.1 | none |
 | Posterize   | keep int(4 * M/10) bits (>= 8 bits is the identity)   |        |
 | Solarize    | invert pixels >= int(256 * M/10) (>= 256: identity)    |        |
 | SolarizeAdd | add int(110 * M/10) to pixels < 128, clip to 255        |        |
-| Cutout      | square of side 2 * int((40/224) * S * M/10), fill 128  |        |
+| Cutout      | square of side 2 * int(40 * M/10) (relative: x S/224), fill 128 | |
 | AutoContrast, Equalize, Invert | no parameter        |        |
 
 Geometric ops fill with gray 128 and use nearest interpolation, as TF's did. Shears pivot on
@@ -27,9 +30,11 @@ in frame. Posterize above 8 bits is the identity here; TF shifted by a negative 
 which is undefined behaviour rather than a design.
 
 How the defaults elsewhere differ: timm's `rand-m9-n2` applies each op with p=0.5, clips M at
-10 and draws magnitude noise; torchvision's `RandAugment` uses 31 magnitude bins with a
-different op set (no Cutout/SolarizeAdd, adds Identity) and a max rotation of 30 degrees at its
-top bin. Neither can express M=27.
+10 unless given `mmax` (`rand-m27-mmax27-n2`), and draws magnitude noise; its translate is a
+fraction of the image and it has no SolarizeAdd-free op set like TF's. torchvision's
+`RandAugment` uses 31 magnitude bins with a different op set (no Cutout/SolarizeAdd, adds
+Identity) and a max rotation of 30 degrees at its top bin. We keep TF's semantics (every op
+always applied, TF's op set and constants), which neither reproduces.
 
 Images are grouped by (op, sign) so that every op runs once per group on a batched uint8
 tensor with torchvision.transforms.v2 functional ops, on any device.
@@ -45,24 +50,28 @@ OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "Posterize", "Solarize", 
        "Brightness", "Sharpness", "ShearX", "ShearY", "TranslateX", "TranslateY", "Cutout", "SolarizeAdd")
 SIGNED_OPS = frozenset({"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"})
 FILL = 128
-REFERENCE_SIZE = 224  # TF's translate (100 px) and cutout (40 px) constants are for 224 px images
+REFERENCE_SIZE = 224  # the resolution TF's translate and cutout constants were chosen at
+PIXEL_MODES = ("absolute", "relative")
 
 
-def op_parameters(magnitude: float, image_size: int) -> dict[str, float]:
+def op_parameters(magnitude: float, image_size: int, pixels: str = "absolute") -> dict[str, float]:
     """Each op's parameter at this magnitude (before the random sign), as in the table above."""
+    if pixels not in PIXEL_MODES:
+        raise ValueError(f"pixels must be one of {PIXEL_MODES}, got {pixels!r}")
     level = magnitude / 10.0
     enhance = 1.8 * level + 0.1
+    scale = image_size / REFERENCE_SIZE if pixels == "relative" else 1.0
     return {
         "Rotate": 30.0 * level,
         "ShearX": 0.3 * level,
         "ShearY": 0.3 * level,
-        "TranslateX": 100.0 / REFERENCE_SIZE * image_size * level,
-        "TranslateY": 100.0 / REFERENCE_SIZE * image_size * level,
+        "TranslateX": 100.0 * scale * level,
+        "TranslateY": 100.0 * scale * level,
         "Color": enhance, "Contrast": enhance, "Brightness": enhance, "Sharpness": enhance,
         "Posterize": int(4 * level),
         "Solarize": int(256 * level),
         "SolarizeAdd": int(110 * level),
-        "Cutout": int(40.0 / REFERENCE_SIZE * image_size * level),
+        "Cutout": int(40.0 * scale * level),
     }
 
 
@@ -126,11 +135,13 @@ def apply_op(name: str, images: torch.Tensor, value: float, generator: torch.Gen
 class RandAugment:
     """N ops per image drawn uniformly from `ops`, each always applied at magnitude M."""
 
-    def __init__(self, layers: int = 2, magnitude: float = 27.0, ops: tuple[str, ...] = OPS):
+    def __init__(self, layers: int = 2, magnitude: float = 27.0, ops: tuple[str, ...] = OPS,
+                 pixels: str = "absolute"):
         unknown = set(ops) - set(OPS)
         if unknown:
             raise ValueError(f"unknown RandAugment ops {sorted(unknown)}; known: {', '.join(OPS)}")
-        self.layers, self.magnitude, self.ops = layers, magnitude, tuple(ops)
+        op_parameters(magnitude, REFERENCE_SIZE, pixels)  # checks `pixels`
+        self.layers, self.magnitude, self.ops, self.pixels = layers, magnitude, tuple(ops), pixels
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Per layer and image: op index into self.ops and sign (+1/-1). Shapes [layers, n]."""
@@ -141,7 +152,7 @@ class RandAugment:
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if images.dtype != torch.uint8:
             raise TypeError(f"RandAugment works on uint8 images (TF semantics), got {images.dtype}")
-        parameters = op_parameters(self.magnitude, images.shape[-1])
+        parameters = op_parameters(self.magnitude, images.shape[-1], self.pixels)
         op_index, sign = self.sample(len(images), generator)
         out = images.clone()
         for layer in range(self.layers):
