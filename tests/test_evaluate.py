@@ -147,3 +147,22 @@ def test_robustness_subset_is_a_stratified_seeded_sample_of_a_class_by_class_tes
     assert stratified_sample(labels, 5000, seed=0) == list(range(1500)), "fewer images than asked: all of them"
     odd = stratified_sample(torch.tensor([0] * 7 + [1] * 2 + [2]), 5, seed=0)
     assert len(odd) == 5 and torch.bincount(torch.tensor([0] * 7 + [1] * 2 + [2])[odd]).tolist() == [4, 1]
+
+
+def test_alexnet_normalized_mce_is_reported_when_asked(tmp_path):
+    from noisystudent.config import EvaluateConfig
+    from noisystudent.data import ImageSet
+    from noisystudent.evaluate import evaluate_model
+
+    torch.manual_seed(0)
+    test = ImageSet(images(24), torch.arange(24) % 3, [str(i) for i in range(24)], ["a", "b", "c"])
+    config = EvaluateConfig(images=12, corruptions=["gaussian_noise", "contrast"], severities=[1, 3],
+                            perturbation_frames=2, pgd_steps=1, alexnet_mce=True)
+    result = evaluate_model(build_model("resnet_tiny_32", 3, 1), test, torch.device("cpu"), config, tmp_path)
+    for name in ("gaussian_noise", "contrast"):  # CE_c = 100 * mean error over severities / AlexNet's
+        expected = 100 * sum(result["corruption_errors"][name]) / 2 / ALEXNET_ERRORS[name]
+        assert result["alexnet_ce"][name] == pytest.approx(expected)
+    assert result["alexnet_mce"] == pytest.approx(sum(result["alexnet_ce"].values()) / 2)
+    config.alexnet_mce = False
+    assert "alexnet_mce" not in evaluate_model(build_model("resnet_tiny_32", 3, 1), test, torch.device("cpu"), config,
+                                               tmp_path)

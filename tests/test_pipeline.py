@@ -154,3 +154,29 @@ def test_finetune_stage_is_the_rounds_model_and_next_teacher(tiny_config):
     assert "before_finetune_top1" in summary["rounds"][0]
     teacher_of_round_2 = json.loads((run_dir / "round-2" / "labels" / "stats.json").read_text())["teacher"]
     assert teacher_of_round_2.endswith("round-1/finetune")
+
+
+def test_the_teacher_trains_noised_only_when_asked(tiny_config, monkeypatch):
+    from noisystudent import pipeline as pipeline_module
+    from noisystudent.noise import stochastic_depth_rates
+    from noisystudent.runs import plan_run
+
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def record(model, labeled, train, stage_dir, seed, device, **options):
+        built.append((model, options["randaugment"]))
+        raise Stop
+
+    monkeypatch.setattr(pipeline_module, "train_model", record)
+    for noised in (False, True):
+        tiny_config.noise.teacher = noised
+        tiny_config.name = f"teacher-noise-{noised}"
+        with pytest.raises(Stop):
+            run(tiny_config, log=lambda line: None)
+        model, randaugment = built[-1]
+        assert (randaugment is not None) == noised
+        assert (model.backbone.drop_rate == 0.5) == noised and (max(stochastic_depth_rates(model.backbone)) > 0) == noised
+        assert ("dropout" in plan_run(tiny_config).teacher.inputs["noise"]) == noised, "teacher noise is an input"

@@ -157,17 +157,58 @@ def test_ema_weights_are_exported_and_resume_exactly(tmp_path, monkeypatch):
         assert torch.equal(a, b), name
 
 
-def test_official_schedule_is_a_staircase_of_0_97_every_2_4_epochs():
+def test_official_schedule_is_a_staircase_of_0_97_every_2_4_epochs_from_step_0():
+    # tensorflow/tpu models/official/efficientnet/utils.py build_learning_rate: exponential_decay of
+    # the global step (staircase, x0.97 every decay_steps), replaced by the linear warm-up for the
+    # first warmup_steps; noisystudent main.py: decay_epochs = 2.4 * train_ratio. 10 steps an epoch:
+    # decay every 24 steps, counted from step 0, not from the end of the warm-up.
     lrs = [learning_rate(s, 1000, 10, 0.016, "exponential", steps_per_epoch=10) for s in range(100)]
-    assert lrs[10] == pytest.approx(0.016) and lrs[33] == pytest.approx(0.016)
-    assert lrs[34] == pytest.approx(0.016 * 0.97) and lrs[58] == pytest.approx(0.016 * 0.97 ** 2)
+    assert lrs[9] == pytest.approx(0.016) and lrs[10] == pytest.approx(0.016) and lrs[23] == pytest.approx(0.016)
+    assert lrs[24] == pytest.approx(0.016 * 0.97) and lrs[48] == pytest.approx(0.016 * 0.97 ** 2)
+    longer = learning_rate(48, 1000, 10, 0.016, "exponential", steps_per_epoch=10, decay_epochs=4.8)  # train_ratio 2
+    assert longer == pytest.approx(0.016 * 0.97)
 
 
-def test_official_optimizer_preset_is_rmsprop_with_tf_constants():
-    optimizer = loop_module.make_optimizer(build_model("resnet_tiny_32", 10, 1), TrainConfig(optimizer="rmsprop"))
-    assert isinstance(optimizer, torch.optim.RMSprop)
-    group = optimizer.param_groups[0]
-    assert (group["alpha"], group["eps"], group["momentum"]) == (0.9, 1e-3, 0.9)
+def test_official_optimizer_preset_is_tf_rmsprop_eps_inside_the_root_and_mean_square_from_one():
+    # tensorflow/tpu efficientnet utils.build_optimizer: RMSPropOptimizer(lr, decay=0.9,
+    # momentum=0.9, epsilon=1e-3); TF1 starts the mean square at 1 and adds eps under the root.
+    weight = torch.nn.Parameter(torch.zeros(1))
+    model = torch.nn.Module()
+    model.weight = weight
+    optimizer = loop_module.make_optimizer(model, TrainConfig(optimizer="rmsprop", lr=0.128, weight_decay=0))
+    (2.0 * weight).sum().backward()  # gradient 2
+    optimizer.step()
+    mean_square = 0.9 * 1.0 + 0.1 * 2.0 ** 2
+    assert weight.item() == pytest.approx(-0.128 * 2.0 / (mean_square + 1e-3) ** 0.5, rel=1e-6)
+    # torch.optim.RMSprop would have taken -0.128 * 2 / (sqrt(0.4) + 1e-3): 1.8x larger here
+
+
+def test_official_weight_decay_skips_batchnorm_and_biases():
+    model = build_model("resnet_tiny_32", 10, 1)
+    groups = loop_module.make_optimizer(model, TrainConfig(weight_decay=1e-5, weight_decay_norm_and_bias=False)).param_groups
+    decayed = {id(p) for g in groups if g["weight_decay"] == 1e-5 for p in g["params"]}
+    for name, parameter in model.named_parameters():
+        assert (id(parameter) in decayed) == (parameter.ndim > 1), name
+    everything = loop_module.make_optimizer(model, TrainConfig(weight_decay=1e-5)).param_groups
+    assert sum(len(g["params"]) for g in everything if g["weight_decay"] == 1e-5) == len(list(model.parameters()))
+
+
+def test_ema_decay_is_the_official_min_of_decay_and_warmup():
+    # tf.train.ExponentialMovingAverage(decay, num_updates): min(decay, (1 + n) / (10 + n))
+    assert loop_module.ema_decay(0.9999, 1) == pytest.approx(2 / 11)
+    assert loop_module.ema_decay(0.9999, 90) == pytest.approx(91 / 100)
+    assert loop_module.ema_decay(0.9999, 10**6) == 0.9999
+
+
+def test_official_loss_weighting_is_labeled_mean_plus_ratio_times_pseudo_labeled_mean():
+    logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    targets = torch.softmax(torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), dim=1)
+    rows = -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1)
+    official = loop_module.joint_loss(logits, targets, 2, TrainConfig(unlabeled_ratio=2, loss_weighting="official"))
+    assert official.item() == pytest.approx((rows[:2].mean() + 2 * rows[2:].mean()).item())
+    assert loop_module.joint_loss(logits, targets, 2, TrainConfig(unlabeled_ratio=2)).item() == pytest.approx(rows.mean().item())
+    teacher = loop_module.joint_loss(logits, targets, 6, TrainConfig(loss_weighting="official"))
+    assert teacher.item() == pytest.approx(rows.mean().item()), "no pseudo-labeled rows: the labeled mean"
 
 
 def test_student_schedule_can_follow_the_labeled_data():

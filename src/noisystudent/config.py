@@ -45,7 +45,8 @@ class DataConfig:
 
 @dataclass
 class NoiseConfig:
-    """Student noise (the paper's three sources). The teacher never sees any of it."""
+    """Student noise (the paper's three sources; noise/ holds all of it). No model ever labels
+    with it; the round-0 teacher trains with it only with `teacher: true`."""
 
     randaugment: bool = True  # input noise on unlabeled and labeled student images
     randaugment_layers: int = 2  # N: ops applied per image (paper 2)
@@ -57,6 +58,8 @@ class NoiseConfig:
     dropout: float | None = 0.5  # before the classifier (paper 0.5); 0 turns it off; null = the
     #                              model's own default (official: B0 0.2 ... B7 0.5)
     survival_prob: float = 0.8  # stochastic depth at the last block (paper 0.8); 1 turns it off
+    teacher: bool = False  # the round-0 teacher trains with this noise too (every official run does;
+    #                        the paper's B7 baseline with RandAugment); it still labels un-noised
 
 
 @dataclass
@@ -69,8 +72,11 @@ class TrainConfig:
     optimizer: str = "sgd"  # sgd (Nesterov; CPU-friendly) | rmsprop (official: decay 0.9, momentum 0.9, eps 1e-3)
     lr: float = 0.1  # peak learning rate, reached after warm-up (official: 0.016 per 256 images)
     lr_schedule: str = "cosine"  # cosine (to 0) | exponential (official: x0.97 every 2.4 epochs)
+    lr_decay_epochs: float = 2.4  # exponential: epochs per x0.97 step (official main.py: 2.4 x train_ratio)
     momentum: float = 0.9
     weight_decay: float = 5e-4  # official: 1e-5
+    weight_decay_norm_and_bias: bool = True  # decay BatchNorm and bias parameters too (official: false,
+    #                                          BatchNorm excluded; timm's param_groups_weight_decay)
     warmup_epochs: float = 1.0  # linear warm-up (official: 5 epochs)
     label_smoothing: float = 0.1  # on the labeled loss only (official 0.1)
     augment: bool = True  # weak augmentation (random crop + flip) on labeled images
@@ -78,6 +84,10 @@ class TrainConfig:
     ema_decay: float = 0.0  # EMA of weights (official 0.9999, with timm's warm-up); 0 = off. When on,
     #                         the EMA weights are the ones evaluated, exported and used as next teacher
     unlabeled_ratio: float = 3.0  # student only: r*B pseudo-labeled images per step (paper 3..28)
+    # student only: joint_mean = one mean cross-entropy over all B + r*B rows; official = mean over
+    # the labeled rows + r x mean over the pseudo-labeled ones (main.py). Per-image weights are the
+    # same; the data term is (1 + r) times larger against weight decay in the official form.
+    loss_weighting: str = "joint_mean"
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
 
     def inputs(self) -> dict:
@@ -127,6 +137,8 @@ class EvaluateConfig:
     pgd_steps: int = 10
     pgd_random_start: bool = True
     cache_dir: str | None = None  # corrupted test sets; default <runs_dir>/.cache/corruptions
+    alexnet_mce: bool = False  # also report mCE normalized by AlexNet's published ImageNet-C errors
+    #                            (alexnet_mce in eval.json; meaningful on ImageNet only)
 
 
 @dataclass
@@ -234,6 +246,9 @@ class Config:
                 (f"{prefix}.checkpoint_every", train.checkpoint_every >= 1, "must be >= 1"),
                 (f"{prefix}.ema_decay", 0 <= train.ema_decay < 1, "must be in [0, 1); 0 turns EMA off"),
                 (f"{prefix}.unlabeled_ratio", train.unlabeled_ratio > 0, "must be > 0 (paper: 3 to 28)"),
+                (f"{prefix}.lr_decay_epochs", train.lr_decay_epochs > 0, "must be > 0 (official 2.4)"),
+                (f"{prefix}.loss_weighting", train.loss_weighting in ("joint_mean", "official"),
+                 "must be 'joint_mean' or 'official' (mean labeled + ratio x mean pseudo-labeled)"),
             ]
         for key, ok, message in checks:
             if not ok:

@@ -83,9 +83,13 @@ class Pipeline:
         return read_json(evaluation.marker)
 
     def teacher_stage(self, stages: tuple[Stage, Stage], model_name: str) -> dict:
-        """Round 0: cross-entropy on labeled images with weak augmentation and no noise."""
-        make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels)  # noqa: E731
-        return self.train_stage(stages, "teacher round 0", make, self.config.teacher, "teacher")
+        """Round 0: cross-entropy on labeled images with weak augmentation; noised only with
+        noise.teacher (as every official run trains it). It labels un-noised either way."""
+        noise = student_noise(self.config.noise) if self.config.noise.teacher else None
+        make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels,  # noqa: E731
+                                   **(noise.model_kwargs if noise else {}))
+        return self.train_stage(stages, "teacher round 0", make, self.config.teacher, "teacher",
+                                randaugment=noise.randaugment if noise else None)
 
     def student_stage(self, stages: tuple[Stage, Stage], model_name: str, round_index: int, store: LabelStore,
                       selection_dir: Path) -> dict:

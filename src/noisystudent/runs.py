@@ -171,7 +171,8 @@ def plan_run(config: Config) -> RunPlan:
                      redo_when_changed=True)
 
     teacher = Stage(teacher_dir(run), {**common, "models": {"teacher": config.model_for_round(0)},
-                                       "teacher": config.teacher.inputs()})
+                                       "teacher": config.teacher.inputs(),
+                                       "noise": asdict(config.noise) if config.noise.teacher else {"teacher": False}})
     teacher_eval = evaluation_of(teacher, None)
     rounds, previous = [], teacher
     for k in range(1, config.rounds + 1):

@@ -20,7 +20,8 @@ from ..models import load_exported, predict_logits
 from .accuracy import topk_accuracy
 from .adversarial import adversarial_accuracy
 from .calibration import confusion_matrix, expected_calibration_error, per_class_accuracy
-from .corruptions import CorruptionCache, corruption_errors, mean_corruption_error, relative_mean_corruption_error
+from .corruptions import (ALEXNET_ERRORS, CorruptionCache, corruption_errors, mean_corruption_error,
+                          relative_mean_corruption_error)
 from .perturbations import mean_flip_rate, perturbation_flip_probabilities
 
 
@@ -50,6 +51,9 @@ def evaluate_model(model: torch.nn.Module, test: ImageSet, device: torch.device,
     result["robustness_ids"] = subset.ids
     result["clean_error_subset"] = error_of(subset.images)
     result["corruption_errors"] = corruption_errors(error_of, cache, config.corruptions, config.severities)
+    if config.alexnet_mce:  # the ImageNet-C paper's normalization (Hendrycks & Dietterich 2019)
+        alexnet = mean_corruption_error(result["corruption_errors"], ALEXNET_ERRORS)
+        result["alexnet_ce"], result["alexnet_mce"] = alexnet["ce"], alexnet["mce"]
     result["flip_probability"] = perturbation_flip_probabilities(predict, subset.images, config.perturbation_frames, seed)
     attack = dict(device=device, epsilons=config.epsilons, seed=seed)
     result["fgsm"] = adversarial_accuracy(model, subset.images, subset.labels, attack="fgsm", **attack)

@@ -2,9 +2,10 @@
 
 A teacher step is B weakly augmented labeled images. A student step is a joint batch: B labeled
 plus U = round(r * B) pseudo-labeled images, both noised with RandAugment on top of the weak
-augmentation, and the loss is one mean cross-entropy over the concatenated B + U rows (soft
-targets for pseudo labels, as in the paper). Model noise (dropout, stochastic depth) is part of
-the model the caller builds.
+augmentation, and the loss is one mean cross-entropy over the concatenated B + U rows, or the
+official mean over the B plus r times the mean over the U (`loss_weighting`); soft targets for
+pseudo labels, as in the paper. Model noise (dropout, stochastic depth) is part of the model the
+caller builds.
 
 Every random choice of step s (which images, crops, flips, RandAugment ops, dropout masks) is
 drawn from generators seeded with (seed, s). That makes training a pure function of the seed,
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from timm.optim import RMSpropTF, param_groups_weight_decay
 from timm.utils.model_ema import ModelEmaV3
 from tqdm.auto import tqdm
 
@@ -98,25 +100,37 @@ def sample_indices(n: int, count: int, step: int, seed: int, stream: int) -> tor
 
 
 def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, schedule: str = "cosine",
-                  steps_per_epoch: int = 1) -> float:
+                  steps_per_epoch: int = 1, decay_epochs: float = 2.4) -> float:
     """Linear warm-up to `peak`, then cosine decay to 0 at `total_steps`, or the official
-    staircase: x0.97 every 2.4 epochs after warm-up."""
+    staircase: x0.97 every `decay_epochs` epochs counted from step 0, warm-up included
+    (official utils.build_learning_rate: exponential_decay of the global step, then the warm-up
+    replaces it for the first steps)."""
     if step < warmup_steps:
         return peak * (step + 1) / warmup_steps
     if schedule == "exponential":
-        return peak * 0.97 ** ((step - warmup_steps) // max(1, round(2.4 * steps_per_epoch)))
+        return peak * 0.97 ** (step // max(1, round(decay_epochs * steps_per_epoch)))
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return peak * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    if config.weight_decay_norm_and_bias:
+        parameters = [{"params": [p for p in model.parameters() if p.requires_grad],
+                       "weight_decay": config.weight_decay}]
+    else:  # the official code decays all but BatchNorm; timm leaves out every 1-D tensor (norms, biases)
+        parameters = param_groups_weight_decay(model, config.weight_decay)
     if config.optimizer == "rmsprop":
-        # TF's RMSProp (decay 0.9, eps 1e-3 added inside the square root) ~ torch's alpha=0.9, eps=1e-3.
-        return torch.optim.RMSprop(trainable, lr=config.lr, alpha=0.9, eps=1e-3, momentum=config.momentum,
-                                   weight_decay=config.weight_decay)
-    return torch.optim.SGD(trainable, lr=config.lr, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+        # TF's RMSProp (decay 0.9, eps 1e-3 inside the square root, mean square started at 1),
+        # which torch.optim.RMSprop is not: its eps outside the root and mean square from 0 make
+        # the first steps up to ~30x larger at the paper's lr. timm's RMSpropTF is TF's.
+        return RMSpropTF(parameters, lr=config.lr, alpha=0.9, eps=1e-3, momentum=config.momentum)
+    return torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0)
+
+
+def ema_decay(decay: float, updates: int) -> float:
+    """The official EMA's decay after `updates` optimizer steps (tf.train.ExponentialMovingAverage
+    with num_updates): min(decay, (1 + s) / (10 + s)), so early averages forget the random init."""
+    return min(decay, (1 + updates) / (10 + updates))
 
 
 def labeled_targets(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
@@ -126,6 +140,14 @@ def labeled_targets(labels: torch.Tensor, num_classes: int, smoothing: float) ->
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean over rows of -sum_k t_k log p_k (equals F.cross_entropy for one-hot targets)."""
     return -(targets * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
+def joint_loss(logits: torch.Tensor, targets: torch.Tensor, labeled_rows: int, config: TrainConfig) -> torch.Tensor:
+    """The step's loss; the first `labeled_rows` rows are labeled, the rest pseudo-labeled."""
+    if config.loss_weighting == "official" and labeled_rows < len(logits):
+        return (soft_cross_entropy(logits[:labeled_rows], targets[:labeled_rows])
+                + config.unlabeled_ratio * soft_cross_entropy(logits[labeled_rows:], targets[labeled_rows:]))
+    return soft_cross_entropy(logits, targets)
 
 
 def build_batch(step: int, seed: int, labeled: ImageSet, config: TrainConfig, device: torch.device,
@@ -243,8 +265,7 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
     optimizer = make_optimizer(model, config)
     total_steps, steps_per_epoch = steps_for(config, len(labeled), None if pseudo is None else len(pseudo))
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
-    # timm's warm-up keeps early EMA from averaging in the random init on short schedules.
-    ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=True) if config.ema_decay > 0 else None
+    ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay > 0 else None
     fingerprint = inputs_fingerprint(labeled, pseudo, config, seed)
     if main and checkpoint_path.parent.is_dir():  # a SIGKILL mid-save leaves its temp file
         remove_stale_temps(checkpoint_path.parent)
@@ -258,7 +279,8 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
     window_loss, window_images, window_steps, window_start = 0.0, 0, 0, time.perf_counter()
     with _TerminationFlag() as termination:
         for step in range(start, total_steps):
-            lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.lr_schedule, steps_per_epoch)
+            lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.lr_schedule, steps_per_epoch,
+                               config.lr_decay_epochs)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             inputs, targets = build_batch(step, seed, labeled, config, device, pseudo, randaugment)
@@ -266,7 +288,7 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
             torch.manual_seed(_seed(seed, STEP_STREAM, step))  # dropout and stochastic-depth masks
             with autocast(device):
                 logits = forward(inputs)
-            loss = soft_cross_entropy(logits, targets)
+            loss = joint_loss(logits, targets, batch // world, config)  # rows are labeled first on every rank
             if should_inject("nan", step, distributed.rank):
                 loss = loss * float("nan")
             if should_inject("crash", step, distributed.rank):
@@ -278,7 +300,7 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
             loss.backward()
             optimizer.step()
             if ema is not None:
-                ema.update(model, step=step + 1)
+                ema.apply_update_(model, ema_decay(config.ema_decay, step + 1))
             window_loss += loss.item()
             window_images += len(inputs) * world
             window_steps += 1
