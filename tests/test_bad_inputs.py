@@ -21,7 +21,8 @@ from safetensors.torch import save_file
 from noisystudent.cli import main
 from noisystudent.config import load_config
 from noisystudent.models import build_model, export_weights
-from noisystudent.pipeline import format_summary, run
+from noisystudent.pipeline import run
+from noisystudent.summary import format_summary
 from test_folder_data import COLORS, make_tree, write_shard
 
 
@@ -302,7 +303,7 @@ def test_changing_only_the_checkpoint_interval_resumes_a_started_stage(tmp_path,
 def test_the_summary_of_a_run_without_rounds_names_no_student():
     summary = {"teacher_top1": 0.8, "final_top1": 0.8, "rounds": [],
                "robustness": {"teacher": {"mce": 100.0}, "student": {"mce": 100.0}}}
-    assert format_summary(summary) == "round-0 teacher top-1 0.8000; rounds=0, so no student was trained"
+    assert format_summary(summary) == "Round-0 teacher 80.00% test top-1; rounds=0, so no student was trained."
 
 
 def test_a_shard_that_lost_its_end_block_is_damaged_too(tmp_path):

@@ -109,7 +109,7 @@ class LabelConfig:
 class SelectionConfig:
     confidence_threshold: float = 0.3  # drop images whose max probability is below (paper 0.3)
     images_per_class: int | None = None  # balance target; None = mean kept count per class (paper 130K)
-    mode: str = "top_confidence"  # top_confidence (the paper's text) or official (its code); labels/select.py
+    mode: str = "top_confidence"  # top_confidence (the paper's text) or official (its code); labels/selection.py
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_w
 from .models import build_model, check_student_size, load_exported, resolve_device, set_threads
 from .noise import RandAugment, student_noise
 from .runs import CONFIG, EVAL, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
+from .summary import fraction, format_summary, robustness_summary, round_summary
 from .train import PseudoLabeledSet, train_model
 
 class Pipeline:
@@ -132,7 +133,7 @@ class Pipeline:
 
     def selection_stage(self, stage: Stage, store: LabelStore) -> dict:
         """Filter and balance (streamed over the store), then gather the selected images into a
-        memory-mapped file the student reads by row (labels/selected.py)."""
+        memory-mapped file the student reads by row (labels/gather.py)."""
         if not stage.is_done() and self.distributed.is_main:
             stage.begin()
             remove_stale_temps(stage.path)  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
@@ -202,7 +203,7 @@ class Pipeline:
         label_stats = self.label_stage(plan.labels, teacher.path)
         store = LabelStore(plan.labels.path)
         selection_stats = self.selection_stage(plan.selection, store)
-        self.log(f"  pseudo labels: accuracy {_fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
+        self.log(f"  pseudo labels: accuracy {fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
                  f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
         output_eval = self.student_stage((plan.student, plan.student_eval), plan.student_model, plan.index, store,
                                          plan.selection.path)
@@ -215,52 +216,6 @@ class Pipeline:
         return {"labels": read_json(plan.labels.path / "stats.json"),
                 "selection": read_json(plan.selection.path / "stats.json"),
                 "student": read_json(plan.student_eval.marker)}
-
-
-def round_summary(plan: RoundPlan, teacher_eval: dict, output_eval: dict, stats: dict) -> dict:
-    """One row of summary.json: a round's teacher and model, its pseudo labels and selection."""
-    student_eval = stats["student"]
-    return {
-        "round": plan.index, "teacher_model": plan.teacher_model, "student_model": plan.student_model,
-        "teacher_parameters": teacher_eval["parameters"], "student_parameters": student_eval["parameters"],
-        "pseudo_label_accuracy": stats["labels"]["pseudo_label_accuracy"],
-        "kept_fraction": stats["selection"]["kept_fraction"],
-        "teacher_top1": teacher_eval["top1"], "student_top1": output_eval["top1"], "student_top5": output_eval["top5"],
-        **({"before_finetune_top1": student_eval["top1"]} if plan.finetune is not None else {}),
-    }
-
-
-def robustness_summary(metrics: dict) -> dict:
-    """The headline numbers of one eval.json: top1, mce, mfr, fgsm, pgd, ece."""
-    keys = ("top1", "mce", "relative_mce", "mfr", "fgsm", "pgd", "ece")
-    return {key: metrics.get(key) for key in keys}
-
-
-def _fraction(value: float | None, spec: str = ".4f") -> str:
-    # relative mCE / mFR are undefined when the baseline's is 0 (e.g. a constant predictor never flips)
-    return "n/a" if value is None else format(value, spec)
-
-
-def format_summary(summary: dict) -> str:
-    if not summary["rounds"]:
-        return f"round-0 teacher top-1 {summary['teacher_top1']:.4f}; rounds=0, so no student was trained"
-    header = ("round", "teacher -> student", "params", "pseudo acc", "kept", "teacher top-1", "student top-1")
-    rows = [(str(r["round"]), f"{r['teacher_model']} -> {r['student_model']}",
-             f"{r['teacher_parameters'] / 1e6:.2f}M -> {r['student_parameters'] / 1e6:.2f}M",
-             _fraction(r["pseudo_label_accuracy"]), f"{r['kept_fraction']:.3f}",
-             f"{r['teacher_top1']:.4f}", f"{r['student_top1']:.4f}") for r in summary["rounds"]]
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths))  # noqa: E731
-    table = [line(header), line(["-" * w for w in widths]), *map(line, rows)]
-    gain = summary["final_top1"] - summary["teacher_top1"]
-    table.append(f"round-0 teacher top-1 {summary['teacher_top1']:.4f} -> final student {summary['final_top1']:.4f} "
-                 f"({gain * 100:+.2f} points)")
-    teacher, student = summary["robustness"]["teacher"], summary["robustness"]["student"]
-    if student["mce"] is not None or student["mfr"] is not None:  # robustness was evaluated
-        table.append(f"robustness (round-0 teacher = 100): final student mCE {_fraction(student['mce'], '.1f')}, "
-                     f"mFR {_fraction(student['mfr'], '.1f')}; ECE {_fraction(teacher['ece'], '.3f')} -> "
-                     f"{_fraction(student['ece'], '.3f')}")
-    return "\n".join(table)
 
 
 def run(config: Config, log: Callable[[str], None] = print) -> dict:

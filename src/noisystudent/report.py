@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .io import atomic_write, read_json, write_text  # noqa: E402
 from .runs import CONFIG, DONE, SUMMARY, round_indices, stage_dir, teacher_dir  # noqa: E402
+from .summary import ROBUSTNESS_HEADER, ROUNDS_HEADER, headline, robustness_rows, rounds_rows  # noqa: E402
 
 
 def _stages(run_dir: Path) -> list[Path]:
@@ -118,32 +119,6 @@ def plot_learning_curves(stages: list[Path], path: Path) -> Path:
     return _save(figure, path)
 
 
-def _percent(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.2f}"
-
-
-def _number(value) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
-
-
-def summary_rows(summary: dict) -> list[list[str]]:
-    return [[str(r["round"]), f"{r['teacher_model']} -> {r['student_model']}",
-             f"{r['teacher_parameters']:,} -> {r['student_parameters']:,}", _percent(r["pseudo_label_accuracy"]),
-             _percent(r["kept_fraction"]), _percent(r["teacher_top1"]), _percent(r["student_top1"])]
-            for r in summary["rounds"]]
-
-
-SUMMARY_HEADER = ["round", "teacher -> student", "parameters", "pseudo-label acc (%)", "kept (%)",
-                  "teacher top-1 (%)", "student top-1 (%)"]
-ROBUSTNESS_HEADER = ["model", "top-1 (%)", "mCE", "relative mCE", "mFR", "ECE"]
-
-
-def robustness_rows(teacher: dict, student: dict) -> list[list[str]]:
-    return [[label, _percent(m["top1"]), _number(m.get("mce")), _number(m.get("relative_mce")),
-             _number(m.get("mfr")), f"{m['ece']:.4f}"]
-            for label, m in (("round-0 teacher", teacher), ("final student", student))]
-
-
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
@@ -179,22 +154,18 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
         classes = list(teacher.get("per_class_accuracy", {}))
         figures["selection per class"] = plot_selection_counts(read_json(selection / "stats.json"),
                                                                classes or None, figures_dir / "selection_per_class.png")
-    gain = 100 * (summary["final_top1"] - summary["teacher_top1"])
-    headline = (f"Round-0 teacher {_percent(summary['teacher_top1'])}% -> final student "
-                f"{_percent(summary['final_top1'])}% test top-1 ({gain:+.2f} points)." if summary["rounds"] else
-                f"Round-0 teacher {_percent(summary['teacher_top1'])}% test top-1; rounds=0, so no student was trained.")
-    tables = [("Rounds", SUMMARY_HEADER, summary_rows(summary)),
+    tables = [("Rounds", ROUNDS_HEADER, rounds_rows(summary)),
               ("Robustness (baseline for mCE / mFR: the round-0 teacher = 100)", ROBUSTNESS_HEADER,
                robustness_rows(teacher, student))]
 
-    markdown = [f"# Noisy Student run `{summary['name']}`", "", headline, ""]
+    markdown = [f"# Noisy Student run `{summary['name']}`", "", headline(summary), ""]
     for title, header, rows in tables:
         markdown += [f"## {title}", "", _markdown_table(header, rows), ""]
     for title, path in figures.items():
         markdown += [f"## {title.capitalize()}", "", f"![{title}](report/{path.name})", ""]
     write_text(run_dir / "report.md", "\n".join(markdown))
 
-    parts = [f"<h1>Noisy Student run <code>{html.escape(summary['name'])}</code></h1>", f"<p>{html.escape(headline)}</p>"]
+    parts = [f"<h1>Noisy Student run <code>{html.escape(summary['name'])}</code></h1>", f"<p>{html.escape(headline(summary))}</p>"]
     for title, header, rows in tables:
         parts += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
     for title, path in figures.items():

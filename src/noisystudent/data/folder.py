@@ -34,9 +34,9 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..errors import UserError
-from .images import ImageSet
+from .images import IMAGE_EXTENSIONS, ImageSet
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+IMAGE_SUFFIXES = {f".{extension}" for extension in IMAGE_EXTENSIONS}
 
 
 class BadImage(Exception):

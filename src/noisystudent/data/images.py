@@ -7,6 +7,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+# What counts as an image, by file extension: in folders and manifests, and in tar shards' samples.
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm")
+
 
 @dataclass
 class ImageSet:

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import UserError
+from .images import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm")
 _KEY_AND_EXTENSION = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # WebDataset's sample key rule
 _META_MEMBER = re.compile(r"__[^/]*__($|/)")  # WebDataset's per-shard metadata members, not samples
 

@@ -1,8 +1,8 @@
 """Pseudo labels: the teacher's predictions stored in shards, selection, the student's training set."""
 
 from .store import LabelStore, label_with_weights, pseudo_label
-from .select import SELECTION_FILE, read_selection, select_from_store
-from .selected import IMAGES, gather_selected_images, load_pseudo_labeled
+from .selection import SELECTION_FILE, read_selection, select_from_store
+from .gather import IMAGES, gather_selected_images, load_pseudo_labeled
 
 __all__ = ["LabelStore", "label_with_weights", "pseudo_label", "SELECTION_FILE", "read_selection", "select_from_store", "IMAGES",
            "gather_selected_images", "load_pseudo_labeled"]

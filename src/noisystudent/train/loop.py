@@ -48,7 +48,7 @@ class PseudoLabeledSet:
     """The selection the student trains on: each selected image once, with the number of times
     it enters the set (duplicates of short classes) kept as a count, not as copies of pixels.
     Targets are sparse (top-k) and made dense per batch; `images` may be memory-mapped
-    (labels/selected.py), so a step reads only its own rows."""
+    (labels/gather.py), so a step reads only its own rows."""
 
     images: torch.Tensor  # uint8 [U, C, H, W]
     class_ids: torch.Tensor  # int64 [U, k]: each image's target classes

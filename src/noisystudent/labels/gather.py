@@ -26,7 +26,7 @@ from ..data import Pool
 from ..errors import UserError
 from ..io import atomic_write
 from ..train import PseudoLabeledSet
-from .select import SELECTION_FILE, read_selection
+from .selection import SELECTION_FILE, read_selection
 from .store import LabelStore
 
 IMAGES = "images.npy"

@@ -116,7 +116,7 @@ def plan_selection(store: LabelStore, num_classes: int, threshold: float, images
     for _, _, argmax, confidence in _scan(store, with_ids=False):
         _check_classes(argmax, num_classes)
         available += np.bincount(argmax, minlength=num_classes)
-        keep = confidence >= threshold
+        keep = filter_by_confidence(confidence, threshold)
         kept += np.bincount(argmax[keep], minlength=num_classes)
         if fine is not None:
             fine += np.bincount(argmax[keep] * FINE_BINS + confidence_bins(confidence[keep]),
@@ -138,6 +138,12 @@ def plan_selection(store: LabelStore, num_classes: int, threshold: float, images
     padded = np.concatenate([from_top, np.zeros((num_classes, 1), np.int64)], axis=1)
     plan.above_cut = padded[np.arange(num_classes), np.minimum(plan.cut_bin + 1, FINE_BINS)]
     return plan
+
+
+def filter_by_confidence(confidence: np.ndarray, threshold: float) -> np.ndarray:
+    """The paper's filter: which images the teacher is confident enough about (max probability
+    at or above the threshold) to be kept at all."""
+    return confidence >= threshold
 
 
 def official_bin(confidence: np.ndarray) -> np.ndarray:
@@ -178,7 +184,7 @@ def _check_classes(argmax: np.ndarray, num_classes: int) -> None:
 def _official_pass(store, plan: Plan, threshold: float, seed: int, write, writer) -> None:
     rate = plan.target / np.maximum(plan.eligible, 1)
     for index, (rows, ids, argmax, confidence) in enumerate(_scan(store)):
-        eligible = (confidence >= threshold) & (official_bin(confidence) >= np.rint(plan.class_threshold[argmax] * 100))
+        eligible = filter_by_confidence(confidence, threshold) & (official_bin(confidence) >= np.rint(plan.class_threshold[argmax] * 100))
         # one generator per shard: the draws do not depend on how many shards came before
         uniform = np.random.default_rng([seed, index]).random(len(argmax))
         whole = np.floor(rate[argmax]).astype(np.int64)
@@ -191,7 +197,7 @@ def _top_confidence_pass(store, plan: Plan, threshold: float, write, writer) -> 
     buffer = {"rows": np.empty(0, np.int64), "classes": np.empty(0, np.int64), "confidence": np.empty(0, np.float32)}
     buffer_ids = pa.array([], pa.string())
     for rows, ids, argmax, confidence in _scan(store):
-        keep = confidence >= threshold
+        keep = filter_by_confidence(confidence, threshold)
         bins = confidence_bins(confidence)
         in_cut = keep & (bins == plan.cut_bin[argmax])
         copies = np.where(keep & ~in_cut, plan.base[argmax] + (bins > plan.cut_bin[argmax]), 0)
