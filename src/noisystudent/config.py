@@ -14,7 +14,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -28,7 +28,8 @@ CORRUPTION_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_bl
 
 @dataclass
 class DataConfig:
-    dataset: str = "fashion_mnist"  # fashion_mnist (the embedded default) | folder (your images: data/folder.py)
+    dataset: str = "fashion_mnist"  # a data source by name (data/sources.py): fashion_mnist (the embedded
+    #                                 default) | folder (your images: data/folder.py)
     root: str | None = None  # fashion_mnist: IDX folder; default $NOISYSTUDENT_DATA, else the Debian package's
     download: bool = False  # fashion_mnist: fetch with torchvision's downloader when files are missing
     labels_per_class: int = 100  # fashion_mnist: labeled images per class, drawn (seeded) from the train split
@@ -54,7 +55,7 @@ class NoiseConfig:
     # TF's translate (100 px) and cutout (40 px) constants: absolute pixels at every resolution, as
     # the official ImageNet path has them, or relative (scaled by image_size / 224) for small
     # images, where absolute ones would push every translated image out of frame (the demo: 32 px)
-    randaugment_pixels: str = "absolute"
+    randaugment_pixels: Literal["absolute", "relative"] = "absolute"
     dropout: float | None = 0.5  # before the classifier (paper 0.5); 0 turns it off; null = the
     #                              model's own default (official: B0 0.2 ... B7 0.5)
     survival_prob: float = 0.8  # stochastic depth at the last block (paper 0.8); 1 turns it off
@@ -67,11 +68,11 @@ class TrainConfig:
     epochs: float = 60.0  # length of training, in passes over `epoch_unit`
     # What an epoch counts: the labeled set (teacher always; the official code's student too:
     # its schedule follows the labeled data) or the student's pseudo-labeled selection.
-    epoch_unit: str = "selection"
+    epoch_unit: Literal["selection", "labeled"] = "selection"
     batch_size: int = 64  # labeled images per step
-    optimizer: str = "sgd"  # sgd (Nesterov; CPU-friendly) | rmsprop (official: decay 0.9, momentum 0.9, eps 1e-3)
+    optimizer: Literal["sgd", "rmsprop"] = "sgd"  # sgd (Nesterov; CPU-friendly) | rmsprop (official: decay 0.9, momentum 0.9, eps 1e-3)
     lr: float = 0.1  # peak learning rate, reached after warm-up (official: 0.016 per 256 images)
-    lr_schedule: str = "cosine"  # cosine (to 0) | exponential (official: x0.97 every 2.4 epochs)
+    lr_schedule: Literal["cosine", "exponential"] = "cosine"  # cosine (to 0) | exponential (official: x0.97 every 2.4 epochs)
     lr_decay_epochs: float = 2.4  # exponential: epochs per x0.97 step (official main.py: 2.4 x train_ratio)
     momentum: float = 0.9
     weight_decay: float = 5e-4  # official: 1e-5
@@ -87,7 +88,7 @@ class TrainConfig:
     # student only: joint_mean = one mean cross-entropy over all B + r*B rows; official = mean over
     # the labeled rows + r x mean over the pseudo-labeled ones (main.py). Per-image weights are the
     # same; the data term is (1 + r) times larger against weight decay in the official form.
-    loss_weighting: str = "joint_mean"
+    loss_weighting: Literal["joint_mean", "official"] = "joint_mean"
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
 
     def inputs(self) -> dict:
@@ -98,7 +99,8 @@ class TrainConfig:
 
 @dataclass
 class LabelConfig:
-    kind: str = "soft"  # soft (probabilities) or hard (one-hot argmax); paper: soft a bit better
+    kind: str = "soft"  # a target kind (labels/targets.py): soft (probabilities) or hard (one-hot argmax);
+    #                     paper: soft a bit better
     temperature: float = 1.0  # softmax(logits / T) for soft labels
     batch_size: int = 1024  # teacher inference batch
     shard_size: int = 20000  # images per store shard
@@ -109,7 +111,7 @@ class LabelConfig:
 class SelectionConfig:
     confidence_threshold: float = 0.3  # drop images whose max probability is below (paper 0.3)
     images_per_class: int | None = None  # balance target; None = mean kept count per class (paper 130K)
-    mode: str = "top_confidence"  # top_confidence (the paper's text) or official (its code); labels/selection.py
+    mode: Literal["top_confidence", "official"] = "top_confidence"  # top_confidence (the paper's text) or official (its code); labels/selection.py
 
 
 @dataclass
@@ -128,7 +130,10 @@ class FinetuneConfig:
 class EvaluateConfig:
     """What each trained model is measured on (eval.json); see `noisystudent evaluate --help`."""
 
-    robustness: bool = True  # corruptions, perturbations and attacks besides clean accuracy
+    robustness: bool = True  # the robustness suites besides clean accuracy
+    # which ones (evaluate/suite.py registers them): ImageNet-C corruptions, ImageNet-P style
+    # perturbations, FGSM / PGD
+    suites: list[str] = field(default_factory=lambda: ["corruptions", "perturbations", "adversarial"])
     images: int = 1000  # test images the robustness suites use (clean accuracy uses all)
     corruptions: list[str] = field(default_factory=lambda: list(CORRUPTION_NAMES))  # ImageNet-C's 15
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
@@ -177,13 +182,6 @@ class Config:
             ("rounds", self.rounds >= 0, "must be >= 0"),
             ("threads", self.threads is None or self.threads >= 1, "must be >= 1, or null for torch's default"),
             ("models", len(self.models) >= 1, "needs at least the teacher's model name"),
-            ("data.dataset", self.data.dataset in ("fashion_mnist", "folder"), "must be 'fashion_mnist' or 'folder'"),
-            ("data.labeled", self.data.dataset != "folder" or bool(self.data.labeled),
-             "is required with dataset 'folder' (an ImageFolder root)"),
-            ("data.unlabeled", self.data.dataset != "folder" or bool(self.data.unlabeled),
-             "is required with dataset 'folder' (a folder of images)"),
-            ("data.test", self.data.dataset != "folder" or bool(self.data.test),
-             "is required with dataset 'folder' (an ImageFolder root)"),
             ("data.channels", self.data.channels in (1, 3), "must be 1 or 3"),
             ("data.max_bad_fraction", 0 <= self.data.max_bad_fraction <= 1, "must be in [0, 1]"),
             ("data.decode_threads", self.data.decode_threads >= 0, "must be >= 0 (0 decodes in the main thread)"),
@@ -196,17 +194,12 @@ class Config:
             ("noise.randaugment_layers", self.noise.randaugment_layers >= 0, "must be >= 0"),
             ("noise.randaugment_magnitude", 0 <= self.noise.randaugment_magnitude <= 30,
              "must be in [0, 30] (TF scale: 10 is its nominal max, the paper uses 27)"),
-            ("noise.randaugment_pixels", self.noise.randaugment_pixels in ("absolute", "relative"),
-             "must be 'absolute' (the official constants) or 'relative' (scaled by image_size / 224)"),
             ("noise.dropout", self.noise.dropout is None or 0 <= self.noise.dropout < 1, "must be in [0, 1) or null"),
             ("noise.survival_prob", 0 < self.noise.survival_prob <= 1, "must be in (0, 1]; 1 turns it off"),
-            ("labels.kind", self.labels.kind in ("soft", "hard"), "must be 'soft' or 'hard'"),
             ("labels.temperature", self.labels.temperature > 0, "must be > 0"),
             ("labels.batch_size", self.labels.batch_size >= 1, "must be >= 1"),
             ("labels.shard_size", self.labels.shard_size >= 1, "must be >= 1"),
             ("labels.top_k", self.labels.top_k >= 1, "must be >= 1"),
-            ("selection.mode", self.selection.mode in ("top_confidence", "official"),
-             "must be 'top_confidence' (the paper's text) or 'official' (the official code's histograms)"),
             ("selection.confidence_threshold",
              self.selection.mode != "official" or abs(self.selection.confidence_threshold * 100
                                                       - round(self.selection.confidence_threshold * 100)) < 1e-9,
@@ -233,10 +226,6 @@ class Config:
         for prefix, train in (("teacher", self.teacher), ("student", self.student)):
             checks += [
                 (f"{prefix}.epochs", train.epochs > 0, "must be > 0"),
-                (f"{prefix}.epoch_unit", train.epoch_unit in ("labeled", "selection"), "must be 'labeled' or 'selection'"),
-                (f"{prefix}.optimizer", train.optimizer in ("sgd", "rmsprop"), "must be 'sgd' or 'rmsprop'"),
-                (f"{prefix}.lr_schedule", train.lr_schedule in ("cosine", "exponential"),
-                 "must be 'cosine' or 'exponential'"),
                 (f"{prefix}.batch_size", train.batch_size >= 1, "must be >= 1"),
                 (f"{prefix}.lr", train.lr > 0, "must be > 0"),
                 (f"{prefix}.momentum", 0 <= train.momentum < 1, "must be in [0, 1)"),
@@ -247,18 +236,40 @@ class Config:
                 (f"{prefix}.ema_decay", 0 <= train.ema_decay < 1, "must be in [0, 1); 0 turns EMA off"),
                 (f"{prefix}.unlabeled_ratio", train.unlabeled_ratio > 0, "must be > 0 (paper: 3 to 28)"),
                 (f"{prefix}.lr_decay_epochs", train.lr_decay_epochs > 0, "must be > 0 (official 2.4)"),
-                (f"{prefix}.loss_weighting", train.loss_weighting in ("joint_mean", "official"),
-                 "must be 'joint_mean' or 'official' (mean labeled + ratio x mean pseudo-labeled)"),
             ]
         for key, ok, message in checks:
             if not ok:
                 raise ConfigError(key, f"{message}; got {_lookup(self, key)!r}")
+        self._validate_registered_names()
         from .models import MODEL_NAMES_HELP, is_known_model
 
         for index, name in enumerate(self.models):
             if not is_known_model(name):
                 raise ConfigError(f"models[{index}]", f"unknown model {name!r}; {MODEL_NAMES_HELP}")
         return self
+
+
+    def _validate_registered_names(self) -> None:
+        """Names that select a registered implementation: data source, target kind, suites."""
+        from .data import DATA_SOURCES
+        from .labels import TARGET_KINDS
+
+        source = DATA_SOURCES.get(self.data.dataset)
+        if source is None:
+            raise ConfigError("data.dataset", f"unknown data source {self.data.dataset!r}; registered: "
+                                              f"{', '.join(DATA_SOURCES)} (data/sources.py)")
+        for key in source.required:
+            if getattr(self.data, key) in (None, ""):
+                raise ConfigError(f"data.{key}", f"is required with dataset {self.data.dataset!r}")
+        from .evaluate import SUITES
+
+        unknown = [name for name in self.evaluate.suites if name not in SUITES]
+        if unknown:
+            raise ConfigError("evaluate.suites", f"unknown suite {unknown[0]!r}; registered: {', '.join(SUITES)} "
+                                                 f"(evaluate/suite.py)")
+        if self.labels.kind not in TARGET_KINDS:
+            raise ConfigError("labels.kind", f"unknown target kind {self.labels.kind!r}; registered: "
+                                             f"{', '.join(TARGET_KINDS)} (labels/targets.py)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,6 +299,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(value, hint, key + ".")
     origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(key, f"must be one of {', '.join(map(repr, choices))}; got {value!r}")
+        return value
     if origin in (typing.Union, types.UnionType):
         options = typing.get_args(hint)
         if value is None and type(None) in options:

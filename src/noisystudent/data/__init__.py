@@ -1,26 +1,36 @@
-"""Data: labeled and test sets in memory, the unlabeled pool read in chunks, weak augmentation."""
+"""Data: labeled and test sets in memory, the unlabeled pool read in chunks, weak augmentation.
+
+Data sources are registered by name (`data.dataset` selects one); see data/sources.py.
+"""
 
 from .images import ImageSet, pad_to
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, resolve_root
 from .pool import Batch, Pool, memory_pool, open_pool
 from .split import split_labeled_unlabeled
 from .augment import weak_augment
+from .sources import DATA_SOURCES, register_data_source
 
 __all__ = [
     "ImageSet", "pad_to", "FASHION_MNIST_CLASSES", "load_fashion_mnist", "resolve_root", "Batch", "Pool",
-    "memory_pool", "open_pool", "split_labeled_unlabeled", "weak_augment", "load_splits",
+    "memory_pool", "open_pool", "split_labeled_unlabeled", "weak_augment", "load_splits", "DATA_SOURCES",
+    "register_data_source",
 ]
 
 
 def load_splits(data_config, seed: int, test_only: bool = False) -> tuple[ImageSet | None, Pool | None, ImageSet]:
-    """(labeled, unlabeled pool, test) for a run, at the configured size; with `test_only`,
-    (None, None, test)."""
-    if data_config.dataset == "folder":
-        return _load_folders(data_config, test_only)
-    train, test = load_fashion_mnist(data_config.root, download=data_config.download)
-    test = pad_to(test, data_config.image_size)
+    """(labeled, unlabeled pool, test) for a run from the data source `data.dataset` names, the
+    test set cut to `data.test_limit`; with `test_only`, (None, None, test)."""
+    labeled, unlabeled, test = DATA_SOURCES[data_config.dataset].load(data_config, seed, test_only)
     if data_config.test_limit is not None:
         test = test.subset(range(min(data_config.test_limit, len(test))))
+    return labeled, unlabeled, test
+
+
+@register_data_source("fashion_mnist", required=())
+def _fashion_mnist(data_config, seed: int, test_only: bool):
+    """The embedded default: Fashion-MNIST's IDX files, split (seeded) into labeled and pool."""
+    train, test = load_fashion_mnist(data_config.root, download=data_config.download)
+    test = pad_to(test, data_config.image_size)
     if test_only:
         return None, None, test
     labeled, unlabeled = split_labeled_unlabeled(pad_to(train, data_config.image_size), data_config.labels_per_class,
@@ -28,14 +38,15 @@ def load_splits(data_config, seed: int, test_only: bool = False) -> tuple[ImageS
     return labeled, memory_pool(unlabeled, "fashion_mnist train (unlabeled split)"), test
 
 
-def _load_folders(data_config, test_only: bool):
+@register_data_source("folder", required=("labeled", "unlabeled", "test"))
+def _folders(data_config, seed: int, test_only: bool):
+    """Your images: class folders or manifests for labeled and test, any folder, manifest or tar
+    shards for the pool (data/folder.py, data/pool.py)."""
     from .folder import load_labeled
 
     size, channels, bad = data_config.image_size, data_config.channels, data_config.max_bad_fraction
     labeled, _ = load_labeled(data_config.labeled, size, channels, bad)
     test, _ = load_labeled(data_config.test, size, channels, bad, classes=labeled.classes, key="data.test")
-    if data_config.test_limit is not None:
-        test = test.subset(range(min(data_config.test_limit, len(test))))
     if test_only:
         return None, None, test
     unlabeled = open_pool(data_config.unlabeled, size, channels, bad, labeled.classes, data_config.unlabeled_limit,

@@ -1,7 +1,8 @@
 """Everything `evaluate` measures about one model, as one JSON-able dict (eval.json).
 
 Clean accuracy (top-1, top-5, per class, confusion matrix, ECE over 15 bins) on the whole test
-set; the robustness suites (corruptions, perturbations, FGSM/PGD) on `evaluate.images` of its
+set; the robustness suites `evaluate.suites` names (registered below with `register_suite`:
+corruptions, perturbations, adversarial) on `evaluate.images` of its
 images, a seeded sample stratified by class (a folder test set is listed class by class, so its
 first images would be a few classes only). Ratios to a baseline (mCE, relative mCE, mFR) are added by
 `compare_to_baseline`, because the baseline (the round-0 teacher by default) is itself a model
@@ -10,6 +11,8 @@ evaluated the same way.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,20 +49,68 @@ def evaluate_model(model: torch.nn.Module, test: ImageSet, device: torch.device,
     def error_of(images: torch.Tensor) -> float:
         return (predict(images) != subset.labels).float().mean().item()
 
-    cache = CorruptionCache(cache_root, subset.images, seed)
     result["robustness_images"] = len(subset)
     result["robustness_ids"] = subset.ids
     result["clean_error_subset"] = error_of(subset.images)
-    result["corruption_errors"] = corruption_errors(error_of, cache, config.corruptions, config.severities)
+    context = SuiteContext(model, subset, device, config, seed, cache_root, predict, error_of)
+    for name in config.suites:
+        result.update(SUITES[name](context))
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Robustness suites: `evaluate.suites` names them; each returns the keys it adds to eval.json.
+
+@dataclass
+class SuiteContext:
+    model: torch.nn.Module
+    subset: ImageSet  # the stratified robustness subset
+    device: torch.device
+    config: EvaluateConfig
+    seed: int
+    cache_root: Path
+    predict: Callable[[torch.Tensor], torch.Tensor]  # uint8 images -> predicted classes
+    error_of: Callable[[torch.Tensor], float]  # uint8 images of the subset -> top-1 error
+
+
+Suite = Callable[[SuiteContext], dict]
+SUITES: dict[str, Suite] = {}
+
+
+def register_suite(name: str) -> Callable[[Suite], Suite]:
+    def register(suite: Suite) -> Suite:
+        SUITES[name] = suite
+        return suite
+    return register
+
+
+@register_suite("corruptions")
+def corruptions_suite(context: SuiteContext) -> dict:
+    """ImageNet-C: top-1 error per corruption and severity (mCE is taken against a baseline)."""
+    config = context.config
+    cache = CorruptionCache(context.cache_root, context.subset.images, context.seed)
+    result = {"corruption_errors": corruption_errors(context.error_of, cache, config.corruptions, config.severities)}
     if config.alexnet_mce:  # the ImageNet-C paper's normalization (Hendrycks & Dietterich 2019)
         alexnet = mean_corruption_error(result["corruption_errors"], ALEXNET_ERRORS)
         result["alexnet_ce"], result["alexnet_mce"] = alexnet["ce"], alexnet["mce"]
-    result["flip_probability"] = perturbation_flip_probabilities(predict, subset.images, config.perturbation_frames, seed)
-    attack = dict(device=device, epsilons=config.epsilons, seed=seed)
-    result["fgsm"] = adversarial_accuracy(model, subset.images, subset.labels, attack="fgsm", **attack)
-    result["pgd"] = adversarial_accuracy(model, subset.images, subset.labels, attack="pgd", steps=config.pgd_steps,
-                                         random_start=config.pgd_random_start, **attack)
     return result
+
+
+@register_suite("perturbations")
+def perturbations_suite(context: SuiteContext) -> dict:
+    """ImageNet-P style: flip probability per perturbation sequence (mFR against a baseline)."""
+    return {"flip_probability": perturbation_flip_probabilities(context.predict, context.subset.images,
+                                                                context.config.perturbation_frames, context.seed)}
+
+
+@register_suite("adversarial")
+def adversarial_suite(context: SuiteContext) -> dict:
+    """FGSM and PGD accuracy per L-inf epsilon, in pixel space."""
+    config, subset = context.config, context.subset
+    attack = dict(device=context.device, epsilons=config.epsilons, seed=context.seed)
+    return {"fgsm": adversarial_accuracy(context.model, subset.images, subset.labels, attack="fgsm", **attack),
+            "pgd": adversarial_accuracy(context.model, subset.images, subset.labels, attack="pgd",
+                                        steps=config.pgd_steps, random_start=config.pgd_random_start, **attack)}
 
 
 def evaluate_weights(path: Path, test: ImageSet, device: torch.device, config: EvaluateConfig, cache_root: Path,
@@ -94,10 +145,10 @@ def stratified_sample(labels: torch.Tensor, count: int, seed: int) -> list[int]:
 
 def compare_to_baseline(result: dict, baseline: dict) -> dict:
     """Add CE / mCE, relative mCE and FR / mFR against a baseline model's eval dict."""
-    if "corruption_errors" not in result or "corruption_errors" not in baseline:
-        return result
-    result.update(mean_corruption_error(result["corruption_errors"], baseline["corruption_errors"]))
-    result.update(relative_mean_corruption_error(result["corruption_errors"], result["clean_error_subset"],
-                                                 baseline["corruption_errors"], baseline["clean_error_subset"]))
-    result.update(mean_flip_rate(result["flip_probability"], baseline["flip_probability"]))
+    if "corruption_errors" in result and "corruption_errors" in baseline:
+        result.update(mean_corruption_error(result["corruption_errors"], baseline["corruption_errors"]))
+        result.update(relative_mean_corruption_error(result["corruption_errors"], result["clean_error_subset"],
+                                                     baseline["corruption_errors"], baseline["clean_error_subset"]))
+    if "flip_probability" in result and "flip_probability" in baseline:
+        result.update(mean_flip_rate(result["flip_probability"], baseline["flip_probability"]))
     return result

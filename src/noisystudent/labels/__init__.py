@@ -3,6 +3,7 @@
 from .store import LabelStore, label_with_weights, pseudo_label
 from .selection import SELECTION_FILE, read_selection, select_from_store
 from .gather import IMAGES, gather_selected_images, load_pseudo_labeled
+from .targets import TARGET_KINDS, register_target_kind, topk_columns
 
 __all__ = ["LabelStore", "label_with_weights", "pseudo_label", "SELECTION_FILE", "read_selection", "select_from_store", "IMAGES",
-           "gather_selected_images", "load_pseudo_labeled"]
+           "gather_selected_images", "load_pseudo_labeled", "TARGET_KINDS", "register_target_kind", "topk_columns"]

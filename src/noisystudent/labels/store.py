@@ -235,26 +235,23 @@ class LabelStore:
                 yield shard, positions, rows[positions] - starts[shard]
 
     def topk(self, rows: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """Sparse training targets of store rows, read one shard at a time: (class ids int64 [n, k],
-        probabilities float32 [n, k], rows summing to 1). Soft: the stored top-k renormalized;
-        hard: k = 1, the argmax with probability 1."""
+        """Sparse training targets of store rows for a target kind (labels/targets.py), read one
+        shard at a time: (class ids int64 [n, k], probabilities float32 [n, k], rows summing to 1)."""
+        from .targets import TARGET_KINDS
+
+        target = TARGET_KINDS[kind]
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        k = 1 if kind == "hard" else self.manifest["stored_k"]
-        class_ids, probs = np.zeros((len(rows), k), np.int64), np.zeros((len(rows), k), np.float32)
-        paths = self.shard_paths()
+        stored_k, paths = self.manifest["stored_k"], self.shard_paths()
+        class_ids, probs = None, None
         for shard, positions, local in self.rows_by_shard(sorted_rows):
-            table = pq.read_table(paths[shard], columns=["argmax"] if kind == "hard" else ["topk_ids", "topk_probs"])
-            table = table.take(pa.array(local))
-            if kind == "hard":
-                class_ids[order[positions], 0] = table.column("argmax").to_numpy()
-                probs[order[positions], 0] = 1.0
-            else:
-                class_ids[order[positions]] = _fixed_lists(table.column("topk_ids"), k)
-                probs[order[positions]] = _fixed_lists(table.column("topk_probs"), k)
+            table = pq.read_table(paths[shard], columns=list(target.columns)).take(pa.array(local))
+            ids, p = target.targets(table, stored_k)
+            if class_ids is None:
+                class_ids = np.zeros((len(rows), ids.shape[1]), np.int64)
+                probs = np.zeros((len(rows), ids.shape[1]), np.float32)
+            class_ids[order[positions]], probs[order[positions]] = ids, p
+        if class_ids is None:  # no rows
+            return np.zeros((0, 1), np.int64), np.zeros((0, 1), np.float32)
         probs /= np.maximum(probs.sum(axis=1, keepdims=True), np.finfo(np.float32).tiny)
         return class_ids, probs
-
-
-def _fixed_lists(column: pa.ChunkedArray, k: int) -> np.ndarray:
-    return column.combine_chunks().flatten().to_numpy().reshape(-1, k)
