@@ -1,4 +1,4 @@
-"""Command line: `noisystudent demo | run | evaluate | label | report | models`.
+"""Command line: `noisystudent demo | run | evaluate | label | predict | report | config | models`.
 
 Mistakes a user can fix (config, paths, data, a folder that cannot be written) print one line and
 exit with code 2.
@@ -29,6 +29,8 @@ examples:
   noisystudent run configs/demo.yaml student.unlabeled_ratio=7 name=ratio7
   noisystudent evaluate runs/demo/round-2/student --baseline runs/demo/round-0/teacher
   noisystudent label runs/demo/round-0/teacher labels/ --config configs/demo.yaml
+  noisystudent predict runs/demo/round-2/student my-images/ --output predictions.csv
+  noisystudent config > mine.yaml        # every setting, documented: start your own config here
   noisystudent report runs/demo          # report.html: plots of accuracy, robustness, selection
   noisystudent models                    # model names for the `models` list
 """
@@ -38,11 +40,20 @@ def bundled_config(name: str) -> Path:
     return Path(str(resources.files("noisystudent") / "configs" / f"{name}.yaml"))
 
 
+def resolve_config(config: Path | None) -> Path | None:
+    """A config path as given, or the name of a bundled one (demo, smoke, imagenet-paper), so that
+    `noisystudent run demo` works without a checkout of the repository."""
+    if config is None or config.exists() or config.suffix or len(config.parts) > 1:
+        return config
+    bundled = bundled_config(str(config))
+    return bundled if bundled.is_file() else config
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .pipeline import run
 
-    run(load_config(args.config, args.overrides))
+    run(load_config(resolve_config(args.config), args.overrides))
     return 0
 
 
@@ -97,6 +108,26 @@ def cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .models import resolve_device
+    from .predict import predict_to_file
+
+    result = predict_to_file(args.weights, args.source, args.output, resolve_device(args.device), args.batch_size,
+                             args.top_k, args.max_bad_fraction, args.decode_threads, args.image_size, args.overwrite)
+    listed = f", listed in {result['undecodable_list']}" if result["undecodable"] else ""
+    print(f"{result['images']} images -> {result['output']} ({result['undecodable']} undecodable{listed})")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .config import commented_yaml, load_config
+
+    if args.config is not None and "=" in str(args.config):  # `noisystudent config key=value`: no file given
+        args.config, args.overrides = None, [str(args.config), *args.overrides]
+    print(commented_yaml(load_config(resolve_config(args.config), args.overrides)), end="")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
@@ -134,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run a config file", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run every round of a config; a rerun skips finished stages and resumes training.\n\n"
                     "example:\n  noisystudent run configs/demo.yaml labels.kind=hard name=demo-hard")
-    run.add_argument("config", type=Path, help="YAML config (see configs/ and noisystudent/config.py)")
+    run.add_argument("config", type=Path, help="YAML config, or the name of a bundled one: demo, smoke, imagenet-paper")
     run.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
     run.set_defaults(func=cmd_run)
 
@@ -180,6 +211,41 @@ def build_parser() -> argparse.ArgumentParser:
                     "per-class selection, learning curves.\n\nexample:\n  noisystudent report runs/demo")
     report.add_argument("run_dir", type=Path, help="runs/<name>")
     report.set_defaults(func=cmd_report)
+
+    predict = commands.add_parser(
+        "predict", help="classify images with exported weights into CSV, JSONL or Parquet",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Classify every image of SOURCE (a folder tree, a .csv / .jsonl manifest, or tar shards\n"
+                    "pool-{0000..0099}.tar) with exported weights, streamed a batch at a time. The weights carry\n"
+                    "their preprocessing (image size, channels, normalization) and class names; each output row\n"
+                    "has the image id, the top-k class names and their probabilities. The output's extension\n"
+                    "picks the format. Undecodable images are listed in OUTPUT.undecodable.csv.\n\n"
+                    "example:\n  noisystudent predict runs/demo/round-2/student my-images/ --output predictions.csv\n"
+                    "  noisystudent predict runs/demo/round-2/student shards-{000..009}.tar --output p.parquet --top-k 3")
+    predict.add_argument("weights", type=Path, help="stage folder or .safetensors file")
+    predict.add_argument("source", help="folder, manifest or tar shard pattern")
+    predict.add_argument("--output", type=Path, required=True, help="predictions file: .csv, .jsonl or .parquet")
+    predict.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
+    predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    predict.add_argument("--max-bad-fraction", type=float, default=0.01,
+                         help="undecodable images tolerated before stopping (default 0.01)")
+    predict.add_argument("--decode-threads", type=int, default=2, help="threads decoding ahead (default 2)")
+    predict.add_argument("--image-size", type=int, default=None,
+                         help="only for weights exported before they recorded their image size")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    predict.set_defaults(func=cmd_predict)
+
+    config = commands.add_parser(
+        "config", help="print a resolved config as YAML, every field with its comment",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Print the defaults (or a config file or bundled config, with overrides applied) as YAML\n"
+                    "with every field's documentation: a starting point for your own.\n\n"
+                    "example:\n  noisystudent config > mine.yaml\n  noisystudent config demo student.unlabeled_ratio=7")
+    config.add_argument("config", type=Path, nargs="?", default=None,
+                        help="YAML file or bundled config name (demo, smoke, imagenet-paper); default: the defaults")
+    config.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    config.set_defaults(func=cmd_config)
 
     models = commands.add_parser(
         "models", help="list model names", formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -9,7 +9,9 @@ documented once, here, next to its default.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -82,7 +84,7 @@ class TrainConfig:
     label_smoothing: float = 0.1  # on the labeled loss only (official 0.1)
     augment: bool = True  # weak augmentation (random crop + flip) on labeled images
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at the end)
-    ema_decay: float = 0.0  # EMA of weights (official 0.9999, with timm's warm-up); 0 = off. When on,
+    ema_decay: float = 0.0  # EMA of weights (official 0.9999, decay min(d, (1+s)/(10+s))); 0 = off. When on,
     #                         the EMA weights are the ones evaluated, exported and used as next teacher
     unlabeled_ratio: float = 3.0  # student only: r*B pseudo-labeled images per step (paper 3..28)
     # student only: joint_mean = one mean cross-entropy over all B + r*B rows; official = mean over
@@ -394,3 +396,52 @@ def _lookup(config: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         config = getattr(config, part)
     return config
+
+
+def field_comments(cls: type) -> dict[str, list[str]]:
+    """Each field's documentation as written in this file: comment lines just above the field,
+    the comment on its line and the aligned comment lines that continue it."""
+    comments: dict[str, list[str]] = {}
+    pending: list[str] = []
+    previous = None
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        field_line = re.match(r"    (\w+): [^#]*?(?:  # (.*))?$", line)
+        comment_line = re.match(r"    #( +)(.*)$", line)
+        if field_line and not line.strip().startswith(("def ", "return ")):
+            previous = field_line.group(1)
+            comments[previous] = pending + ([field_line.group(2)] if field_line.group(2) else [])
+            pending = []
+        elif comment_line and len(comment_line.group(1)) > 1 and previous is not None:  # aligned: continues the last
+            comments[previous].append(comment_line.group(2))
+        elif comment_line:
+            pending.append(comment_line.group(2))
+        else:
+            previous = None if line.strip() else previous
+    return comments
+
+
+def commented_yaml(config: Config) -> str:
+    """The config as YAML that `load_config` reads back, every field with its documentation."""
+    lines = ["# noisystudent config: every field with its documentation (src/noisystudent/config.py).",
+             "# Load it with `noisystudent run THIS.yaml [key=value ...]`."]
+
+    def emit(obj, indent: str) -> None:
+        docs = field_comments(type(obj))
+        for item in dataclasses.fields(obj):
+            value = getattr(obj, item.name)
+            notes = docs.get(item.name, [])
+            if dataclasses.is_dataclass(value):
+                doc = inspect.getdoc(type(value)) or ""
+                if doc.startswith(type(value).__name__ + "("):  # the dataclass's generated signature, not a docstring
+                    doc = ""
+                lines.extend(["", *(f"{indent}# {text}" for text in doc.splitlines() if text), f"{indent}{item.name}:"])
+                emit(value, indent + "  ")
+                continue
+            scalar = yaml.safe_dump([value], default_flow_style=True, width=10**6).strip()[1:-1]
+            if len(notes) == 1:
+                lines.append(f"{indent}{item.name}: {scalar}  # {notes[0]}")
+            else:  # a comment of several lines reads as a paragraph above its field
+                lines.extend([*(f"{indent}# {note}" for note in notes), f"{indent}{item.name}: {scalar}"])
+
+    emit(config, "")
+    return "\n".join(lines) + "\n"

@@ -83,12 +83,16 @@ class Pipeline:
         self.distributed.barrier()
         return read_json(evaluation.marker)
 
+    def build(self, model_name: str, **noise) -> torch.nn.Module:
+        """A model for this run's data: its classes (by name) and image size travel with its weights."""
+        return build_model(model_name, self.labeled.num_classes, self.labeled.channels, classes=self.labeled.classes,
+                           image_size=self.config.data.image_size, **noise)
+
     def teacher_stage(self, stages: tuple[Stage, Stage], model_name: str) -> dict:
         """Round 0: cross-entropy on labeled images with weak augmentation; noised only with
         noise.teacher (as every official run trains it). It labels un-noised either way."""
         noise = student_noise(self.config.noise) if self.config.noise.teacher else None
-        make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels,  # noqa: E731
-                                   **(noise.model_kwargs if noise else {}))
+        make = lambda: self.build(model_name, **(noise.model_kwargs if noise else {}))  # noqa: E731
         return self.train_stage(stages, "teacher round 0", make, self.config.teacher, "teacher",
                                 randaugment=noise.randaugment if noise else None)
 
@@ -96,8 +100,7 @@ class Pipeline:
                       selection_dir: Path) -> dict:
         """A noised student on joint batches of labeled and pseudo-labeled images."""
         noise = student_noise(self.config.noise)
-        make = lambda: build_model(model_name, self.labeled.num_classes, self.labeled.channels,  # noqa: E731
-                                   **noise.model_kwargs)
+        make = lambda: self.build(model_name, **noise.model_kwargs)  # noqa: E731
         pseudo = None if stages[0].is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
                                                                   self.labeled.num_classes)
         return self.train_stage(stages, f"student round {round_index}", make, self.config.student, "student", pseudo,

@@ -65,6 +65,8 @@ class ModelSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resolution: int | None = None  # inputs of another size are resized to this (FixRes fine-tuned models)
+    classes: tuple[str, ...] | None = None  # class names, by index: predictions and reports use them
+    image_size: int | None = None  # images are decoded to this (shorter side resized, center crop) first
 
     def to_metadata(self) -> dict[str, str]:
         """One key holding sorted JSON: safetensors writes a metadata map of several keys in
@@ -82,13 +84,22 @@ class ModelSpec:
                 fields = {key: metadata[key] for key in ("name", "num_classes", "in_chans", "mean", "std",
                                                          "resolution") if key in metadata}
                 fields["mean"], fields["std"] = (fields[k].split(",") for k in ("mean", "std"))
-            return cls(name=str(fields["name"]), num_classes=int(fields["num_classes"]),
+            optional_int = lambda key: int(fields[key]) if fields.get(key) is not None else None  # noqa: E731
+            classes = fields.get("classes")
+            spec = cls(name=str(fields["name"]), num_classes=int(fields["num_classes"]),
                        in_chans=int(fields["in_chans"]), mean=tuple(float(v) for v in fields["mean"]),
-                       std=tuple(float(v) for v in fields["std"]),
-                       resolution=int(fields["resolution"]) if fields.get("resolution") is not None else None)
+                       std=tuple(float(v) for v in fields["std"]), resolution=optional_int("resolution"),
+                       classes=None if classes is None else tuple(str(c) for c in classes),
+                       image_size=optional_int("image_size"))
         except (KeyError, ValueError, TypeError, AttributeError) as error:
             raise UserError(f"weights file lacks the model description ({type(error).__name__}: {error}); "
                             f"was it exported by noisystudent?") from None
+        if spec.classes is not None and len(spec.classes) != spec.num_classes:
+            raise UserError(f"weights file names {len(spec.classes)} classes for a {spec.num_classes}-class model")
+        return spec
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index] if self.classes is not None else str(index)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,9 +255,11 @@ class Classifier(nn.Module):
 
 def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float | None = 0.0,
                 survival_prob: float = 1.0, mean: tuple[float, ...] | None = None,
-                std: tuple[float, ...] | None = None, resolution: int | None = None) -> Classifier:
+                std: tuple[float, ...] | None = None, resolution: int | None = None,
+                classes: tuple[str, ...] | list[str] | None = None, image_size: int | None = None) -> Classifier:
     """A Classifier by registry name. `dropout=None` takes the model's own default (B0 0.2 ...
-    B7 0.5); `survival_prob` is stochastic depth's keep probability at the last block."""
+    B7 0.5); `survival_prob` is stochastic depth's keep probability at the last block; `classes`
+    and `image_size` travel with the exported weights (ModelSpec)."""
     if not is_known_model(name):
         raise UserError(f"unknown model {name!r}; {MODEL_NAMES_HELP}")
     drop_rate = default_dropout(name) if dropout is None else dropout
@@ -259,7 +272,8 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float |
     # Fashion-MNIST statistics for 1 channel; ImageNet's for RGB photos.
     default_mean, default_std = ((0.286,), (0.353,)) if in_chans == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     spec = ModelSpec(name, num_classes, in_chans, tuple(mean or default_mean * (in_chans // len(default_mean))),
-                     tuple(std or default_std * (in_chans // len(default_std))), resolution)
+                     tuple(std or default_std * (in_chans // len(default_std))), resolution,
+                     None if classes is None else tuple(classes), image_size)
     return Classifier(spec, backbone)
 
 

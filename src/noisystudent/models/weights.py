@@ -48,7 +48,7 @@ def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float =
         raise UserError(f"{path} is not a readable safetensors file ({error}); re-export it, or delete its stage "
                         f"folder and run again to retrain it") from None
     model = build_model(spec.name, spec.num_classes, spec.in_chans, dropout, survival_prob, spec.mean, spec.std,
-                        resolution or spec.resolution)
+                        resolution or spec.resolution, spec.classes, spec.image_size)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -1,0 +1,99 @@
+"""Using what a run trained: predictions with class names from the weights alone, the resolved
+config as a documented starting point, bundled configs by name."""
+
+import csv
+import json
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from noisystudent.cli import main
+from noisystudent.config import Config, load_config, to_dict
+from noisystudent.data.folder import decode_image
+from noisystudent.models import build_model, export_weights, load_exported, predict_logits
+from test_folder_data import COLORS, make_tree
+
+
+@pytest.fixture
+def weights(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "final.safetensors"
+    export_weights(path, build_model("resnet_tiny_32", 3, 3, classes=list(COLORS), image_size=16))
+    return path
+
+
+def test_class_names_and_image_size_travel_with_the_weights(weights):
+    spec = load_exported(weights).spec
+    assert spec.classes == tuple(COLORS) and spec.image_size == 16
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_predict_writes_the_top_classes_by_name_with_the_models_own_preprocessing(tmp_path, weights, suffix, capsys):
+    make_tree(tmp_path / "images", 3, seed=5)
+    (tmp_path / "images" / "red" / "broken.png").write_bytes(b"not a png")
+    output = tmp_path / f"predictions{suffix}"
+    argv = ["predict", str(weights), str(tmp_path / "images"), "--output", str(output), "--top-k", "2",
+            "--max-bad-fraction", "0.2"]
+    assert main(argv) == 0
+    assert "9 images" in capsys.readouterr().out
+    if suffix == ".csv":
+        rows = list(csv.DictReader(output.open()))
+        got = {r["id"]: ([r["class_1"], r["class_2"]], [float(r["probability_1"]), float(r["probability_2"])]) for r in rows}
+    elif suffix == ".jsonl":
+        got = {r["id"]: (r["classes"], r["probabilities"]) for r in map(json.loads, output.read_text().splitlines())}
+    else:
+        table = pq.read_table(output).to_pylist()
+        got = {r["id"]: (r["classes"], r["probabilities"]) for r in table}
+    assert len(got) == 9 and "red/broken.png" not in got
+    model = load_exported(weights)
+    image = torch.from_numpy(decode_image(tmp_path / "images" / "blue" / "1.png", 16, 3).copy())[None]
+    probs = predict_logits(model, image, 1, torch.device("cpu")).softmax(1)[0]
+    top = probs.topk(2)
+    assert got["blue/1.png"][0] == [list(COLORS)[i] for i in top.indices.tolist()]
+    assert got["blue/1.png"][1] == pytest.approx(top.values.tolist(), abs=1e-5)
+    listed = (tmp_path / f"predictions{suffix}.undecodable.csv").read_text()
+    assert "red/broken.png" in listed
+    assert main(argv) == 2 and "pass --overwrite" in capsys.readouterr().err, "an existing output is kept"
+    assert main(argv + ["--overwrite"]) == 0
+
+
+def test_predict_refuses_what_it_cannot_use_and_leaves_no_partial_output(tmp_path, weights, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "not-weights.safetensors").write_bytes(b"\x00" * 64)
+    make_tree(tmp_path / "images", 1, seed=6)
+    for name in ("red", "green"):
+        (tmp_path / "images" / name / "0.png").write_bytes(b"broken")
+    cases = [
+        ([str(weights), str(tmp_path / "empty")], "holds no images"),
+        ([str(tmp_path / "not-weights.safetensors"), str(tmp_path / "images")], "not a readable safetensors file"),
+        ([str(weights), str(tmp_path / "images")], "2 of 3 images .* could not be decoded"),
+    ]
+    for args, message in cases:
+        assert main(["predict", *args, "--output", str(tmp_path / "out.csv")]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and __import__("re").search(message, err), err
+        assert not (tmp_path / "out.csv").exists() and not list(tmp_path.glob(".out.csv.*.tmp"))
+    assert main(["predict", str(weights), str(tmp_path / "images"), "--output", str(tmp_path / "out.txt")]) == 2
+
+
+def test_config_prints_every_field_documented_and_reads_back_the_same(tmp_path, capsys):
+    assert main(["config"]) == 0
+    text = capsys.readouterr().out
+    (tmp_path / "mine.yaml").write_text(text)
+    assert to_dict(load_config(tmp_path / "mine.yaml")) == to_dict(Config())
+    assert "  confidence_threshold: 0.3  # drop images whose max probability is below (paper 0.3)" in text
+    assert main(["config", "demo", "student.unlabeled_ratio=7"]) == 0
+    (tmp_path / "demo.yaml").write_text(capsys.readouterr().out)
+    demo = load_config(tmp_path / "demo.yaml")
+    assert demo.student.unlabeled_ratio == 7 and demo.noise.randaugment_pixels == "relative", "the bundled demo"
+
+
+def test_run_takes_a_bundled_config_by_name(monkeypatch, tmp_path):
+    from noisystudent import cli
+
+    seen = []
+    monkeypatch.setattr("noisystudent.pipeline.run", lambda config: seen.append(config) or {})
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here
+    assert cli.main(["run", "smoke", "rounds=1"]) == 0
+    assert seen[0].name == load_config(cli.bundled_config("smoke")).name and seen[0].rounds == 1
