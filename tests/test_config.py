@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from noisystudent.cli import build_parser, main
+from noisystudent.cli import build_parser, main, resolve_config
 from noisystudent.config import Config, load_config
 from noisystudent.errors import ConfigError
 
@@ -61,14 +61,14 @@ def test_every_help_teaches_with_examples_that_are_valid_commands(capsys, monkey
             main([*argv, "--help"])
         assert exit_.value.code == 0
         text = capsys.readouterr().out
-        examples = [line.split("#")[0].split() for line in text.splitlines()
+        examples = [line.split("#")[0].split(">")[0].split() for line in text.splitlines()
                     if line.strip().startswith("noisystudent ")]
         assert examples, f"`noisystudent {' '.join(argv)} --help` shows no example command"
         parsed = [build_parser().parse_args(example[1:]) for example in examples]  # a bad example exits
         assert not argv or argv[0] in [args.command for args in parsed], f"no example of {argv[0]}"
         for args in parsed:
-            if args.command in ("run", "demo"):
-                load_config(getattr(args, "config", None), args.overrides)  # every key and value is valid
+            if args.command in ("run", "demo", "config"):  # every config named, key and value is valid
+                load_config(resolve_config(getattr(args, "config", None)), args.overrides)
 
 
 def test_imagenet_paper_preset_validates_and_its_models_build_on_meta():
