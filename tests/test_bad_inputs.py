@@ -266,7 +266,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("name", CASES, ids=[name.replace(" ", "-") for name in CASES])  # ids a shell can pass
 def test_a_bad_input_stops_with_one_line_naming_the_fix_and_loses_nothing(name, tmp_path, finished_run, capsys):
     case = CASES[name]
     argv, kept = case.setup(tmp_path, finished_run)

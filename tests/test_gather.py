@@ -67,18 +67,24 @@ def test_a_pool_that_changed_since_labeling_is_refused_by_name(tmp_path):
 
 
 def _traced_peak(tmp_path, per_class: int) -> tuple[int, int]:
-    """(tracemalloc peak of label + select + gather + load, pool pixel bytes) for a 32 px RGB pool."""
+    """(tracemalloc peak of label + select + gather + load, pool pixel bytes) for a 32 px RGB pool.
+    The lower of two passes: a one-off interpreter event (its intern table or another global dict
+    doubling, megabytes at once, whenever earlier tests filled it to the brim) can land in any
+    traced region; holding the pool would show in both."""
     make_tree(tmp_path / "pool", per_class, seed=9)
-    tracemalloc.start()  # counts numpy's and Python's allocations (not torch's or Arrow's)
-    try:
-        pool, store = label_and_select(tmp_path, tmp_path / "pool", images_per_class=per_class, shard_size=100, size=32)
-        gather_selected_images(pool, store, tmp_path / "selection", batch_size=16)
-        pseudo = load_pseudo_labeled(store, tmp_path / "selection", "soft", 3)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert len(pseudo.images) >= per_class, "at least one full class gathered"
-    return peak, len(COLORS) * per_class * 3 * 32 * 32
+    peaks = []
+    for attempt in range(2):
+        tracemalloc.start()  # counts numpy's and Python's allocations (not torch's or Arrow's)
+        try:
+            pool, store = label_and_select(tmp_path / f"pass-{attempt}", tmp_path / "pool", images_per_class=per_class,
+                                           shard_size=100, size=32)
+            gather_selected_images(pool, store, tmp_path / f"pass-{attempt}" / "selection", batch_size=16)
+            pseudo = load_pseudo_labeled(store, tmp_path / f"pass-{attempt}" / "selection", "soft", 3)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+        assert len(pseudo.images) >= per_class, "at least one full class gathered"
+    return min(peaks), len(COLORS) * per_class * 3 * 32 * 32
 
 
 def test_labeling_and_gathering_never_hold_the_pool_in_memory(tmp_path):
