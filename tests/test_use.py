@@ -97,3 +97,37 @@ def test_run_takes_a_bundled_config_by_name(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)  # no configs/ folder here
     assert cli.main(["run", "smoke", "rounds=1"]) == 0
     assert seen[0].name == load_config(cli.bundled_config("smoke")).name and seen[0].rounds == 1
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny_32", "efficientnet-b0"])
+def test_onnx_export_matches_pytorch_on_real_images_at_any_batch_size(tmp_path, name, capsys):
+    import onnx
+    import onnxruntime
+
+    torch.manual_seed(0)
+    export_weights(tmp_path / "w.safetensors", build_model(name, 3, 3, classes=list(COLORS), image_size=40))
+    assert main(["export", str(tmp_path / "w.safetensors"), "--format", "onnx"]) == 0
+    path = tmp_path / "w.onnx"
+    assert capsys.readouterr().out.strip() == str(path)
+    make_tree(tmp_path / "images", 2, seed=7)
+    images = torch.stack([torch.from_numpy(decode_image(p, 40, 3).copy()) for p in sorted((tmp_path / "images").rglob("*.png"))])
+    model = load_exported(tmp_path / "w.safetensors")
+    expected = predict_logits(model, images, 8, torch.device("cpu"))
+    session = onnxruntime.InferenceSession(str(path))
+    for batch in (images[:1], images):  # a dynamic batch axis
+        (got,) = session.run(None, {"images": batch.float().div(255).numpy()})
+        assert abs(got - expected[:len(batch)].numpy()).max() <= 1e-4
+    metadata = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    description = json.loads(metadata["noisystudent"])
+    assert description["classes"] == list(COLORS) and description["image_size"] == 40
+
+
+def test_torchscript_export_runs_without_noisystudent_and_carries_the_description(tmp_path, weights):
+    assert main(["export", str(weights), "--format", "torchscript", "--output", str(tmp_path / "m.pt")]) == 0
+    files = {"noisystudent.json": ""}
+    scripted = torch.jit.load(str(tmp_path / "m.pt"), _extra_files=files)
+    x = torch.rand(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(scripted(x), load_exported(weights).eval()(x), atol=1e-5)
+    assert json.loads(files["noisystudent.json"])["classes"] == list(COLORS)
+    assert main(["export", str(weights), "--format", "torchscript", "--output", str(tmp_path / "m.pt")]) == 2

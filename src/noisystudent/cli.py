@@ -1,4 +1,4 @@
-"""Command line: `noisystudent demo | run | evaluate | label | predict | report | config | models`.
+"""Command line: `noisystudent demo | run | evaluate | label | predict | export | report | config | models`.
 
 Mistakes a user can fix (config, paths, data, a folder that cannot be written) print one line and
 exit with code 2.
@@ -119,6 +119,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .models.export import export_model
+
+    print(export_model(args.weights, args.format, args.output, args.overwrite))
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from .config import commented_yaml, load_config
 
@@ -235,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only for weights exported before they recorded their image size")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.set_defaults(func=cmd_predict)
+
+    export = commands.add_parser(
+        "export", help="write exported weights as ONNX or TorchScript for serving",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a stage's weights as ONNX (dynamic batch axis) or TorchScript. The graph takes float\n"
+                    "images in [0, 1] of shape [N, C, S, S] at the model's image size and returns logits;\n"
+                    "normalization is inside it. The model's description (classes, image size, mean / std)\n"
+                    "is in the ONNX metadata ('noisystudent') or the TorchScript extra file noisystudent.json.\n"
+                    "ONNX needs `pip install 'noisystudent[export]'`; PyTorch deprecates TorchScript.\n\n"
+                    "example:\n  noisystudent export runs/demo/round-2/student --format onnx\n"
+                    "  noisystudent export runs/demo/round-2/student --format torchscript --output student.pt")
+    export.add_argument("weights", type=Path, help="stage folder or .safetensors file")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx", help="default onnx")
+    export.add_argument("--output", type=Path, default=None, help="default: beside the weights (.onnx / .pt)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    export.set_defaults(func=cmd_export)
 
     config = commands.add_parser(
         "config", help="print a resolved config as YAML, every field with its comment",
