@@ -262,6 +262,8 @@ CASES = {
     "teacher.epochs=.inf": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "teacher.epochs=.inf"], None),
                                 r"'teacher\.epochs': must be a finite number"),
     "config is a directory": Case(config_is_a_directory, r"is a directory; give a YAML file"),
+    "init file missing": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "rounds=1", f"init=[{tmp / 'nope.pth'}]"], None),
+                              r"init\[0\]: .*nope\.pth not found"),
     "scalar where a section goes": Case(scalar_where_a_section_goes, r"'teacher': is a section of keys, got 5"),
 }
 

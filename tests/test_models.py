@@ -185,3 +185,35 @@ def test_weights_whose_tensors_do_not_match_their_description_are_refused_by_nam
     with pytest.raises(UserError, match=r"mixed\.safetensors: its tensors are not those of its described model "
                                         r"resnet_tiny_32 \(10 classes, 1 channels\): .*of another shape"):
         load_exported(tmp_path / "mixed.safetensors")
+
+
+def test_a_model_starts_from_a_timm_file_with_a_new_head_and_an_adapted_first_convolution(tmp_path):
+    from timm.models import adapt_input_conv
+
+    from noisystudent.models import load_initial_weights
+
+    torch.manual_seed(0)
+    saved = timm.create_model("tf_efficientnet_b0", num_classes=1000, in_chans=3).state_dict()
+    torch.save(saved, tmp_path / "b0.pth")  # a file saved by timm's model, ImageNet's head, RGB
+    model = build_model("efficientnet-b0", 10, 1)
+    fresh_head = model.backbone.classifier.weight.clone()
+    load_initial_weights(model, str(tmp_path / "b0.pth"))
+    state = model.backbone.state_dict()
+    assert torch.equal(state["blocks.3.0.conv_pw.weight"], saved["blocks.3.0.conv_pw.weight"])
+    assert torch.equal(state["conv_stem.weight"], adapt_input_conv(1, saved["conv_stem.weight"])), "3 channels -> 1"
+    assert torch.equal(state["classifier.weight"], fresh_head), "10 classes, not 1000: a new classifier"
+
+
+def test_a_model_starts_from_a_runs_exported_weights_and_refuses_another_architecture(tmp_path):
+    from noisystudent.models import load_initial_weights
+
+    torch.manual_seed(0)
+    previous = build_model("resnet_small_32", 10, 1)
+    export_weights(tmp_path / "final.safetensors", previous)
+    model = build_model("resnet_small_32", 10, 1)
+    load_initial_weights(model, str(tmp_path))  # a stage folder
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), previous.state_dict().values()))
+    with pytest.raises(UserError, match=r"init .* does not hold resnet_medium_32's weights|needs .*same model"):
+        load_initial_weights(build_model("resnet_medium_32", 10, 1), str(tmp_path))
+    with pytest.raises(UserError, match="neither a file nor a timm model name"):
+        load_initial_weights(model, "no-such-file.pth")

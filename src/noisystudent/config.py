@@ -159,6 +159,11 @@ class Config:
     # its last entry. See `noisystudent models` for the registry.
     models: list[str] = field(default_factory=lambda: ["resnet_small_32", "resnet_small_32", "resnet_medium_32"])
     allow_smaller_student: bool = False  # the paper's student is equal or larger; refuse otherwise
+    # Initial weights of models[k], in the same order (missing or null: random): a run's stage folder
+    # or exported file, a local .safetensors / .pth of that architecture, or a timm hub name such as
+    # timm/tf_efficientnet_b0.ns_jft_in1k (needs internet). Another class count gets a new classifier;
+    # another channel count, an adapted first convolution.
+    init: list[str | None] = field(default_factory=list)
     threads: int | None = None  # torch CPU threads; None = torch's default
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TrainConfig = field(default_factory=TrainConfig)
@@ -176,6 +181,10 @@ class Config:
     def model_for_round(self, round_index: int) -> str:
         return self.models[min(round_index, len(self.models) - 1)]
 
+    def init_for_round(self, round_index: int) -> str | None:
+        """The initial weights of round `round_index`'s model (`init`), or None for random ones."""
+        return self.init[round_index] if round_index < len(self.init) else None
+
     def validate(self) -> "Config":
         """Raise ConfigError naming the first impossible value."""
         checks: list[tuple[str, bool, str]] = [
@@ -184,6 +193,7 @@ class Config:
             ("rounds", self.rounds >= 0, "must be >= 0"),
             ("threads", self.threads is None or self.threads >= 1, "must be >= 1, or null for torch's default"),
             ("models", len(self.models) >= 1, "needs at least the teacher's model name"),
+            ("init", len(self.init) <= self.rounds + 1, "has more entries than models trained (rounds + 1)"),
             ("data.channels", self.data.channels in (1, 3), "must be 1 or 3"),
             ("data.max_bad_fraction", 0 <= self.data.max_bad_fraction <= 1, "must be in [0, 1]"),
             ("data.decode_threads", self.data.decode_threads >= 0, "must be >= 0 (0 decodes in the main thread)"),

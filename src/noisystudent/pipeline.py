@@ -27,7 +27,8 @@ from .evaluate import compare_to_baseline, evaluate_weights
 from .io import read_json, remove_stale_temps, write_json, write_text
 from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_with_weights,
                      load_pseudo_labeled, read_selection, select_from_store)
-from .models import build_model, check_student_size, load_exported, resolve_device, set_threads
+from .models import (build_model, check_student_size, load_exported, load_initial_weights, resolve_device,
+                     set_threads)
 from .noise import RandAugment, student_noise
 from .runs import CONFIG, EVAL, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .summary import fraction, format_summary, robustness_summary, round_summary
@@ -83,24 +84,29 @@ class Pipeline:
         self.distributed.barrier()
         return read_json(evaluation.marker)
 
-    def build(self, model_name: str, **noise) -> torch.nn.Module:
-        """A model for this run's data: its classes (by name) and image size travel with its weights."""
-        return build_model(model_name, self.labeled.num_classes, self.labeled.channels, classes=self.labeled.classes,
-                           image_size=self.config.data.image_size, **noise)
+    def build(self, round_index: int, **noise) -> torch.nn.Module:
+        """Round `round_index`'s model for this run's data, from its `init` weights when given; its
+        classes (by name) and image size travel with its weights."""
+        model = build_model(self.config.model_for_round(round_index), self.labeled.num_classes, self.labeled.channels,
+                            classes=self.labeled.classes, image_size=self.config.data.image_size, **noise)
+        init = self.config.init_for_round(round_index)
+        if init is not None:
+            load_initial_weights(model, init)
+        return model
 
-    def teacher_stage(self, stages: tuple[Stage, Stage], model_name: str) -> dict:
+    def teacher_stage(self, stages: tuple[Stage, Stage]) -> dict:
         """Round 0: cross-entropy on labeled images with weak augmentation; noised only with
         noise.teacher (as every official run trains it). It labels un-noised either way."""
         noise = student_noise(self.config.noise) if self.config.noise.teacher else None
-        make = lambda: self.build(model_name, **(noise.model_kwargs if noise else {}))  # noqa: E731
+        make = lambda: self.build(0, **(noise.model_kwargs if noise else {}))  # noqa: E731
         return self.train_stage(stages, "teacher round 0", make, self.config.teacher, "teacher",
                                 randaugment=noise.randaugment if noise else None)
 
-    def student_stage(self, stages: tuple[Stage, Stage], model_name: str, round_index: int, store: LabelStore,
+    def student_stage(self, stages: tuple[Stage, Stage], round_index: int, store: LabelStore,
                       selection_dir: Path) -> dict:
         """A noised student on joint batches of labeled and pseudo-labeled images."""
         noise = student_noise(self.config.noise)
-        make = lambda: self.build(model_name, **noise.model_kwargs)  # noqa: E731
+        make = lambda: self.build(round_index, **noise.model_kwargs)  # noqa: E731
         pseudo = None if stages[0].is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
                                                                   self.labeled.num_classes)
         return self.train_stage(stages, f"student round {round_index}", make, self.config.student, "student", pseudo,
@@ -170,6 +176,10 @@ class Pipeline:
         for k in range(1, config.rounds + 1):  # refuse a bad model schedule before training anything
             check_student_size(config.model_for_round(k - 1), config.model_for_round(k), self.labeled.num_classes,
                                self.labeled.channels, config.allow_smaller_student, config.data.image_size)
+        for k, init in enumerate(config.init):  # a missing file stops the run now, not after a round
+            if init is not None and not init.startswith("timm/") and not Path(init).exists():
+                raise UserError(f"init[{k}]: {init} not found; give a run's stage folder, a weights file or a timm "
+                                f"hub name (timm/...)")
         plan = plan_run(config)
         plan.check()  # every stage on disk against this config, before anything is written
         if self.distributed.is_main:
@@ -180,7 +190,7 @@ class Pipeline:
         self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
                  f"{len(self.labeled)}, unlabeled {pool}, test {len(self.test)}")
         self.log("round 0")
-        teacher_eval = self.teacher_stage((plan.teacher, plan.teacher_eval), config.model_for_round(0))
+        teacher_eval = self.teacher_stage((plan.teacher, plan.teacher_eval))
         rounds, teacher_stage = [], plan.teacher
         for round_plan in plan.rounds:
             self.log(f"round {round_plan.index}")
@@ -208,8 +218,7 @@ class Pipeline:
         selection_stats = self.selection_stage(plan.selection, store)
         self.log(f"  pseudo labels: accuracy {fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
                  f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
-        output_eval = self.student_stage((plan.student, plan.student_eval), plan.student_model, plan.index, store,
-                                         plan.selection.path)
+        output_eval = self.student_stage((plan.student, plan.student_eval), plan.index, store, plan.selection.path)
         if plan.finetune is not None:
             output_eval = self.finetune_stage((plan.finetune, plan.finetune_eval), plan.student.path, plan.index)
         return output_eval

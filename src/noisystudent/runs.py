@@ -170,7 +170,8 @@ def plan_run(config: Config) -> RunPlan:
                                     "baseline": None if baseline is None else baseline.inputs_hash},
                      redo_when_changed=True)
 
-    teacher = Stage(teacher_dir(run), {**common, "models": {"teacher": config.model_for_round(0)},
+    teacher = Stage(teacher_dir(run), {**common, "models": {"teacher": config.model_for_round(0),
+                                                            "init": config.init_for_round(0)},
                                        "teacher": config.teacher.inputs(),
                                        "noise": asdict(config.noise) if config.noise.teacher else {"teacher": False}})
     teacher_eval = evaluation_of(teacher, None)
@@ -182,7 +183,8 @@ def plan_run(config: Config) -> RunPlan:
         selection = Stage(stage_dir(run, k, "selection"), {"upstream": labels.inputs_hash,
                                                            "selection": asdict(config.selection)})
         student = Stage(stage_dir(run, k, "student"), {
-            "upstream": selection.inputs_hash, **common, "models": {"student": config.model_for_round(k)},
+            "upstream": selection.inputs_hash, **common,
+            "models": {"student": config.model_for_round(k), "init": config.init_for_round(k)},
             "student": config.student.inputs(), "noise": asdict(config.noise),
             "labels": {"kind": config.labels.kind}})
         finetune = None

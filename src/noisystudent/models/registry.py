@@ -158,9 +158,13 @@ OWN_PREFIX = "noisystudent_"  # the models we register with timm
 
 # timm's pretrained-config registry, read by register_model from this module's `default_cfgs`: our
 # models have no weights, but without a config timm warns at every build that it is using a default.
+# The first convolution and the classifier by name: what starting from other weights adapts
+# (another channel count) or replaces (another class count), as timm's own configs name them.
 default_cfgs = generate_default_cfgs({
     entry.timm_name: {"input_size": (3, entry.train_resolution, entry.train_resolution),
-                      "test_input_size": (3, entry.test_resolution, entry.test_resolution)}
+                      "test_input_size": (3, entry.test_resolution, entry.test_resolution),
+                      **({"first_conv": "conv_stem", "classifier": "classifier"} if entry.width is not None
+                         else {"first_conv": "conv1", "classifier": "fc"})}
     for entry in MODELS.values() if entry.timm_name.startswith(OWN_PREFIX)})
 
 

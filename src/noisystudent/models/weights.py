@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import timm
+import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
+from timm.models import adapt_input_conv
 
 from ..errors import UserError
 from ..io import atomic_write
@@ -61,3 +64,59 @@ def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float =
                         f"the file was edited or mixed up, re-export it from its run")
     model.load_state_dict(tensors)
     return model
+
+
+def load_initial_weights(model: Classifier, source: str) -> None:
+    """Start `model` from other weights (`init` in the config): a run's stage folder or exported
+    file, a local .safetensors / .pth of the same architecture, or a timm hub name
+    (`timm/tf_efficientnet_b0.ns_jft_in1k`, which needs internet). The classifier keeps its new
+    initialization when the class count differs; a first convolution made for another number of
+    channels is adapted as timm adapts it (summed into 1 channel, or repeated into 3)."""
+    state = _initial_state(source)
+    own = model.backbone.state_dict()
+    config = getattr(model.backbone, "pretrained_cfg", {}) or {}
+    classifier, first_conv = config.get("classifier"), config.get("first_conv")
+    is_head = lambda key: classifier is not None and key.startswith(f"{classifier}.")  # noqa: E731
+    loaded, unexpected = {}, sorted(set(state) - set(own))
+    for key in set(state) & set(own):
+        value = state[key]
+        if value.shape == own[key].shape:
+            loaded[key] = value
+        elif first_conv is not None and key == f"{first_conv}.weight" and value.shape[2:] == own[key].shape[2:]:
+            loaded[key] = adapt_input_conv(own[key].shape[1], value)
+        elif not is_head(key):
+            raise UserError(f"init {source}: {key} has shape {tuple(value.shape)}, {model.spec.name} needs "
+                            f"{tuple(own[key].shape)}; start from weights of the same model")
+    missing = sorted(key for key in own if key not in loaded and not is_head(key))
+    if missing or unexpected:
+        raise UserError(f"init {source} does not hold {model.spec.name}'s weights (missing {missing[:3]}, "
+                        f"unexpected {unexpected[:3]}); start from weights of the same model")
+    model.backbone.load_state_dict(loaded, strict=False)
+
+
+def _initial_state(source: str) -> dict[str, torch.Tensor]:
+    """A backbone state dict from a stage folder, a weights file or a timm hub name."""
+    path = Path(source)
+    if path.is_dir() or path.is_file():
+        path = exported_weights_file(path)
+        try:
+            if path.suffix == ".safetensors":
+                state = load_file(str(path))
+            else:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+        except Exception as error:  # safetensors and torch raise several types for a damaged file
+            raise UserError(f"init {source} cannot be read ({type(error).__name__}: {error})") from None
+        if not isinstance(state, dict):
+            raise UserError(f"init {source} holds no state dict of tensors")
+        return {key.removeprefix("backbone."): value for key, value in state.items()}  # ours wrap a timm backbone
+    if source.startswith("timm/") or "/" not in source:
+        name = source.removeprefix("timm/")
+        if not timm.is_model(name.split(".")[0]):
+            raise UserError(f"init {source}: neither a file nor a timm model name (e.g. timm/tf_efficientnet_b0.ns_jft_in1k)")
+        try:
+            return timm.create_model(name, pretrained=True).state_dict()
+        except Exception as error:  # no internet, unknown tag, hub errors
+            raise UserError(f"init {source}: timm could not load its weights ({type(error).__name__}: {error}); "
+                            f"this needs internet, or download the file elsewhere and pass its path") from None
+    raise UserError(f"init {source}: file not found")
