@@ -166,3 +166,23 @@ def test_alexnet_normalized_mce_is_reported_when_asked(tmp_path):
     config.alexnet_mce = False
     assert "alexnet_mce" not in evaluate_model(build_model("resnet_tiny_32", 3, 1), test, torch.device("cpu"), config,
                                                tmp_path)
+
+
+def test_restricting_the_logits_to_the_test_sets_classes_scores_a_subset_test_set(tmp_path):
+    from noisystudent.config import EvaluateConfig
+    from noisystudent.data import ImageSet
+    from noisystudent.evaluate import evaluate_model
+
+    class Fixed(torch.nn.Module):
+        """Logits 3, 2, 1, 0 for classes 0..3, whatever the image: class 0 always wins."""
+
+        def forward(self, x):
+            return torch.tensor([3.0, 2.0, 1.0, 0.0]).expand(len(x), 4)
+
+    labels = torch.tensor([1, 1, 1, 2])  # an ImageNet-A-like test set: classes 0 and 3 absent
+    test = ImageSet(images(4), labels, [str(i) for i in range(4)], ["a", "b", "c", "d"])
+    everything = evaluate_model(Fixed(), test, torch.device("cpu"), EvaluateConfig(robustness=False), tmp_path)
+    subset = evaluate_model(Fixed(), test, torch.device("cpu"),
+                            EvaluateConfig(robustness=False, restrict_to_test_classes=True), tmp_path)
+    assert everything["top1"] == 0.0 and everything["classes_scored"] == 4
+    assert subset["top1"] == 0.75 and subset["classes_scored"] == 2, "class 1 wins among the test set's {1, 2}"

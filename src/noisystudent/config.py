@@ -144,6 +144,9 @@ class EvaluateConfig:
     pgd_steps: int = 10
     pgd_random_start: bool = True
     cache_dir: str | None = None  # corrupted test sets; default <runs_dir>/.cache/corruptions
+    # score with the logits restricted to the classes the test set has (ImageNet-A / -R: 200 of
+    # ImageNet's 1000); corruptions and perturbations too, the attacks' loss not
+    restrict_to_test_classes: bool = False
     alexnet_mce: bool = False  # also report mCE normalized by AlexNet's published ImageNet-C errors
     #                            (alexnet_mce in eval.json; meaningful on ImageNet only)
 

@@ -30,21 +30,29 @@ from .perturbations import mean_flip_rate, perturbation_flip_probabilities
 
 def evaluate_model(model: torch.nn.Module, test: ImageSet, device: torch.device, config: EvaluateConfig,
                    cache_root: Path, seed: int = 0, batch_size: int = 1024) -> dict:
-    logits = predict_logits(model, test.images, batch_size, device, desc="evaluate")
+    # ImageNet-A / -R protocol: their 200 classes are a subset of the model's 1000, and a model is
+    # scored with its logits restricted to the classes the test set has
+    absent = (torch.bincount(test.labels, minlength=test.num_classes) == 0 if config.restrict_to_test_classes
+              else torch.zeros(test.num_classes, dtype=torch.bool))
+
+    def restricted(logits: torch.Tensor) -> torch.Tensor:
+        return logits.masked_fill(absent, float("-inf")) if absent.any() else logits
+
+    logits = restricted(predict_logits(model, test.images, batch_size, device, desc="evaluate"))
     probs = logits.softmax(dim=1)
     confusion = confusion_matrix(logits.argmax(1), test.labels, test.num_classes)
     result = {
         "top1": topk_accuracy(logits, test.labels, 1), "top5": topk_accuracy(logits, test.labels, 5),
         "n": len(test), "ece": expected_calibration_error(probs, test.labels, bins=15),
         "per_class_accuracy": dict(zip(test.classes, per_class_accuracy(confusion))),
-        "confusion_matrix": confusion.tolist(),
+        "confusion_matrix": confusion.tolist(), "classes_scored": int((~absent).sum()),
     }
     if not config.robustness:
         return result
     subset = test.subset(stratified_sample(test.labels, config.images, seed))
 
     def predict(images: torch.Tensor) -> torch.Tensor:
-        return predict_logits(model, images, batch_size, device, desc="robustness").argmax(1)
+        return restricted(predict_logits(model, images, batch_size, device, desc="robustness")).argmax(1)
 
     def error_of(images: torch.Tensor) -> float:
         return (predict(images) != subset.labels).float().mean().item()
