@@ -96,6 +96,21 @@ def render() -> str:
         f"`{ddp['checkpoint']['model']}` is {ddp['checkpoint']['bytes'] / 1e6:.1f} MB, saved in "
         f"{1000 * ddp['checkpoint']['save_seconds']:.0f} ms and loaded in {1000 * ddp['checkpoint']['load_seconds']:.0f} ms.",
     ]
+    parity = load("official_parity")
+    lines += [
+        "",
+        "### Where we differ from the official code, and why",
+        "",
+        f"`benchmarks/official_parity.py` re-derives each official formula from its source and compares it with ours "
+        f"on a hand-made case ([official_parity.json](benchmarks/results/official_parity.json), commit "
+        f"`{parity['commit'][:7]}`): {parity['matched']} of {parity['rows_total']} rows match (RandAugment at M=27, "
+        f"RMSProp, the schedule, EMA, BatchNorm, weight decay, loss weighting, dropout, the paper preset, mCE). "
+        f"The others:",
+        "",
+        "| item | ours | official code | why |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r['item']} | {r['ours']} | {r['official']} | {r['why']} |" for r in parity["rows"] if not r["match"]]
     return "\n".join(lines)
 
 

@@ -183,12 +183,15 @@ def test_official_optimizer_preset_is_tf_rmsprop_eps_inside_the_root_and_mean_sq
     # torch.optim.RMSprop would have taken -0.128 * 2 / (sqrt(0.4) + 1e-3): 1.8x larger here
 
 
-def test_official_weight_decay_skips_batchnorm_and_biases():
-    model = build_model("resnet_tiny_32", 10, 1)
-    groups = loop_module.make_optimizer(model, TrainConfig(weight_decay=1e-5, weight_decay_norm_and_bias=False)).param_groups
+def test_official_weight_decay_skips_batchnorm_only():
+    # noisystudent main.py: weight decay over every trainable variable without 'batch_normalization'
+    model = build_model("efficientnet-b0", 10, 3)
+    groups = loop_module.make_optimizer(model, TrainConfig(weight_decay=1e-5, weight_decay_norms=False)).param_groups
     decayed = {id(p) for g in groups if g["weight_decay"] == 1e-5 for p in g["params"]}
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     for name, parameter in model.named_parameters():
-        assert (id(parameter) in decayed) == (parameter.ndim > 1), name
+        assert (id(parameter) in decayed) == (id(parameter) not in norms), name
+    assert any("conv_reduce.bias" in name for name, p in model.named_parameters() if id(p) in decayed), "SE biases decay"
     everything = loop_module.make_optimizer(model, TrainConfig(weight_decay=1e-5)).param_groups
     assert sum(len(g["params"]) for g in everything if g["weight_decay"] == 1e-5) == len(list(model.parameters()))
 

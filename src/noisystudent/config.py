@@ -78,8 +78,8 @@ class TrainConfig:
     lr_decay_epochs: float = 2.4  # exponential: epochs per x0.97 step (official main.py: 2.4 x train_ratio)
     momentum: float = 0.9
     weight_decay: float = 5e-4  # official: 1e-5
-    weight_decay_norm_and_bias: bool = True  # decay BatchNorm and bias parameters too (official: false,
-    #                                          BatchNorm excluded; timm's param_groups_weight_decay)
+    weight_decay_norms: bool = True  # decay normalization layers' parameters too (official: false,
+    #                                  BatchNorm excluded; every other parameter, biases included, decays)
     warmup_epochs: float = 1.0  # linear warm-up (official: 5 epochs)
     label_smoothing: float = 0.1  # on the labeled loss only (official 0.1)
     augment: bool = True  # weak augmentation (random crop + flip) on labeled images

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from timm.optim import RMSpropTF, param_groups_weight_decay
+from timm.optim import RMSpropTF
 from timm.utils.model_ema import ModelEmaV3
 from tqdm.auto import tqdm
 
@@ -41,6 +41,8 @@ from ..noise import RandAugment
 from .checkpoint import load_checkpoint, save_checkpoint
 
 LABELED_STREAM, UNLABELED_STREAM, STEP_STREAM = 1, 2, 3
+NORM_LAYERS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm,
+               torch.nn.GroupNorm, torch.nn.LayerNorm)
 
 
 @dataclass
@@ -114,11 +116,12 @@ def learning_rate(step: int, total_steps: int, warmup_steps: int, peak: float, s
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    if config.weight_decay_norm_and_bias:
-        parameters = [{"params": [p for p in model.parameters() if p.requires_grad],
-                       "weight_decay": config.weight_decay}]
-    else:  # the official code decays all but BatchNorm; timm leaves out every 1-D tensor (norms, biases)
-        parameters = param_groups_weight_decay(model, config.weight_decay)
+    # the official code decays every variable but BatchNorm's (main.py: 'batch_normalization' not in name)
+    norms = set() if config.weight_decay_norms else {
+        id(p) for module in model.modules() if isinstance(module, NORM_LAYERS) for p in module.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    parameters = [{"params": [p for p in trainable if id(p) not in norms], "weight_decay": config.weight_decay},
+                  {"params": [p for p in trainable if id(p) in norms], "weight_decay": 0.0}]
     if config.optimizer == "rmsprop":
         # TF's RMSProp (decay 0.9, eps 1e-3 inside the square root, mean square started at 1),
         # which torch.optim.RMSprop is not: its eps outside the root and mean square from 0 make
