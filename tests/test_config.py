@@ -71,16 +71,38 @@ def test_every_help_teaches_with_examples_that_are_valid_commands(capsys, monkey
                 load_config(resolve_config(getattr(args, "config", None)), args.overrides)
 
 
-def test_imagenet_paper_preset_validates_and_its_models_build_on_meta():
+@pytest.mark.parametrize("preset, models, ratios", [
+    # arXiv:1911.04252v4, section 4: B7 -> L2 -> L2 -> L2, unlabeled ratios 14, 14, 28
+    ("imagenet-paper", ["efficientnet-b7"] + ["efficientnet-l2"] * 3, [14, 14, 28]),
+    # arXiv:1911.04252v1: B7 -> B7 -> L0 -> L1 -> L2 -> L2, ratio 3
+    ("imagenet-paper-v1", ["efficientnet-b7", "efficientnet-b7", "efficientnet-l0", "efficientnet-l1",
+                           "efficientnet-l2", "efficientnet-l2"], [3] * 5),
+])
+def test_imagenet_paper_presets_validate_round_by_round_and_their_models_build_on_meta(preset, models, ratios):
     from noisystudent.cli import bundled_config
     from noisystudent.models import check_student_size, count_parameters
+    from noisystudent.runs import plan_run
 
-    config = load_config(bundled_config("imagenet-paper"))
-    assert config.models == ["efficientnet-b7", "efficientnet-l0", "efficientnet-l1", "efficientnet-l2", "efficientnet-l2"]
-    assert config.student.batch_size == 2048 and config.student.unlabeled_ratio == 14
-    assert config.student.optimizer == "rmsprop" and config.student.lr == pytest.approx(0.016 * 2048 / 256)
-    assert config.selection.images_per_class == 130_000 and config.noise.randaugment_magnitude == 27
-    assert config.finetune.epochs == 1.5 and config.finetune.resolution == 800
-    for k in range(1, config.rounds + 1):  # the schedule never shrinks the student
+    config = load_config(bundled_config(preset))
+    assert [config.model_for_round(k) for k in range(config.rounds + 1)] == models
+    assert [config.student_for_round(k).unlabeled_ratio for k in range(1, config.rounds + 1)] == ratios
+    for k in range(1, config.rounds + 1):
+        student = config.student_for_round(k)
+        assert student.batch_size == 2048 and student.optimizer == "rmsprop" and student.lr == pytest.approx(0.016 * 2048 / 256)
+        assert student.loss_weighting == "official" and student.lr_schedule == "exponential"
         check_student_size(config.model_for_round(k - 1), config.model_for_round(k), 1000, 3, allow_smaller=False)
-    assert count_parameters(config.model_for_round(4), 1000, 3) > 470e6
+    plan = plan_run(config)
+    assert [r.student.inputs["student"]["unlabeled_ratio"] for r in plan.rounds] == ratios, "each round's own ratio"
+    assert config.selection.images_per_class == 130_000 and config.noise.randaugment_magnitude == 27
+    assert config.noise.teacher and config.evaluate.alexnet_mce and config.teacher.weight_decay_norms is False
+    assert config.finetune.epochs == 1.5 and config.finetune.resolution == 800
+    assert count_parameters(models[-1], 1000, 3) > 470e6
+
+
+def test_per_round_student_settings_are_checked_like_the_student_section():
+    with pytest.raises(ConfigError, match=r"student_rounds\[1\].lr"):
+        load_config(overrides=["rounds=2", "student_rounds=[{unlabeled_ratio: 5}, {lr: -1}]"])
+    with pytest.raises(ConfigError, match=r"student_rounds\[0\].bogus.*unknown key"):
+        load_config(overrides=["rounds=2", "student_rounds=[{bogus: 1}]"])
+    config = load_config(overrides=["rounds=3", "student_rounds=[{unlabeled_ratio: 5}]"])
+    assert [config.student_for_round(k).unlabeled_ratio for k in (1, 2, 3)] == [5, 3, 3]

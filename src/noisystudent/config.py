@@ -171,6 +171,9 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TrainConfig = field(default_factory=TrainConfig)
     student: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, warmup_epochs=0.2))
+    # Per-round changes to `student`, round 1 first (rounds past the list: `student` as is), e.g. the
+    # paper's ratios 14, 14, 28: [{unlabeled_ratio: 14}, {unlabeled_ratio: 14}, {unlabeled_ratio: 28}]
+    student_rounds: list[dict] = field(default_factory=list)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     labels: LabelConfig = field(default_factory=LabelConfig)
     selection: SelectionConfig = field(default_factory=SelectionConfig)
@@ -183,6 +186,13 @@ class Config:
 
     def model_for_round(self, round_index: int) -> str:
         return self.models[min(round_index, len(self.models) - 1)]
+
+    def student_for_round(self, round_index: int) -> TrainConfig:
+        """Round `round_index`'s student training: `student` with that round's `student_rounds` entry."""
+        if round_index > len(self.student_rounds):
+            return self.student
+        changes = self.student_rounds[round_index - 1]
+        return from_dict({**to_dict(self.student), **changes}, TrainConfig, f"student_rounds[{round_index - 1}].")
 
     def init_for_round(self, round_index: int) -> str | None:
         """The initial weights of round `round_index`'s model (`init`), or None for random ones."""
@@ -238,7 +248,10 @@ class Config:
             ("selection.images_per_class",
              self.selection.images_per_class is None or self.selection.images_per_class >= 1, "must be >= 1 or null"),
         ]
-        for prefix, train in (("teacher", self.teacher), ("student", self.student)):
+        per_round = [(f"student_rounds[{k - 1}]", self.student_for_round(k)) for k in range(1, len(self.student_rounds) + 1)]
+        checks.append(("student_rounds", len(self.student_rounds) <= self.rounds,
+                       "has more entries than rounds"))
+        for prefix, train in (("teacher", self.teacher), ("student", self.student), *per_round):
             checks += [
                 (f"{prefix}.epochs", train.epochs > 0, "must be > 0"),
                 (f"{prefix}.batch_size", train.batch_size >= 1, "must be >= 1"),
@@ -252,9 +265,12 @@ class Config:
                 (f"{prefix}.unlabeled_ratio", train.unlabeled_ratio > 0, "must be > 0 (paper: 3 to 28)"),
                 (f"{prefix}.lr_decay_epochs", train.lr_decay_epochs > 0, "must be > 0 (official 2.4)"),
             ]
+        sections = dict(per_round)  # per-round student settings are not attributes: look them up here
         for key, ok, message in checks:
             if not ok:
-                raise ConfigError(key, f"{message}; got {_lookup(self, key)!r}")
+                prefix, _, name = key.rpartition(".")
+                value = getattr(sections[prefix], name) if prefix in sections else _lookup(self, key)
+                raise ConfigError(key, f"{message}; got {value!r}")
         self._validate_registered_names()
         from .models import MODEL_NAMES_HELP, is_known_model
 

@@ -109,8 +109,8 @@ class Pipeline:
         make = lambda: self.build(round_index, **noise.model_kwargs)  # noqa: E731
         pseudo = None if stages[0].is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
                                                                   self.labeled.num_classes)
-        return self.train_stage(stages, f"student round {round_index}", make, self.config.student, "student", pseudo,
-                                noise.randaugment)
+        return self.train_stage(stages, f"student round {round_index}", make, self.config.student_for_round(round_index),
+                                "student", pseudo, noise.randaugment)
 
     def finetune_stage(self, stages: tuple[Stage, Stage], student_dir: Path, round_index: int) -> dict:
         """FixRes-style: un-augmented labeled images at a larger resolution, shallow layers frozen."""
@@ -118,7 +118,7 @@ class Pipeline:
         make = lambda: load_exported(student_dir, resolution=finetune.resolution)  # noqa: E731
         train = TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
                             lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=False,
-                            weight_decay=self.config.student.weight_decay)
+                            weight_decay=self.config.student_for_round(round_index).weight_decay)
         return self.train_stage(stages, f"fine-tune round {round_index}", make, train, "finetune",
                                 freeze_fraction=finetune.freeze_fraction)
 

@@ -185,13 +185,13 @@ def plan_run(config: Config) -> RunPlan:
         student = Stage(stage_dir(run, k, "student"), {
             "upstream": selection.inputs_hash, **common,
             "models": {"student": config.model_for_round(k), "init": config.init_for_round(k)},
-            "student": config.student.inputs(), "noise": asdict(config.noise),
+            "student": config.student_for_round(k).inputs(), "noise": asdict(config.noise),
             "labels": {"kind": config.labels.kind}})
         finetune = None
         if config.finetune.epochs > 0:
             finetune = Stage(stage_dir(run, k, "finetune"), {
                 "upstream": student.inputs_hash, **common, "finetune": asdict(config.finetune),
-                "student": {"weight_decay": config.student.weight_decay}})
+                "student": {"weight_decay": config.student_for_round(k).weight_decay}})
         plan = RoundPlan(k, config.model_for_round(k - 1), config.model_for_round(k), labels, selection, student,
                          evaluation_of(student, teacher_eval), finetune,
                          None if finetune is None else evaluation_of(finetune, teacher_eval))
