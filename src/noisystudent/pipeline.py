@@ -1,9 +1,11 @@
 """The rounds of Noisy Student Training, as stages that each leave a finished folder on disk.
 
-    round-0/teacher      train on labeled images (weak augmentation, no noise)
+    round-0/teacher      train on labeled images (weak augmentation; noised only with noise.teacher)
     round-k/labels       teacher of round k (round k-1's model) labels the pool, un-noised
     round-k/selection    filter by confidence, balance classes
     round-k/student      noised, equal-or-larger student on labeled + selected pseudo labels
+    round-k/finetune     optional FixRes-style fine-tune: the round's model
+    every trained model  its evaluation (eval.json), a stage of its own
 
 Where each stage lives, what its inputs are and when it is finished is the run contract
 (runs.py). Before anything is written, every stage on disk is checked against the config:
@@ -33,6 +35,7 @@ from .noise import RandAugment, student_noise
 from .runs import CONFIG, EVAL, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .summary import fraction, format_summary, robustness_summary, round_summary
 from .train import PseudoLabeledSet, train_model
+
 
 class Pipeline:
     """The rounds. Under torchrun every rank trains; rank 0 alone labels, selects, evaluates and
