@@ -30,8 +30,11 @@ demo: install data
 demo-quick: install data
 	$(BIN)/noisystudent demo --quick
 
+# The suite runs in a new random order each time (pytest-randomly): a test that depends on another's
+# order or imports fails early. The seed is printed so that an order can be replayed.
 test: install data
-	$(BIN)/python -m pytest -q
+	@seed=$${TEST_SEED:-$$(date +%s)}; echo "test order seed $$seed (replay: TEST_SEED=$$seed make test)"; \
+	$(BIN)/python -m pytest -q -p randomly --randomly-seed=$$seed
 
 bench-demo: install data
 	$(BIN)/python benchmarks/demo.py

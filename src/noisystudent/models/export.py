@@ -67,4 +67,4 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, descriptio
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # PyTorch deprecates TorchScript; it still serves widely
         traced = torch.jit.trace(model, example)
-    torch.jit.save(traced, str(path), _extra_files={"noisystudent.json": description})
+        torch.jit.save(traced, str(path), _extra_files={"noisystudent.json": description})
