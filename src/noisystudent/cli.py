@@ -1,4 +1,4 @@
-"""Command line: `noisystudent demo | run | evaluate | label | predict | export | report | config | models`.
+"""Command line: `noisystudent demo | run | evaluate | label | predict | export | sweep | report | config | models`.
 
 Mistakes a user can fix (config, paths, data, a folder that cannot be written) print one line and
 exit with code 2.
@@ -116,6 +116,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              args.top_k, args.max_bad_fraction, args.decode_threads, args.image_size, args.overwrite)
     listed = f", listed in {result['undecodable_list']}" if result["undecodable"] else ""
     print(f"{result['images']} images -> {result['output']} ({result['undecodable']} undecodable{listed})")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import describe, load_sweep, run_sweep
+
+    sweep = load_sweep(args.sweep, resolve_config)
+    if args.dry_run:
+        print("\n".join(describe(sweep)))
+        return 0
+    if args.jobs < 1:
+        raise UserError("--jobs must be >= 1")
+    run_sweep(sweep, args.jobs)
+    print(f"table: {sweep.root / 'table.md'}\nreport: {sweep.root / 'report.html'}")
     return 0
 
 
@@ -242,6 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
                          help="only for weights exported before they recorded their image size")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     predict.set_defaults(func=cmd_predict)
+
+    sweep = commands.add_parser(
+        "sweep", help="run named variants x seeds and tabulate them with error bars",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run every (variant, seed) of a sweep file as an ordinary run under runs/sweeps/<name>/,\n"
+                    "resumably (a finished run is kept, an interrupted one resumes), --jobs at once. Writes\n"
+                    "table.md / table.json (mean and sample std over seeds of every round and the gain, paired\n"
+                    "differences against the reference variant), plot.png and report.html. The sweep file's\n"
+                    "format is in noisystudent/sweep.py; configs/sweeps/ has the paper's ablations.\n\n"
+                    "example:\n  noisystudent sweep configs/sweeps/paper-ablations.yaml --dry-run\n"
+                    "  noisystudent sweep configs/sweeps/paper-ablations.yaml --jobs 2")
+    sweep.add_argument("sweep", type=Path, help="sweep YAML file")
+    sweep.add_argument("--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs, which are finished, and the time left")
+    sweep.set_defaults(func=cmd_sweep)
 
     export = commands.add_parser(
         "export", help="write exported weights as ONNX or TorchScript for serving",

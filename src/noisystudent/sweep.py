@@ -1,0 +1,231 @@
+"""`noisystudent sweep SWEEP.yaml`: named variants x seeds, each an ordinary run, with error bars.
+
+A sweep file names a base config, overrides shared by every run, the variants (each a list of
+dotted overrides), the seeds and the reference variant:
+
+    name: paper-ablations
+    base: smoke                      # a bundled config name or a YAML path
+    overrides: [evaluate.robustness=false]
+    seeds: [0, 1, 2]
+    reference: full
+    variants:
+      full: []
+      no-noise: [noise.randaugment=false, noise.dropout=0, noise.survival_prob=1]
+
+Run (variant, seed) lives in `<runs_dir>/sweeps/<name>/<variant>-seed<seed>/`, with its resolved
+config beside it, and runs as `noisystudent run` in its own process (`--jobs` at once, the CPU
+threads split between them). A finished run (its summary.json) is never redone and an
+interrupted one resumes, so a killed sweep continues where it stopped. At the end `table.json`
+and `table.md` hold per variant the mean and sample standard deviation over seeds of the
+round-0 teacher, every round's model and the gain, and the paired differences of the final
+model against the reference variant on the same seeds; `plot.png` shows accuracy per round with
+error bars and `report.html` puts them together.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .config import Config, dump_yaml, load_config
+from .errors import UserError
+from .io import atomic_write, read_json, write_json, write_text
+from .runs import SUMMARY
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    variant: str
+    seed: int
+    config: Config
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.config.runs_dir) / self.config.name
+
+    @property
+    def done(self) -> bool:
+        return (self.folder / SUMMARY).is_file()
+
+
+@dataclass(frozen=True)
+class Sweep:
+    name: str
+    root: Path
+    reference: str
+    runs: list[SweepRun]
+
+
+def load_sweep(path: Path, resolve_config) -> Sweep:
+    """Read and check a sweep file; every run's config is resolved (and validated) up front."""
+    if not path.is_file():
+        raise UserError(f"sweep file {path} not found")
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"sweep file {path} is not valid YAML: {error}") from None
+    known = {"name", "base", "overrides", "seeds", "reference", "variants", "runs_dir"}
+    if not isinstance(spec, dict) or set(spec) - known:
+        raise UserError(f"sweep file {path}: expected keys {', '.join(sorted(known))}; got "
+                        f"{', '.join(sorted(spec)) if isinstance(spec, dict) else type(spec).__name__}")
+    variants, seeds = spec.get("variants"), spec.get("seeds", [0])
+    if not isinstance(variants, dict) or not variants or not all(isinstance(v, list) for v in variants.values()):
+        raise UserError(f"sweep file {path}: `variants` must map names to lists of key=value overrides")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise UserError(f"sweep file {path}: `seeds` must be a list of integers")
+    reference = spec.get("reference", next(iter(variants)))
+    if reference not in variants:
+        raise UserError(f"sweep file {path}: reference {reference!r} is not one of the variants ({', '.join(variants)})")
+    name = str(spec.get("name", path.stem))
+    base = resolve_config(Path(spec["base"])) if spec.get("base") else None
+    shared = [str(o) for o in spec.get("overrides", [])]
+    root = Path(spec.get("runs_dir", "runs")) / "sweeps" / name
+    runs = []
+    for variant, overrides in variants.items():
+        for seed in seeds:
+            try:
+                config = load_config(base, shared + [str(o) for o in overrides] + [
+                    f"seed={seed}", f"runs_dir={root}", f"name={variant}-seed{seed}"])
+            except UserError as error:
+                raise UserError(f"sweep {name}, variant {variant!r}: {error}") from None
+            runs.append(SweepRun(variant, seed, config))
+    return Sweep(name, root, reference, runs)
+
+
+def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
+    """Run every unfinished run (`jobs` at once), then write the table, plot and report."""
+    pending = [run for run in sweep.runs if not run.done]
+    log(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(pending)} finished, "
+        f"{len(pending)} to run, {jobs} at a time -> {sweep.root}")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    failures = []
+
+    def execute(run: SweepRun) -> None:
+        config_path = sweep.root / "configs" / f"{run.config.name}.yaml"
+        write_text(config_path, dump_yaml(run.config))
+        log_path = sweep.root / "logs" / f"{run.config.name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        with open(log_path, "a") as handle:
+            code = subprocess.call([sys.executable, "-m", "noisystudent.cli", "run", str(config_path),
+                                    *([] if run.config.threads else [f"threads={threads}"])],
+                                   stdout=handle, stderr=subprocess.STDOUT)
+        minutes = (time.perf_counter() - started) / 60
+        if code != 0:
+            failures.append(run.config.name)
+        log(f"  {run.config.name}: {'done' if code == 0 else f'failed (exit {code}, see {log_path})'} "
+            f"in {minutes:.1f} min")
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        list(pool.map(execute, pending))
+    table = write_table(sweep)
+    if failures:
+        raise UserError(f"{len(failures)} runs failed ({', '.join(failures)}); their logs are in {sweep.root / 'logs'}; "
+                        f"fix the cause and run the same command again (finished runs are kept)")
+    return table
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def summarize(sweep: Sweep) -> dict:
+    """Per variant: mean and sample std over seeds of each round's top-1 and the gain; paired
+    differences of the final top-1 against the reference variant (same seeds)."""
+    summaries = {(run.variant, run.seed): read_json(run.folder / SUMMARY) for run in sweep.runs if run.done}
+    variants = list(dict.fromkeys(run.variant for run in sweep.runs))
+    table = {"sweep": sweep.name, "reference": sweep.reference, "variants": {}}
+    for variant in variants:
+        seeds = sorted(seed for (v, seed) in summaries if v == variant)
+        if not seeds:
+            continue
+        rows = [summaries[variant, seed] for seed in seeds]
+        per_round = [[s["teacher_top1"]] + [r["student_top1"] for r in s["rounds"]] for s in rows]
+        entry = {"seeds": seeds, "teacher_top1": _mean_std([s["teacher_top1"] for s in rows]),
+                 "rounds": [_mean_std([acc[k] for acc in per_round]) for k in range(1, min(map(len, per_round)))],
+                 "final_top1": _mean_std([s["final_top1"] for s in rows]),
+                 "gain": _mean_std([s["final_top1"] - s["teacher_top1"] for s in rows])}
+        paired = [summaries[variant, seed]["final_top1"] - summaries[sweep.reference, seed]["final_top1"]
+                  for seed in seeds if (sweep.reference, seed) in summaries]
+        if variant != sweep.reference and paired:
+            entry["vs_reference"] = _mean_std(paired)
+        table["variants"][variant] = entry
+    table["complete"] = len(summaries) == len(sweep.runs)
+    return table
+
+
+def _cell(stats: dict | None, points: bool = False) -> str:
+    if not stats:
+        return "-"
+    scale, sign = (100, "+") if points else (100, "")
+    std = f" ± {scale * stats['std']:.2f}" if stats["std"] is not None else ""
+    return f"{scale * stats['mean']:{sign}.2f}{std}"
+
+
+def write_table(sweep: Sweep) -> dict:
+    table = summarize(sweep)
+    write_json(sweep.root / "table.json", table)
+    header = ["variant", "seeds", "round-0 teacher (%)", "final (%)", "gain (points)", f"vs {sweep.reference} (points)"]
+    lines = [f"# Sweep `{sweep.name}`" + ("" if table["complete"] else " (partial: some runs are not finished)"), "",
+             "Mean ± sample standard deviation over seeds; the last column is the paired difference of the final "
+             "top-1 against the reference on the same seeds.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for variant, entry in table["variants"].items():
+        lines.append(f"| {variant} | {len(entry['seeds'])} | {_cell(entry['teacher_top1'])} | {_cell(entry['final_top1'])} "
+                     f"| {_cell(entry['gain'], True)} | {_cell(entry.get('vs_reference'), True)} |")
+    write_text(sweep.root / "table.md", "\n".join(lines) + "\n")
+    plot = _plot(table, sweep.root / "plot.png")
+    encoded = base64.b64encode(plot.read_bytes()).decode() if plot else ""
+    markdown = "\n".join(lines[4:])
+    write_text(sweep.root / "report.html",
+               f"<!doctype html><html><head><meta charset='utf-8'><title>sweep {html.escape(sweep.name)}</title></head>"
+               f"<body><h1>Sweep {html.escape(sweep.name)}</h1><pre>{html.escape(markdown)}</pre>"
+               + (f'<img alt="accuracy per round" src="data:image/png;base64,{encoded}">' if encoded else "")
+               + "</body></html>\n")
+    return table
+
+
+def _plot(table: dict, path: Path) -> Path | None:
+    if not table["variants"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 3.6))
+    for variant, entry in table["variants"].items():
+        points = [entry["teacher_top1"], *entry["rounds"]]
+        axis.errorbar(range(len(points)), [100 * p["mean"] for p in points],
+                      yerr=[100 * (p["std"] or 0) for p in points], marker="o", capsize=3, label=variant)
+    axis.set(xlabel="round (0 = supervised teacher)", ylabel="test top-1 (%)", title="Accuracy per round, mean ± std")
+    axis.legend(fontsize=7)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(figure)
+    return path
+
+
+def describe(sweep: Sweep) -> list[str]:
+    """`--dry-run`: each run and whether it is finished; the expected time from finished runs."""
+    finished = [run for run in sweep.runs if run.done]
+    seconds = [sum(read_json(stage / "DONE").get("train_seconds", 0) for stage in run.folder.glob("round-*/*")
+                   if (stage / "DONE").is_file()) for run in finished]
+    lines = [f"{run.config.name}: {'finished' if run.done else 'to run'} ({run.folder})" for run in sweep.runs]
+    left = len(sweep.runs) - len(finished)
+    if seconds and left:
+        lines.append(f"{left} runs left; finished runs trained for {statistics.fmean(seconds) / 60:.1f} min each "
+                     f"on average, so about {left * statistics.fmean(seconds) / 60:.0f} min of training at 1 job")
+    elif left:
+        lines.append(f"{left} runs left; no run has finished yet to estimate their time from")
+    return lines

@@ -1,0 +1,70 @@
+"""A sweep runs variants x seeds as ordinary runs, resumably, and tabulates them with error bars."""
+
+import json
+import statistics
+
+import pytest
+
+from noisystudent.cli import main
+
+
+def write_sweep(tmp_path, tiny_idx_root, variants: str) -> "Path":  # noqa: F821
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"""
+name: tiny
+runs_dir: {tmp_path / 'runs'}
+overrides: [data.root={tiny_idx_root}, data.labels_per_class=10, rounds=1, "models=resnet_tiny_32",
+            teacher.epochs=8, teacher.batch_size=20, teacher.warmup_epochs=1, student.epochs=1,
+            student.batch_size=10, student.unlabeled_ratio=2, selection.confidence_threshold=0,
+            noise.randaugment_pixels=relative, evaluate.robustness=false, labels.shard_size=200]
+seeds: [0, 1]
+reference: full
+variants:
+{variants}
+""")
+    return path
+
+
+def test_a_sweep_runs_every_variant_and_seed_once_and_tabulates_paired_differences(tmp_path, tiny_idx_root, capsys):
+    path = write_sweep(tmp_path, tiny_idx_root, "  full: []\n  hard: [labels.kind=hard]\n")
+    assert main(["sweep", str(path), "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("to run") == 4
+    assert main(["sweep", str(path), "--jobs", "2"]) == 0
+    root = tmp_path / "runs" / "sweeps" / "tiny"
+    table = json.loads((root / "table.json").read_text())
+    summaries = {(v, s): json.loads((root / f"{v}-seed{s}" / "summary.json").read_text())
+                 for v in ("full", "hard") for s in (0, 1)}
+    finals = [summaries["hard", s]["final_top1"] for s in (0, 1)]
+    assert table["complete"] and table["variants"]["hard"]["final_top1"]["mean"] == pytest.approx(statistics.fmean(finals))
+    assert table["variants"]["hard"]["final_top1"]["std"] == pytest.approx(statistics.stdev(finals))
+    paired = [summaries["hard", s]["final_top1"] - summaries["full", s]["final_top1"] for s in (0, 1)]
+    assert table["variants"]["hard"]["vs_reference"]["mean"] == pytest.approx(statistics.fmean(paired))
+    assert "vs_reference" not in table["variants"]["full"]
+    assert summaries["full", 0]["teacher_top1"] == summaries["hard", 0]["teacher_top1"], "same seed, same teacher"
+    assert (root / "plot.png").read_bytes()[:4] == b"\x89PNG" and "hard" in (root / "table.md").read_text()
+    # a finished sweep does no work again; a run that lost its summary (as a kill leaves it) is redone alone
+    (root / "hard-seed1" / "summary.json").unlink()
+    before = {p: p.stat().st_mtime_ns for p in root.glob("full-seed*/summary.json")}
+    assert main(["sweep", str(path)]) == 0
+    assert "1 to run" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in root.glob("full-seed*/summary.json")} == before
+
+
+def test_a_bad_sweep_file_is_refused_naming_the_variant(tmp_path, tiny_idx_root, capsys):
+    path = write_sweep(tmp_path, tiny_idx_root, "  full: []\n  broken: [noise.dropout=2]\n")
+    assert main(["sweep", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "variant 'broken'" in err and "'noise.dropout'" in err and len(err.strip().splitlines()) == 1
+    path.write_text("variants: {a: []}\nreference: b\n")
+    assert main(["sweep", str(path)]) == 2 and "reference 'b' is not one of the variants" in capsys.readouterr().err
+
+
+def test_the_paper_ablations_sweep_resolves_every_run():
+    from noisystudent.cli import bundled_config, resolve_config
+    from noisystudent.sweep import load_sweep
+
+    sweep = load_sweep(bundled_config("sweeps/paper-ablations"), resolve_config)
+    assert len(sweep.runs) == 14 * 3 and sweep.reference == "full"
+    by_name = {run.config.name: run.config for run in sweep.runs}
+    assert by_name["no-noise-seed0"].noise.dropout == 0 and not by_name["no-noise-seed0"].noise.randaugment
+    assert by_name["equal-student-seed2"].models == ["resnet_tiny_32"] and by_name["ratio-7-seed1"].student.unlabeled_ratio == 7
