@@ -2,13 +2,14 @@
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 
 from noisystudent.cli import main
 
 
-def write_sweep(tmp_path, tiny_idx_root, variants: str) -> "Path":  # noqa: F821
+def write_sweep(tmp_path: Path, tiny_idx_root: Path, variants: str) -> Path:
     path = tmp_path / "sweep.yaml"
     path.write_text(f"""
 name: tiny
