@@ -385,23 +385,27 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict:
+    """A YAML file holding a mapping (safe_load), or a UserError naming `what` and the problem."""
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a directory; give a YAML file (e.g. configs/demo.yaml)")
+    if not path.is_file():
+        raise UserError(f"{what} {path} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{what} {path} is not valid YAML: {error}") from None
+    if not isinstance(loaded, dict):
+        raise UserError(f"{what} {path} must hold a mapping of keys to values")
+    return loaded
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
                 base: Config | None = None) -> Config:
     """Defaults (or `base`) <- YAML file <- overrides, validated."""
     data = to_dict(base or Config())
     if path is not None:
-        path = Path(path)
-        if path.is_dir():
-            raise UserError(f"config file {path} is a directory; give a YAML file (e.g. configs/demo.yaml)")
-        if not path.is_file():
-            raise UserError(f"config file {path} not found")
-        try:
-            loaded = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as error:
-            raise UserError(f"config file {path} is not valid YAML: {error}") from None
-        if not isinstance(loaded, dict):
-            raise UserError(f"config file {path} must hold a mapping of keys to values")
-        _merge(data, loaded, "")
+        _merge(data, read_yaml_mapping(Path(path), "config file"), "")
     apply_overrides(data, overrides or [])
     return from_dict(data).validate()
 

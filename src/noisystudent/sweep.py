@@ -35,9 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from .config import Config, dump_yaml, load_config
+from .config import Config, dump_yaml, load_config, read_yaml_mapping
 from .errors import UserError
 from .io import atomic_write, read_json, write_json, write_text
 from .runs import SUMMARY
@@ -68,16 +66,11 @@ class Sweep:
 
 def load_sweep(path: Path, resolve_config) -> Sweep:
     """Read and check a sweep file; every run's config is resolved (and validated) up front."""
-    if not path.is_file():
-        raise UserError(f"sweep file {path} not found")
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as error:
-        raise UserError(f"sweep file {path} is not valid YAML: {error}") from None
+    spec = read_yaml_mapping(path, "sweep file")
     known = {"name", "base", "overrides", "seeds", "reference", "variants", "runs_dir"}
-    if not isinstance(spec, dict) or set(spec) - known:
-        raise UserError(f"sweep file {path}: expected keys {', '.join(sorted(known))}; got "
-                        f"{', '.join(sorted(spec)) if isinstance(spec, dict) else type(spec).__name__}")
+    if set(spec) - known:
+        raise UserError(f"sweep file {path}: unknown keys {', '.join(sorted(set(spec) - known))}; "
+                        f"known: {', '.join(sorted(known))}")
     variants, seeds = spec.get("variants"), spec.get("seeds", [0])
     if not isinstance(variants, dict) or not variants or not all(isinstance(v, list) for v in variants.values()):
         raise UserError(f"sweep file {path}: `variants` must map names to lists of key=value overrides")
