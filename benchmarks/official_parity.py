@@ -26,7 +26,7 @@ from noisystudent.evaluate.corruptions import ALEXNET_ERRORS, mean_corruption_er
 from noisystudent.models import MODELS, build_model  # noqa: E402
 from noisystudent.noise import op_parameters, stochastic_depth_rates  # noqa: E402
 from noisystudent.train import learning_rate  # noqa: E402
-from noisystudent.train import loop  # noqa: E402
+from noisystudent.train import objective, optim  # noqa: E402
 
 ROWS: list[dict] = []
 
@@ -62,7 +62,7 @@ def rmsprop() -> None:
     weight = torch.nn.Parameter(torch.zeros(1))
     holder = torch.nn.Module()
     holder.weight = weight
-    optimizer = loop.make_optimizer(holder, TrainConfig(optimizer="rmsprop", lr=lr, weight_decay=0))
+    optimizer = optim.make_optimizer(holder, TrainConfig(optimizer="rmsprop", lr=lr, weight_decay=0))
     (gradient * weight).sum().backward()
     optimizer.step()
     row("RMSProp first update (lr 0.128, gradient 2)", weight.item(), official, tolerance=1e-6)
@@ -90,7 +90,7 @@ def ema() -> None:
     # main.py: tf.train.ExponentialMovingAverage(decay=0.9999, num_updates=global_step):
     # decay = min(decay, (1 + num_updates) / (10 + num_updates))
     for updates in (1, 1000, 10**6):
-        row(f"EMA decay after {updates:,} updates", loop.ema_decay(0.9999, updates),
+        row(f"EMA decay after {updates:,} updates", optim.ema_decay(0.9999, updates),
             min(0.9999, (1 + updates) / (10 + updates)))
 
 
@@ -111,7 +111,7 @@ def weight_decay() -> None:
     norm_parameters = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     official = sum(1 for p in model.parameters() if id(p) not in norm_parameters)
     preset = load_config(Path("configs/imagenet-paper.yaml")).teacher
-    groups = loop.make_optimizer(model, preset).param_groups
+    groups = optim.make_optimizer(model, preset).param_groups
     ours = sum(len(g["params"]) for g in groups if g["weight_decay"] > 0)
     row("tensors under weight decay, EfficientNet-B0", ours, official)
 
@@ -125,7 +125,7 @@ def loss() -> None:
     ratio = 14
     labeled = 2
     official = (per_row[:labeled].mean() + ratio * per_row[labeled:labeled * (1 + ratio)].mean()).item()
-    ours = loop.joint_loss(logits[:labeled * (1 + ratio)], targets[:labeled * (1 + ratio)], labeled, student).item()
+    ours = objective.joint_loss(logits[:labeled * (1 + ratio)], targets[:labeled * (1 + ratio)], labeled, student).item()
     row("student loss weighting (ratio 14)", ours, official, tolerance=1e-6)
 
 

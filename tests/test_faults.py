@@ -17,7 +17,7 @@ import yaml
 from noisystudent.config import TrainConfig, dump_yaml
 from noisystudent.errors import UserError
 from noisystudent.models import build_model
-from noisystudent.train import checkpoint as checkpoint_module
+from noisystudent.train import state as checkpoint_module
 from noisystudent.train import load_checkpoint, save_checkpoint, train_model
 from noisystudent.models import export_weights, load_exported
 from test_train import labeled_set, pseudo_set

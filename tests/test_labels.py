@@ -13,7 +13,7 @@ from noisystudent.errors import UserError
 from noisystudent.labels import LabelStore, pseudo_label, read_selection, select_from_store
 from noisystudent.labels.store import shard_name, shard_table, write_manifest
 from noisystudent.models import build_model
-from noisystudent.train import dense_targets
+from noisystudent.labels import dense_targets
 
 
 class RecordingTeacher(torch.nn.Module):

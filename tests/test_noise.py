@@ -14,7 +14,8 @@ def images(n=64, seed=0):
 
 def test_randaugment_picks_ops_uniformly_and_signs_evenly():
     augment = RandAugment(layers=2, magnitude=10)
-    op_index, sign = augment.sample(160_000, torch.Generator().manual_seed(0))
+    draw = augment.sample(160_000, torch.Generator().manual_seed(0))
+    op_index, sign = draw.op_index, draw.sign
     frequency = torch.bincount(op_index.flatten(), minlength=len(OPS)).float() / op_index.numel()
     assert torch.allclose(frequency, torch.full((len(OPS),), 1 / len(OPS)), atol=0.003)
     assert abs((sign == 1).float().mean().item() - 0.5) < 0.005
@@ -70,7 +71,7 @@ def test_each_op_keeps_shape_dtype_and_runs_on_a_batch():
     x = images(8)
     params = op_parameters(9, 32)
     for op in OPS:
-        out = apply_op(op, x, params.get(op, 0.0), torch.Generator().manual_seed(0))
+        out = apply_op(op, x, params.get(op, 0.0), torch.rand(len(x), 2, generator=torch.Generator().manual_seed(0)))
         assert out.shape == x.shape and out.dtype == torch.uint8, op
 
 

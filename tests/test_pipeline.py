@@ -12,7 +12,7 @@ from noisystudent.errors import UserError
 from noisystudent.labels import LabelStore
 from noisystudent.pipeline import Pipeline, run
 from noisystudent.runs import CONTRACT
-from noisystudent.train import loop as loop_module
+from noisystudent.train import BatchBuilder
 
 
 def snapshot(run_dir: Path) -> dict:
@@ -42,12 +42,12 @@ def test_end_to_end_on_tiny_data_then_rerun_does_no_work(tiny_config):
     # stage files only: config.yaml, summary.json and the report are rewritten views of them
     before = {p: t for p, t in snapshot(run_dir).items() if p.relative_to(run_dir).parts[0].startswith("round-")}
     calls = []
-    original = loop_module.build_batch
-    loop_module.build_batch = lambda *a, **k: calls.append(1) or original(*a, **k)
+    original = BatchBuilder.build
+    BatchBuilder.build = lambda *a, **k: calls.append(1) or original(*a, **k)
     try:
         again = run(tiny_config, log=lambda line: None)
     finally:
-        loop_module.build_batch = original
+        BatchBuilder.build = original
     assert calls == [], "a finished run trains nothing"
     after = {p: t for p, t in snapshot(run_dir).items() if p in before}
     assert after == before, "a finished run rewrites no stage file"

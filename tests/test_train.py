@@ -6,8 +6,11 @@ from noisystudent.data import ImageSet
 from noisystudent.errors import UserError
 from noisystudent.models import build_model
 from noisystudent.noise import RandAugment
-from noisystudent.train import PseudoLabeledSet, build_batch, learning_rate, sample_indices, soft_cross_entropy, train_model
+from noisystudent.labels import PseudoLabeledSet
+from noisystudent.train import BatchBuilder, learning_rate, sample_indices, soft_cross_entropy, train_model
+from noisystudent.train import batches as batches_module
 from noisystudent.train import loop as loop_module
+from noisystudent.train import objective, optim
 from noisystudent.models import load_exported
 
 
@@ -25,16 +28,20 @@ def pseudo_set(n=90, seed=1, k=3):
     return PseudoLabeledSet(torch.randint(0, 256, (n, 1, 32, 32), dtype=torch.uint8, generator=g), class_ids, probs, 10)
 
 
+def build_batch(step, seed, labeled, config, device, pseudo, randaugment, rank=0, world_size=1):
+    return BatchBuilder(labeled, config, seed, device, pseudo, randaugment, rank, world_size).build(step)
+
+
 def test_joint_batch_is_b_labeled_plus_r_times_b_pseudo_labeled():
     labeled, pseudo = labeled_set(), pseudo_set()
     config = TrainConfig(batch_size=8, unlabeled_ratio=3, augment=False, label_smoothing=0.0)
     inputs, targets = build_batch(5, 0, labeled, config, torch.device("cpu"), pseudo, None)
     assert inputs.shape == (8 + 24, 1, 32, 32) and targets.shape == (32, 10)
     # the first B rows are labeled images with one-hot targets, the rest pseudo-labeled with soft ones
-    rows = sample_indices(len(labeled), 8, 5, 0, loop_module.LABELED_STREAM)
+    rows = sample_indices(len(labeled), 8, 5, 0, batches_module.LABELED_STREAM)
     assert torch.equal(inputs[:8], labeled.images[rows].float() / 255)
     assert torch.equal(targets[:8].argmax(1), labeled.labels[rows]) and torch.equal(targets[:8].sum(1), torch.ones(8))
-    unlabeled_rows = sample_indices(len(pseudo), 24, 5, 0, loop_module.UNLABELED_STREAM)
+    unlabeled_rows = sample_indices(len(pseudo), 24, 5, 0, batches_module.UNLABELED_STREAM)
     expected = torch.zeros(24, 10)
     for i, image in enumerate(unlabeled_rows.tolist()):
         expected[i, pseudo.class_ids[image]] = pseudo.probs[image]
@@ -95,7 +102,7 @@ def _train(stage_dir, config, labeled, pseudo):
 
 def _crash_then_resume(stage_dir, config, labeled, pseudo, monkeypatch, crash_at_call):
     """Train until the loss is computed `crash_at_call` times, crash, then run again to the end."""
-    real_loss, calls = loop_module.soft_cross_entropy, {"n": 0}
+    real_loss, calls = objective.soft_cross_entropy, {"n": 0}
 
     def crashing_loss(logits, targets):
         calls["n"] += 1
@@ -103,10 +110,10 @@ def _crash_then_resume(stage_dir, config, labeled, pseudo, monkeypatch, crash_at
             raise KeyboardInterrupt("simulated crash")
         return real_loss(logits, targets)
 
-    monkeypatch.setattr(loop_module, "soft_cross_entropy", crashing_loss)
+    monkeypatch.setattr(objective, "soft_cross_entropy", crashing_loss)
     with pytest.raises(KeyboardInterrupt):
         _train(stage_dir, config, labeled, pseudo)
-    monkeypatch.setattr(loop_module, "soft_cross_entropy", real_loss)
+    monkeypatch.setattr(objective, "soft_cross_entropy", real_loss)
 
 
 def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch):
@@ -175,7 +182,7 @@ def test_official_optimizer_preset_is_tf_rmsprop_eps_inside_the_root_and_mean_sq
     weight = torch.nn.Parameter(torch.zeros(1))
     model = torch.nn.Module()
     model.weight = weight
-    optimizer = loop_module.make_optimizer(model, TrainConfig(optimizer="rmsprop", lr=0.128, weight_decay=0))
+    optimizer = optim.make_optimizer(model, TrainConfig(optimizer="rmsprop", lr=0.128, weight_decay=0))
     (2.0 * weight).sum().backward()  # gradient 2
     optimizer.step()
     mean_square = 0.9 * 1.0 + 0.1 * 2.0 ** 2
@@ -186,31 +193,31 @@ def test_official_optimizer_preset_is_tf_rmsprop_eps_inside_the_root_and_mean_sq
 def test_official_weight_decay_skips_batchnorm_only():
     # noisystudent main.py: weight decay over every trainable variable without 'batch_normalization'
     model = build_model("efficientnet-b0", 10, 3)
-    groups = loop_module.make_optimizer(model, TrainConfig(weight_decay=1e-5, weight_decay_norms=False)).param_groups
+    groups = optim.make_optimizer(model, TrainConfig(weight_decay=1e-5, weight_decay_norms=False)).param_groups
     decayed = {id(p) for g in groups if g["weight_decay"] == 1e-5 for p in g["params"]}
     norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     for name, parameter in model.named_parameters():
         assert (id(parameter) in decayed) == (id(parameter) not in norms), name
     assert any("conv_reduce.bias" in name for name, p in model.named_parameters() if id(p) in decayed), "SE biases decay"
-    everything = loop_module.make_optimizer(model, TrainConfig(weight_decay=1e-5)).param_groups
+    everything = optim.make_optimizer(model, TrainConfig(weight_decay=1e-5)).param_groups
     assert sum(len(g["params"]) for g in everything if g["weight_decay"] == 1e-5) == len(list(model.parameters()))
 
 
 def test_ema_decay_is_the_official_min_of_decay_and_warmup():
     # tf.train.ExponentialMovingAverage(decay, num_updates): min(decay, (1 + n) / (10 + n))
-    assert loop_module.ema_decay(0.9999, 1) == pytest.approx(2 / 11)
-    assert loop_module.ema_decay(0.9999, 90) == pytest.approx(91 / 100)
-    assert loop_module.ema_decay(0.9999, 10**6) == 0.9999
+    assert optim.ema_decay(0.9999, 1) == pytest.approx(2 / 11)
+    assert optim.ema_decay(0.9999, 90) == pytest.approx(91 / 100)
+    assert optim.ema_decay(0.9999, 10**6) == 0.9999
 
 
 def test_official_loss_weighting_is_labeled_mean_plus_ratio_times_pseudo_labeled_mean():
     logits = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
     targets = torch.softmax(torch.randn(6, 4, generator=torch.Generator().manual_seed(1)), dim=1)
     rows = -(targets * torch.log_softmax(logits, dim=1)).sum(dim=1)
-    official = loop_module.joint_loss(logits, targets, 2, TrainConfig(unlabeled_ratio=2, loss_weighting="official"))
+    official = objective.joint_loss(logits, targets, 2, TrainConfig(unlabeled_ratio=2, loss_weighting="official"))
     assert official.item() == pytest.approx((rows[:2].mean() + 2 * rows[2:].mean()).item())
-    assert loop_module.joint_loss(logits, targets, 2, TrainConfig(unlabeled_ratio=2)).item() == pytest.approx(rows.mean().item())
-    teacher = loop_module.joint_loss(logits, targets, 6, TrainConfig(loss_weighting="official"))
+    assert objective.joint_loss(logits, targets, 2, TrainConfig(unlabeled_ratio=2)).item() == pytest.approx(rows.mean().item())
+    teacher = objective.joint_loss(logits, targets, 6, TrainConfig(loss_weighting="official"))
     assert teacher.item() == pytest.approx(rows.mean().item()), "no pseudo-labeled rows: the labeled mean"
 
 
@@ -243,3 +250,56 @@ def test_fixres_finetune_freezes_shallow_layers_and_adapts_the_rest(tmp_path):
     assert changed_bn, "unfrozen BatchNorms re-estimate their statistics at the new resolution"
     assert not torch.equal(after["backbone.fc.weight"], before["backbone.fc.weight"])
     assert load_exported(tmp_path / "finetune").spec.resolution == 40, "the resolution travels with the weights"
+
+
+@pytest.mark.parametrize("world_size", [2, 4])
+def test_each_rank_builds_its_own_rows_of_the_one_process_batch(world_size):
+    """Under torchrun a rank gathers and augments only rows rank, rank + W, ...; together they are
+    exactly the batch one process builds, augmentation and RandAugment included."""
+    labeled, pseudo = labeled_set(), pseudo_set()
+    config = TrainConfig(batch_size=8, unlabeled_ratio=3)
+    cpu, noise = torch.device("cpu"), RandAugment(2, 10, pixels="relative")
+    whole_inputs, whole_targets = build_batch(3, 0, labeled, config, cpu, pseudo, noise)
+    for rank in range(world_size):
+        inputs, targets = build_batch(3, 0, labeled, config, cpu, pseudo, noise, rank, world_size)
+        assert len(inputs) == (8 + 24) // world_size
+        assert torch.equal(inputs, whole_inputs[rank::world_size]) and torch.equal(targets, whole_targets[rank::world_size])
+        labeled_rows = 8 // world_size
+        assert torch.all(targets[:labeled_rows].max(1).values > 0.9) and torch.all(targets[labeled_rows:].max(1).values < 0.9), \
+            "a rank's labeled rows come first"
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_prefetched_batches_are_the_batches_built_on_demand(depth):
+    labeled, pseudo = labeled_set(), pseudo_set()
+    builder = BatchBuilder(labeled, TrainConfig(batch_size=8, unlabeled_ratio=2), 0, torch.device("cpu"), pseudo,
+                           RandAugment(2, 10))
+    ahead = list(batches_module.Prefetcher(builder.build, range(2, 9), depth))
+    assert [step for step, _ in ahead] == list(range(2, 9))
+    for step, (inputs, targets) in ahead:
+        expected_inputs, expected_targets = builder.build(step)
+        assert torch.equal(inputs, expected_inputs) and torch.equal(targets, expected_targets)
+
+
+def test_prefetch_passes_errors_on_and_stops_early_without_hanging():
+    built = []
+
+    def build(step):
+        built.append(step)
+        if step == 4:
+            raise ValueError("bad image at step 4")
+        return step
+
+    with pytest.raises(ValueError, match="step 4"):
+        for step, batch in batches_module.Prefetcher(build, range(10), 2):
+            assert batch == step
+    assert max(built) <= 7, "at most depth + 1 batches are in flight"
+    steps = batches_module.Prefetcher(lambda step: step, range(100), 2)
+    for step, _ in steps:
+        if step == 3:
+            break  # a preemption leaves the loop; the workers finish and go
+
+
+def test_stop_flags_are_read_in_one_go():
+    from noisystudent.distributed import SINGLE
+    assert SINGLE.any_of(torch.tensor(False), True, torch.tensor(True), device=torch.device("cpu")) == [False, True, True]

@@ -33,13 +33,13 @@ class Distributed:
         if self.enabled:
             dist.barrier()
 
-    def any(self, flag: bool, device: torch.device) -> bool:
-        """True on every rank when `flag` is true on any rank (stop decisions all ranks share)."""
-        if not self.enabled:
-            return flag
-        tensor = torch.tensor([1.0 if flag else 0.0], device=device)
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-        return bool(tensor.item())
+    def any_of(self, *flags: bool | torch.Tensor, device: torch.device) -> list[bool]:
+        """Each flag, true on every rank when it is true on any rank: one small all-reduce and
+        one host read for all of them (stop decisions all ranks share)."""
+        tensor = torch.stack([torch.as_tensor(flag, device=device).float().reshape(()) for flag in flags])
+        if self.enabled:
+            dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+        return [bool(value) for value in tensor.tolist()]
 
 
 SINGLE = Distributed()

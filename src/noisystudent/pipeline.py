@@ -27,14 +27,14 @@ from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
 from .io import read_json, remove_stale_temps, write_json, write_text
-from .labels import (SELECTION_FILE, LabelStore, gather_selected_images, label_with_weights,
+from .labels import (SELECTION_FILE, LabelStore, PseudoLabeledSet, gather_selected_images, label_with_weights,
                      load_pseudo_labeled, read_selection, select_from_store)
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, resolve_device,
                      set_threads)
 from .noise import RandAugment, student_noise
 from .runs import CONFIG, EVAL, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .summary import fraction, format_summary, robustness_summary, round_summary
-from .train import PseudoLabeledSet, train_model
+from .train import train_model
 
 
 class Pipeline:

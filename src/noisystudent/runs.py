@@ -36,11 +36,13 @@ from .io import changed_keys, read_json, write_json
 
 # 2: inputs named after their config sections, inputs.json, label kind moved to the student,
 #    evaluation a stage of its own
-CONTRACT = 2
+# 3: training batches drawn per global batch and built per rank (train/batches.py): a stage of
+#    contract 2 would resume on other random choices than it started with
+CONTRACT = 3
 DONE, INPUTS, EVAL = "DONE", "inputs.json", "eval.json"
 CONFIG, SUMMARY = "config.yaml", "summary.json"
 # What no stage's result depends on (see the module docstring).
-NOT_DATA_INPUTS = ("max_bad_fraction", "decode_threads")  # and TrainConfig.inputs() leaves out checkpoint_every
+NOT_DATA_INPUTS = ("max_bad_fraction", "decode_threads")  # and TrainConfig.inputs() leaves out checkpoint_every, prefetch
 TEST_ONLY = ("test", "test_limit")  # what only evaluations read
 
 

@@ -2,8 +2,8 @@
 
 from .store import LabelStore, label_with_weights, pseudo_label
 from .selection import SELECTION_FILE, read_selection, select_from_store
-from .gather import IMAGES, gather_selected_images, load_pseudo_labeled
+from .gather import IMAGES, PseudoLabeledSet, dense_targets, gather_selected_images, load_pseudo_labeled
 from .targets import TARGET_KINDS, register_target_kind, topk_columns
 
 __all__ = ["LabelStore", "label_with_weights", "pseudo_label", "SELECTION_FILE", "read_selection", "select_from_store", "IMAGES",
-           "gather_selected_images", "load_pseudo_labeled", "TARGET_KINDS", "register_target_kind", "topk_columns"]
+           "PseudoLabeledSet", "dense_targets", "gather_selected_images", "load_pseudo_labeled", "TARGET_KINDS", "register_target_kind", "topk_columns"]

@@ -14,6 +14,7 @@ it was labeled (an item gone, or no longer decodable) is refused with the id nam
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +26,43 @@ from tqdm.auto import tqdm
 from ..data import Pool
 from ..errors import UserError
 from ..io import atomic_write
-from ..train import PseudoLabeledSet
 from .selection import SELECTION_FILE, read_selection
 from .store import LabelStore
 
 IMAGES = "images.npy"
+
+
+@dataclass
+class PseudoLabeledSet:
+    """The selection the student trains on: each selected image once, with the number of times
+    it enters the set (duplicates of short classes) kept as a count, not as copies of pixels.
+    Targets are sparse (top-k) and made dense per batch; `images` may be memory-mapped, so a
+    step reads only its own rows."""
+
+    images: torch.Tensor  # uint8 [U, C, H, W]
+    class_ids: torch.Tensor  # int64 [U, k]: each image's target classes
+    probs: torch.Tensor  # float32 [U, k]: their probabilities, summing to 1 (k = 1, p = 1: a hard label)
+    num_classes: int
+    copies: torch.Tensor | None = None  # int64 [U]; None = each image once
+
+    def __post_init__(self):
+        if not (len(self.images) == len(self.class_ids) == len(self.probs)) or self.class_ids.shape != self.probs.shape:
+            raise ValueError(f"images {tuple(self.images.shape)}, class_ids {tuple(self.class_ids.shape)} and probs "
+                             f"{tuple(self.probs.shape)} must have one row per image and the same k")
+        unique = torch.arange(len(self.images))
+        self.rows = unique if self.copies is None else unique.repeat_interleave(self.copies)  # set row -> image
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def targets(self, images: torch.Tensor) -> torch.Tensor:
+        """Dense targets [n, num_classes] of image indices `images`."""
+        return dense_targets(self.class_ids[images], self.probs[images], self.num_classes)
+
+
+def dense_targets(class_ids: torch.Tensor, probs: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """[n, num_classes] with probs[i, j] at class_ids[i, j], zero elsewhere."""
+    return torch.zeros(len(probs), num_classes).scatter_(1, class_ids.long(), probs.float())
 
 
 def gather_selected_images(pool: Pool, store: LabelStore, selection_dir: Path, batch_size: int = 256) -> None:

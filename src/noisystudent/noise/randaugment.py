@@ -42,6 +42,8 @@ tensor with torchvision.transforms.v2 functional ops, on any device.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import InterpolationMode
@@ -84,18 +86,19 @@ def _shear_degrees(factor: float) -> float:
     return float(torch.rad2deg(torch.atan(torch.tensor(factor))))
 
 
-def _cutout(images: torch.Tensor, half_side: int, generator: torch.Generator) -> torch.Tensor:
-    n, _, height, width = images.shape
-    cy = torch.randint(0, height, (n, 1, 1), generator=generator).to(images.device)
-    cx = torch.randint(0, width, (n, 1, 1), generator=generator).to(images.device)
+def _cutout(images: torch.Tensor, half_side: int, centers: torch.Tensor) -> torch.Tensor:
+    """Gray squares centered at `centers` [n, 2], (y, x) as fractions of the height and width."""
+    _, _, height, width = images.shape
+    cy = (centers[:, 0] * height).long().view(-1, 1, 1).to(images.device)
+    cx = (centers[:, 1] * width).long().view(-1, 1, 1).to(images.device)
     ys = torch.arange(height, device=images.device).view(1, -1, 1)
     xs = torch.arange(width, device=images.device).view(1, 1, -1)
     inside = ((ys - cy).abs() < half_side) & ((xs - cx).abs() < half_side)
     return images.masked_fill(inside.unsqueeze(1), FILL)
 
 
-def apply_op(name: str, images: torch.Tensor, value: float, generator: torch.Generator) -> torch.Tensor:
-    """One op on a uint8 batch with a signed parameter `value`."""
+def apply_op(name: str, images: torch.Tensor, value: float, centers: torch.Tensor | None = None) -> torch.Tensor:
+    """One op on a uint8 batch with a signed parameter `value` (Cutout: and its `centers`)."""
     if name == "AutoContrast":
         return TF.autocontrast(images)
     if name == "Equalize":
@@ -128,7 +131,7 @@ def apply_op(name: str, images: torch.Tensor, value: float, generator: torch.Gen
         added = (images.to(torch.int16) + int(value)).clamp(0, 255).to(torch.uint8)
         return torch.where(images < 128, added, images)
     if name == "Cutout":
-        return _cutout(images, int(value), generator) if value > 0 else images
+        return _cutout(images, int(value), centers) if value > 0 else images
     raise KeyError(f"unknown RandAugment op {name!r}; known: {', '.join(OPS)}")
 
 
@@ -143,28 +146,46 @@ class RandAugment:
         op_parameters(magnitude, REFERENCE_SIZE, pixels)  # checks `pixels`
         self.layers, self.magnitude, self.ops, self.pixels = layers, magnitude, tuple(ops), pixels
 
-    def sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per layer and image: op index into self.ops and sign (+1/-1). Shapes [layers, n]."""
+    def sample(self, n: int, generator: torch.Generator) -> RandAugmentDraw:
+        """Every random choice for `n` images: per layer, each image's op, sign and cutout center."""
         op_index = torch.randint(0, len(self.ops), (self.layers, n), generator=generator)
         sign = torch.randint(0, 2, (self.layers, n), generator=generator) * 2 - 1
-        return op_index, sign
+        centers = torch.rand(self.layers, n, 2, generator=generator)
+        return RandAugmentDraw(op_index, sign, centers)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.apply(images, self.sample(len(images), generator))
+
+    def apply(self, images: torch.Tensor, draw: RandAugmentDraw) -> torch.Tensor:
+        """`images` (uint8 [n, C, H, W]) transformed as `draw` (n images' choices) says."""
         if images.dtype != torch.uint8:
             raise TypeError(f"RandAugment works on uint8 images (TF semantics), got {images.dtype}")
         parameters = op_parameters(self.magnitude, images.shape[-1], self.pixels)
-        op_index, sign = self.sample(len(images), generator)
         out = images.clone()
         for layer in range(self.layers):
             for op_id, op_name in enumerate(self.ops):
-                chosen = op_index[layer] == op_id
+                chosen = draw.op_index[layer] == op_id
                 signs = (1, -1) if op_name in SIGNED_OPS else (None,)
                 for s in signs:
-                    mask = chosen if s is None else chosen & (sign[layer] == s)
+                    mask = chosen if s is None else chosen & (draw.sign[layer] == s)
                     rows = mask.nonzero().flatten()
                     if len(rows) == 0:
                         continue
                     value = parameters.get(op_name, 0.0) * (s or 1)
+                    centers = draw.centers[layer, rows]
                     rows = rows.to(images.device)
-                    out[rows] = apply_op(op_name, out[rows], value, generator)
+                    out[rows] = apply_op(op_name, out[rows], value, centers)
         return out
+
+
+@dataclass(frozen=True)
+class RandAugmentDraw:
+    """RandAugment's random choices for a batch: op index and sign [layers, n], cutout centers
+    [layers, n, 2]. Drawn once for a global batch, indexed by each process's rows."""
+
+    op_index: torch.Tensor
+    sign: torch.Tensor
+    centers: torch.Tensor
+
+    def select(self, rows: torch.Tensor) -> RandAugmentDraw:
+        return RandAugmentDraw(self.op_index[:, rows], self.sign[:, rows], self.centers[:, rows])

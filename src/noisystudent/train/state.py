@@ -1,8 +1,9 @@
-"""Resumable training checkpoints and exported weights.
+"""The resumable state of a training stage, and its checkpoints.
 
-A checkpoint (`checkpoints/last.pt`) holds what a resume needs: model and optimizer state and
-the step. Every other random choice in training is a function of (seed, step) (see loop.py),
-so these three restore the run exactly. Exported weights are models/weights.py.
+`TrainState` is what a resume needs and nothing else: model, optimizer, EMA weights and the
+step. Every other random choice in training is a function of (seed, step) (train/batches.py),
+so these restore the run exactly. A checkpoint (`checkpoints/last.pt`) is their state dicts,
+written atomically; exported weights are models/weights.py.
 """
 
 from __future__ import annotations
@@ -11,8 +12,12 @@ import shutil
 from pathlib import Path
 
 import torch
+from timm.utils.model_ema import ModelEmaV3
+
+from ..config import TrainConfig
 from ..errors import UserError
 from ..io import atomic_write
+from .optim import ema_decay, make_optimizer
 
 
 def _state_bytes(state) -> int:
@@ -66,3 +71,37 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
                             f"delete it to restart this stage or set ema_decay=0")
         ema.load_state_dict(state["ema"])
     return int(state["step"])
+
+
+class TrainState:
+    """Model, optimizer, EMA and step: one optimizer update at a time, saved and loaded whole."""
+
+    def __init__(self, model: torch.nn.Module, config: TrainConfig):
+        self.model, self.config, self.step = model, config, 0
+        self.optimizer = make_optimizer(model, config)
+        self.ema = ModelEmaV3(model, decay=config.ema_decay) if config.ema_decay > 0 else None
+
+    def set_learning_rate(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def update(self, loss: torch.Tensor) -> None:
+        """One optimizer step on `loss`, then the EMA with the official warm-up of its decay."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        if self.ema is not None:
+            self.ema.apply_update_(self.model, ema_decay(self.config.ema_decay, self.step))
+
+    @property
+    def final_model(self) -> torch.nn.Module:
+        """What the stage exports: the EMA weights when there are some."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def save(self, path: Path, fingerprint: str) -> None:
+        save_checkpoint(path, self.model, self.optimizer, self.step, self.ema.module if self.ema else None, fingerprint)
+
+    def load(self, path: Path, fingerprint: str) -> None:
+        self.step = load_checkpoint(path, self.model, self.optimizer, self.ema.module if self.ema else None,
+                                    fingerprint)
