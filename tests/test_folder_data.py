@@ -210,3 +210,46 @@ def test_decoding_in_threads_gives_the_inline_batches_in_order(tmp_path):
                 for got in runs]
         assert flat[0][0] == flat[1][0] and torch.equal(flat[0][1], flat[1][1]) and flat[0][2] == flat[1][2]
     assert flat[0][0] == ["blue/1.png", "green/4.png", "red/6.png"] and flat[0][2][0][0] == "green/3.png"
+
+
+def mapped_from(tensor: torch.Tensor, folder: Path) -> bool:
+    """Whether the tensor's memory is a mapping of a file in `folder` (Linux /proc/self/maps)."""
+    address = tensor.data_ptr()
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)
+        start, end = (int(part, 16) for part in fields[0].split("-"))
+        if len(fields) == 6 and start <= address < end:
+            return Path(fields[5]).parent == folder.resolve()
+    return False
+
+
+def test_labeled_sets_are_decoded_once_into_a_memory_mapped_cache(tmp_path, monkeypatch):
+    """The pixels of a cached set come from a file on disk; a second load decodes nothing; any
+    changed file (or resolution) decodes again; bad images stay listed from the cache."""
+    from noisystudent.data import folder as folder_module
+    make_tree(tmp_path / "train", 3, seed=3)
+    (tmp_path / "train" / "red" / "broken.png").write_bytes(b"not a png")
+    in_memory, report = load_labeled(tmp_path / "train", 16, 3, 0.2)
+    cache = tmp_path / "cache"
+    cached, cached_report = load_labeled(tmp_path / "train", 16, 3, 0.2, cache_dir=cache)
+    assert torch.equal(cached.images, in_memory.images) and torch.equal(cached.labels, in_memory.labels)
+    assert cached.ids == in_memory.ids and cached_report.bad == report.bad == [("red/broken.png", "UnidentifiedImageError")]
+    files = sorted(p.name for p in cache.iterdir())
+    assert len(files) == 2 and files[0].startswith("train-") and {Path(f).suffix for f in files} == {".json", ".npy"}
+    assert mapped_from(cached.images, cache) and not mapped_from(in_memory.images, cache), "memory-mapped from the cache"
+
+    def no_decoding(*args):
+        raise AssertionError("decoded again")
+    monkeypatch.setattr(folder_module, "decode_image", no_decoding)
+    again, again_report = load_labeled(tmp_path / "train", 16, 3, 0.2, cache_dir=cache)
+    assert torch.equal(again.images, in_memory.images) and again_report.bad == report.bad
+    with pytest.raises(UserError, match="1 of 10 images"):
+        load_labeled(tmp_path / "train", 16, 3, 0.0, cache_dir=cache)  # the limit applies to cached reports too
+    monkeypatch.undo()
+    write_image(tmp_path / "train" / "red" / "0.png", COLORS["blue"], np.random.default_rng(9))  # changed content
+    changed, _ = load_labeled(tmp_path / "train", 16, 3, 0.2, cache_dir=cache)
+    assert not torch.equal(changed.images, in_memory.images) and len(list(cache.iterdir())) == 4
+    assert in_memory.digest is None and None is not cached.digest != changed.digest, \
+        "a cached set is fingerprinted by its listing, which the changed file changed"
+    load_labeled(tmp_path / "train", 8, 3, 0.2, cache_dir=cache)
+    assert len(list(cache.iterdir())) == 6, "another resolution is another cache entry"

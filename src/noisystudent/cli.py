@@ -73,7 +73,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     set_threads(config.threads)
     device = resolve_device(config.device)
-    _, _, test = load_splits(config.data, config.seed, test_only=True)
+    _, _, test = load_splits(config.data, config.seed, test_only=True, cache_dir=config.image_cache())
 
     def evaluate(path: Path, baseline: dict | None = None) -> dict:
         result = evaluate_weights(path, test, device, config.evaluate, config.corruption_cache(), config.seed, baseline)
@@ -98,7 +98,7 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     distributed, device_name = init_from_environment(config.device)
-    _, unlabeled, _ = load_splits(config.data, config.seed)
+    _, unlabeled, _ = load_splits(config.data, config.seed, cache_dir=config.image_cache())
     store = label_with_weights(args.teacher, unlabeled, config.labels, args.output, resolve_device(device_name),
                                distributed)
     if distributed.is_main:

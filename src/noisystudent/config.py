@@ -41,6 +41,8 @@ class DataConfig:
     channels: int = 3  # folder: 3 (RGB) or 1 (grayscale); Fashion-MNIST is 1
     max_bad_fraction: float = 0.01  # folder: undecodable images tolerated (skipped and listed) before stopping
     decode_threads: int = 2  # folder: threads decoding the unlabeled pool ahead of the teacher; 0 = inline
+    cache_dir: str | None = None  # folder: labeled and test sets decoded once at image_size into memory-mapped
+    #                               files here, reused while the images are unchanged; null = <runs_dir>/.cache/images
     unlabeled_limit: int | None = None  # cap the unlabeled pool (quick runs); None = all the rest
     test_limit: int | None = None  # evaluate on the first N test images; None = all 10k
     image_size: int = 32  # 28 px images are zero-padded to this (32 keeps ImageNet-C ops valid)
@@ -93,6 +95,7 @@ class TrainConfig:
     loss_weighting: Literal["joint_mean", "official"] = "joint_mean"
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
     prefetch: int = 2  # batches built ahead in worker threads while the model trains; 0 = on demand
+    compile: bool = False  # torch.compile the forward (GPUs: faster steps after about a minute of compiling)
 
     def inputs(self) -> dict:
         """The fields that change what training computes: all but how often it checkpoints and
@@ -181,6 +184,10 @@ class Config:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def image_cache(self) -> Path:
+        """Where decoded labeled and test sets are cached (shared by the runs under runs_dir)."""
+        return Path(self.data.cache_dir or Path(self.runs_dir) / ".cache" / "images")
 
     def corruption_cache(self) -> Path:
         """Where corrupted test sets are cached (shared by the runs under runs_dir)."""

@@ -48,7 +48,8 @@ class Pipeline:
         self.run_dir = run_dir(config)
         self.device = resolve_device(device_name)
         set_threads(config.threads)
-        self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed)
+        self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed,
+                                                              cache_dir=config.image_cache())
 
     # -- stages ---------------------------------------------------------------------------------
 

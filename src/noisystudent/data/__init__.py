@@ -1,7 +1,10 @@
-"""Data: labeled and test sets in memory, the unlabeled pool read in chunks, weak augmentation.
+"""Data: labeled and test sets (memory-mapped caches for folders), the pool read in chunks, weak augmentation.
 
 Data sources are registered by name (`data.dataset` selects one); see data/sources.py.
 """
+
+import dataclasses
+from pathlib import Path
 
 from .images import ImageSet, pad_to
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, resolve_root
@@ -17,9 +20,13 @@ __all__ = [
 ]
 
 
-def load_splits(data_config, seed: int, test_only: bool = False) -> tuple[ImageSet | None, Pool | None, ImageSet]:
+def load_splits(data_config, seed: int, test_only: bool = False,
+                cache_dir: Path | None = None) -> tuple[ImageSet | None, Pool | None, ImageSet]:
     """(labeled, unlabeled pool, test) for a run from the data source `data.dataset` names, the
-    test set cut to `data.test_limit`; with `test_only`, (None, None, test)."""
+    test set cut to `data.test_limit`; with `test_only`, (None, None, test). `cache_dir` is where
+    sources cache decoded images when `data.cache_dir` is not set (Config.image_cache)."""
+    if data_config.cache_dir is None and cache_dir is not None:
+        data_config = dataclasses.replace(data_config, cache_dir=str(cache_dir))
     labeled, unlabeled, test = DATA_SOURCES[data_config.dataset].load(data_config, seed, test_only)
     if data_config.test_limit is not None:
         test = test.subset(range(min(data_config.test_limit, len(test))))
@@ -45,8 +52,10 @@ def _folders(data_config, seed: int, test_only: bool):
     from .folder import load_labeled
 
     size, channels, bad = data_config.image_size, data_config.channels, data_config.max_bad_fraction
-    labeled, _ = load_labeled(data_config.labeled, size, channels, bad)
-    test, _ = load_labeled(data_config.test, size, channels, bad, classes=labeled.classes, key="data.test")
+    cache = Path(data_config.cache_dir) if data_config.cache_dir else None
+    labeled, _ = load_labeled(data_config.labeled, size, channels, bad, cache_dir=cache)
+    test, _ = load_labeled(data_config.test, size, channels, bad, classes=labeled.classes, key="data.test",
+                           cache_dir=cache)
     if test_only:
         return None, None, test
     unlabeled = open_pool(data_config.unlabeled, size, channels, bad, labeled.classes, data_config.unlabeled_limit,

@@ -14,16 +14,19 @@ Images are decoded fully inside the error handling (a truncated JPEG opens fine 
 on load), converted to RGB or grayscale (CMYK, palette with transparency, RGBA included),
 resized on the shorter side and center-cropped to `image_size`. Undecodable files are skipped,
 counted and listed; more than `max_bad_fraction` of them stops the run. The labeled and test
-sets are decoded into memory here; the unlabeled pool is read a chunk at a time (data/pool.py).
+sets are decoded once into memory-mapped files under `data.cache_dir` (decode_set; at 224 px RGB
+that is 150 KB an image on disk, nothing in memory but the pages a step reads); the unlabeled
+pool is read a chunk at a time (data/pool.py).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -34,6 +37,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..errors import UserError
+from ..io import atomic_write, read_json, write_json
 from .images import IMAGE_EXTENSIONS, ImageSet
 
 IMAGE_SUFFIXES = {f".{extension}" for extension in IMAGE_EXTENSIONS}
@@ -116,24 +120,80 @@ def image_ids(root: Path) -> Iterator[str]:
     yield from walk(str(root), "")
 
 
-def decode_all(where: Path | str, items: Iterable[tuple[str, Path | BinaryIO]], size: int, channels: int,
-               max_bad_fraction: float, desc: str, total: int | None = None) -> tuple[list[np.ndarray], list[str], DecodeReport]:
-    """Decode (id, source) items; the ids of the decoded ones, and a report naming the others."""
-    report = DecodeReport(Path(where))
-    arrays, ids = [], []
-    for image_id, source in tqdm(items, desc=desc, unit="img", disable=None, leave=False, total=total):
-        report.total += 1
+CACHE_FORMAT = 1  # bump when decoding changes what a cached image holds
+
+
+def _listing_key(items: list[tuple[str, Path]], labels: list[str], size: int, channels: int) -> str:
+    """What a decoded set depends on: each file's id, label, size and modification time, and the
+    resolution and channels decoded to."""
+    digest = hashlib.sha256(json.dumps([CACHE_FORMAT, size, channels]).encode())
+    for (image_id, file), label in zip(items, labels):
         try:
-            arrays.append(decode_image(source, size, channels))
-            ids.append(image_id)
-        except BadImage as error:
-            report.bad.append((image_id, str(error)))
+            stat = os.stat(file)
+            digest.update(f"{image_id}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError as error:  # listed but unreadable: decoding will report it
+            digest.update(f"{image_id}\0{label}\0{type(error).__name__}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def decode_set(where: Path, items: list[tuple[str, Path]], labels: list[str], size: int, channels: int,
+               max_bad_fraction: float, desc: str, cache_dir: Path | None = None
+               ) -> tuple[torch.Tensor, list[str], list[str], DecodeReport, str | None]:
+    """Decode (id, file) items: (uint8 [n, C, size, size], their ids, their labels, a report naming
+    the undecodable ones, a digest of the inputs or None). With `cache_dir`, pixels go to a
+    memory-mapped file there, reused as long as no file, label, resolution or channel count
+    changed, so a labeled set of any size costs disk, not memory, and is decoded once across runs
+    and resumes; the digest then names it (what training fingerprints instead of its pixels)."""
+    if cache_dir is not None:
+        key = _listing_key(items, labels, size, channels)
+        base = Path(cache_dir) / f"{where.name or 'images'}-{key}"
+        pixels_path, index_path = base.with_suffix(".npy"), base.with_suffix(".json")
+        if not (pixels_path.is_file() and index_path.is_file()):
+            atomic_write(pixels_path, lambda tmp: _decode_to_file(tmp, where, items, labels, size, channels, desc,
+                                                                  index_path))
+        index = read_json(index_path)
+        report = DecodeReport(where, index["total"], [tuple(entry) for entry in index["bad"]])
+        report.check(max_bad_fraction)
+        # copy-on-write: torch wants a writable array; nothing writes to it, so pages stay shared
+        pixels = np.load(pixels_path, mmap_mode="c")[:len(index["ids"])]
+        return torch.from_numpy(pixels), index["ids"], index["labels"], report, base.name
+    pixels, decoded = np.empty((len(items), channels, size, size), np.uint8), 0
+
+    def put(array: np.ndarray) -> None:
+        nonlocal decoded
+        pixels[decoded] = array
+        decoded += 1
+    index = _decode_each(put, where, items, labels, size, channels, desc)
+    report = DecodeReport(where, index["total"], [tuple(entry) for entry in index["bad"]])
     report.check(max_bad_fraction)
-    return arrays, ids, report
+    return torch.from_numpy(pixels[:decoded]), index["ids"], index["labels"], report, None
 
 
-def _stack(arrays: list[np.ndarray], channels: int, size: int) -> torch.Tensor:
-    return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(0, channels, size, size, dtype=torch.uint8)
+def _decode_to_file(path: Path, where: Path, items: list[tuple[str, Path]], labels: list[str], size: int,
+                    channels: int, desc: str, index_path: Path) -> None:
+    """An .npy of room for every item, filled in order with ordinary writes (pages written through
+    a memory map would count as this process's memory until written back), then the index."""
+    np.lib.format.open_memmap(path, "w+", np.uint8, (len(items), channels, size, size))  # header, sparse body
+    offset = np.load(path, mmap_mode="r").offset
+    with open(path, "r+b") as handle:
+        handle.seek(offset)
+        index = _decode_each(lambda array: handle.write(array.tobytes()), where, items, labels, size, channels, desc)
+    write_json(index_path, index)
+
+
+def _decode_each(put, where: Path, items: list[tuple[str, Path]], labels: list[str], size: int, channels: int,
+                 desc: str) -> dict:
+    """`put` each decodable item's pixels, in order; return the index (ids, labels, bad, total)."""
+    index = {"source": str(where), "total": len(items), "ids": [], "labels": [], "bad": []}
+    for (image_id, file), label in tqdm(zip(items, labels), desc=desc, unit="img", disable=None, leave=False,
+                                        total=len(items)):
+        try:
+            put(decode_image(file, size, channels))
+            index["ids"].append(image_id)
+            index["labels"].append(label)
+        except BadImage as error:
+            index["bad"].append((image_id, str(error)))
+    return index
 
 
 def is_manifest(path: Path) -> bool:
@@ -186,9 +246,11 @@ def manifest_items(path: Path) -> tuple[Path, list[tuple[str, Path]], list[str |
 
 
 def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction: float,
-                 classes: list[str] | None = None, key: str = "data.labeled") -> tuple[ImageSet, DecodeReport]:
+                 classes: list[str] | None = None, key: str = "data.labeled",
+                 cache_dir: Path | None = None) -> tuple[ImageSet, DecodeReport]:
     """A labeled set from an ImageFolder root or a manifest with labels. `classes` is the
-    training set's (for a test set); `key` is the config key that named `source`, for messages."""
+    training set's (for a test set); `key` is the config key that named `source`, for messages;
+    with `cache_dir` the pixels are memory-mapped from a cache there (decode_set)."""
     source = Path(source)
     if is_manifest(source):
         root, items, labels = manifest_items(source)
@@ -222,10 +284,11 @@ def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction:
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise UserError(f"{key}: {source} has classes {unknown} that the labeled set (data.labeled) does not have")
-    label_of = {image_id: label for (image_id, _), label in zip(items, labels)}
-    if len(label_of) != len(items):
+    if len({image_id for image_id, _ in items}) != len(items):
         raise UserError(f"{source} lists the same image more than once; ids must be unique")
-    arrays, ids, report = decode_all(root, items, size, channels, max_bad_fraction, f"decode {source.name}")
+    pixels, ids, decoded_labels, report, digest = decode_set(root if not is_manifest(source) else source, items,
+                                                             labels, size, channels, max_bad_fraction,
+                                                             f"decode {source.name}", cache_dir)
     index = {name: i for i, name in enumerate(classes)}
-    return ImageSet(_stack(arrays, channels, size), torch.tensor([index[label_of[i]] for i in ids], dtype=torch.long),
-                    ids, classes), report
+    return ImageSet(pixels, torch.tensor([index[label] for label in decoded_labels], dtype=torch.long),
+                    ids, classes, digest), report

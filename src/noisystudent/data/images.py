@@ -1,4 +1,4 @@
-"""An in-memory image set: uint8 pixels, integer labels, stable ids."""
+"""An image set: uint8 pixels (in memory or memory-mapped), integer labels, stable ids."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ class ImageSet:
     labels: torch.Tensor  # int64 [N]; for the unlabeled pool, the hidden truth (never trained on)
     ids: list[str]  # stable per-image ids ("train-00042"), the key of the pseudo-label store
     classes: list[str]
+    # what identifies the pixels without reading them (a decode cache's key: every file's id, size
+    # and mtime, resolution, channels), or None: fingerprints then hash the pixels themselves
+    digest: str | None = None
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
@@ -36,6 +39,10 @@ class ImageSet:
         return self.images.shape[1]
 
     def subset(self, indices) -> "ImageSet":
+        if isinstance(indices, range) and indices.step == 1:  # a view: memory-mapped pixels stay on disk
+            part = slice(indices.start, indices.stop)
+            return ImageSet(self.images[part], self.labels[part], self.ids[part], self.classes,
+                            self.digest and f"{self.digest}[{indices.start}:{indices.stop}]")
         index = torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)
         return ImageSet(self.images[index], self.labels[index], [self.ids[i] for i in index.tolist()], self.classes)
 

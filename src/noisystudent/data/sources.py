@@ -11,8 +11,10 @@ A source is one function, registered with the `data.*` keys it needs:
         return labeled, memory_pool(rest, "cifar10 train"), test
 
 An in-memory pool (`memory_pool`) suits data sets that fit in memory; large pools come from
-`open_pool` (a folder, a manifest or tar shards, read a batch at a time). `data.test_limit`
-applies to every source.
+`open_pool` (a folder, a manifest or tar shards, read a batch at a time). Labeled and test sets
+too big for memory can be memory-mapped: `data_config.cache_dir` is always set when a source is
+called (data/folder.py `decode_set` writes and reuses such a cache). `data.test_limit` applies
+to every source.
 """
 
 from __future__ import annotations

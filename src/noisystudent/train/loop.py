@@ -89,7 +89,10 @@ class _TerminationFlag:
 def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, config: TrainConfig, seed: int) -> str:
     """Hash of everything a training stage learns from; a checkpoint only resumes against the same."""
     digest = hashlib.sha256()
-    tensors = (labeled.images, labeled.labels)
+    # a cached set is named by its cache key (every file's id, size and mtime): reading a large
+    # set's pixels to hash them would cost as much as an epoch
+    digest.update((labeled.digest or "").encode())
+    tensors = (labeled.labels,) if labeled.digest else (labeled.images, labeled.labels)
     if pseudo is not None:
         tensors += (pseudo.images, pseudo.class_ids, pseudo.probs, pseudo.rows)
     for tensor in tensors:
@@ -159,6 +162,8 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         forward = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        forward = torch.compile(forward)
     state = TrainState(model, config)
     total_steps, steps_per_epoch = steps_for(config, len(labeled), None if pseudo is None else len(pseudo))
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
