@@ -6,9 +6,9 @@ and step on batches prepared in advance (same model, batch and threads), side by
 The demo's student step: resnet_medium_32, 32 labeled + 128 pseudo-labeled 32 px images, SGD.
 Four settings of our loop: without augmentation (the loop's own cost: batch gathering, stop
 flags, logging, checkpoint-free steps) and with weak augmentation + RandAugment (M=10,
-relative pixels, as the demo), each with batches built on demand (`prefetch=0`) and two ahead
-in worker threads (`prefetch=2`, the default). Each setting alternates bare and ours three
-times; the ratio is the median of the three paired ratios. Writes
+relative pixels, as the demo), each with batches built on demand (`prefetch=0`, a CPU's default)
+and two ahead in worker threads (`prefetch=2`, a GPU's default). Each setting alternates bare
+and ours three times; the ratio is the median of the three paired ratios. Writes
 benchmarks/results/loop_overhead.json.
 """
 

@@ -26,10 +26,18 @@ def pct(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
 
 
+LOOP_SETTINGS = {"no_augmentation_prefetch0": "without augmentation, batches built on demand",
+                 "no_augmentation_prefetch2": "prefetching 2",
+                 "randaugment_prefetch0": "with crop, flip and RandAugment, on demand",
+                 "randaugment_prefetch2": "prefetching 2"}
+
+
 def render() -> str:
     demo, robust, shorter = load("demo"), load("robustness"), load("demo_student_7_epochs")
     sweep, ddp = load("teacher_sweep"), load("ddp_overhead")
     select, label = load("select_scale"), load("label_throughput")
+    loop, memory = load("loop_overhead"), load("labeled_memory")
+    small, large = sorted(memory["sizes"], key=int)
     lines = [
         f"Fashion-MNIST, 1,000 labels (100 per class), the other 59,000 training images unlabeled, "
         f"`configs/demo.yaml`, seed {demo['seed']}, one run on {demo['machine']['cpu_count']} CPU cores "
@@ -91,10 +99,22 @@ def render() -> str:
         + " in one thread; labeling a JPEG folder with `data.decode_threads=2` runs at "
         f"{label['decode_threads_speedup']:.2f}x the images/s of decoding inline (images/s by threads: "
         + ", ".join(f"{t}: {rate:.0f}" for t, rate in label["folder_label_images_per_second"].items()) + ").",
-        f"- DDP on this CPU: 2 gloo processes train at {ddp['ratio_2_to_1']:.2f}x the images/s of one process for the "
-        f"same global batch (2 cores shared: this is DDP's overhead, not a speed-up); a checkpoint of "
+        f"- DDP on this CPU, 1 thread per process at {ddp['batch_per_process']} labeled images per process and step: "
+        f"each of 2 gloo processes trains at {ddp['settings']['teacher']['ratio_2_to_1']:.2f}x the images/s of one "
+        f"process alone (the demo's teacher), {ddp['settings']['noised_teacher']['ratio_2_to_1']:.2f}x with "
+        f"RandAugment on (each rank augments only its own rows); a checkpoint of "
         f"`{ddp['checkpoint']['model']}` is {ddp['checkpoint']['bytes'] / 1e6:.1f} MB, saved in "
         f"{1000 * ddp['checkpoint']['save_seconds']:.0f} ms and loaded in {1000 * ddp['checkpoint']['load_seconds']:.0f} ms.",
+        f"- The training loop against a bare PyTorch loop on batches made in advance ({loop['model']}, "
+        f"{loop['batch']['labeled']} + {loop['batch']['unlabeled']} images a step, same threads): "
+        + "; ".join(f"{LOOP_SETTINGS[name]} {entry['ratio']:.2f}x" for name, entry in loop["settings"].items())
+        + f" ([loop_overhead.json](benchmarks/results/loop_overhead.json)).",
+        f"- Memory: a short training stage on a labeled folder of {int(small):,} images peaks at "
+        f"{memory['sizes'][small]['peak_rss_mb_cached']:.0f} MB, on {int(large):,} images at "
+        f"{memory['sizes'][large]['peak_rss_mb_cached']:.0f} MB (+{memory['growth_mb_cached']:.0f} MB; while decoding "
+        f"into the cache: +{memory['growth_mb_decoding']:.0f} MB); the {int(large):,} images take "
+        f"{memory['sizes'][large]['cache_bytes'] / 2**20:.0f} MiB of cache on disk "
+        f"([labeled_memory.json](benchmarks/results/labeled_memory.json)).",
     ]
     parity = load("official_parity")
     lines += [

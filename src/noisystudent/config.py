@@ -94,7 +94,9 @@ class TrainConfig:
     # same; the data term is (1 + r) times larger against weight decay in the official form.
     loss_weighting: Literal["joint_mean", "official"] = "joint_mean"
     sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
-    prefetch: int = 2  # batches built ahead in worker threads while the model trains; 0 = on demand
+    prefetch: int | None = None  # batches built ahead in worker threads while the model trains; 0 = on demand;
+    #                              null = 2 on a GPU, 0 on a CPU (there the threads take cores from the model:
+    #                              benchmarks/results/loop_overhead.json)
     compile: bool = False  # torch.compile the forward (GPUs: faster steps after about a minute of compiling)
 
     def inputs(self) -> dict:
@@ -270,7 +272,8 @@ class Config:
                 (f"{prefix}.warmup_epochs", 0 <= train.warmup_epochs < train.epochs, "must be in [0, epochs)"),
                 (f"{prefix}.label_smoothing", 0 <= train.label_smoothing < 1, "must be in [0, 1)"),
                 (f"{prefix}.checkpoint_every", train.checkpoint_every >= 1, "must be >= 1"),
-                (f"{prefix}.prefetch", train.prefetch >= 0, "must be >= 0 (0 builds each batch when it is needed)"),
+                (f"{prefix}.prefetch", train.prefetch is None or train.prefetch >= 0,
+                 "must be >= 0 (0 builds each batch when it is needed) or null (2 on a GPU, 0 on a CPU)"),
                 (f"{prefix}.ema_decay", 0 <= train.ema_decay < 1, "must be in [0, 1); 0 turns EMA off"),
                 (f"{prefix}.unlabeled_ratio", train.unlabeled_ratio > 0, "must be > 0 (paper: 3 to 28)"),
                 (f"{prefix}.lr_decay_epochs", train.lr_decay_epochs > 0, "must be > 0 (official 2.4)"),

@@ -175,10 +175,11 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
         state.load(checkpoint_path, fingerprint)
         metrics.truncate(state.step)
     batches = BatchBuilder(labeled, config, seed, device, pseudo, randaugment, distributed.rank, world)
+    prefetch = config.prefetch if config.prefetch is not None else (2 if device.type == "cuda" else 0)
     bar = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", disable=None if main else True,
                leave=False)
     with _TerminationFlag() as termination:
-        for step, (inputs, targets) in Prefetcher(batches.build, range(state.step, total_steps), config.prefetch):
+        for step, (inputs, targets) in Prefetcher(batches.build, range(state.step, total_steps), prefetch):
             lr = learning_rate(step, total_steps, warmup_steps, config.lr, config.lr_schedule, steps_per_epoch,
                                config.lr_decay_epochs)
             state.set_learning_rate(lr)
