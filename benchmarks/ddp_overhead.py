@@ -5,7 +5,9 @@ load time and size.
     python benchmarks/ddp_overhead.py            # ~4 min on 2 cores
 
 Each process has a core of its own, so a ratio of 1 would be perfect scaling; what it loses is
-DDP's all-reduce and whatever each rank does for rows that are not its own. Measured on the
+what two busy processes cost each other on this machine (shared caches and memory bandwidth;
+measured alone by two independent runs at once), DDP's all-reduce, and whatever each rank does
+for rows that are not its own. Measured on the
 demo's teacher stage twice: as configured (crop + flip only), and noised (`noise.teacher=true`:
 RandAugment too, the input work each rank now does for its own rows only). Writes
 benchmarks/results/ddp_overhead.json.
@@ -43,17 +45,34 @@ def images_per_second(run_dir: Path) -> float:
     return statistics.median(rates)
 
 
-def per_process_rate(processes: int, noised: bool, runs_dir: Path) -> float:
-    """images/s per process, each process 1 thread and BATCH_PER_PROCESS labeled images a step."""
-    name = f"ddp{processes}-{'noised' if noised else 'plain'}"
-    command = ["-m", "noisystudent.cli", "run", str(bundled_config("demo")), *OVERRIDES, f"runs_dir={runs_dir}",
-               f"name={name}", f"teacher.batch_size={BATCH_PER_PROCESS * processes}", "threads=1",
-               f"noise.teacher={str(noised).lower()}"]
+def command(name: str, processes: int, noised: bool, runs_dir: Path) -> list[str]:
+    """A demo teacher run: each process 1 thread and BATCH_PER_PROCESS labeled images a step."""
+    arguments = ["-m", "noisystudent.cli", "run", str(bundled_config("demo")), *OVERRIDES, f"runs_dir={runs_dir}",
+                 f"name={name}", f"teacher.batch_size={BATCH_PER_PROCESS * processes}", "threads=1",
+                 f"noise.teacher={str(noised).lower()}"]
     if processes > 1:
-        command = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_port=29611", *command]
-    command = [sys.executable, *command]  # the venv's Python, whether or not the venv is activated
-    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return images_per_second(runs_dir / name) / processes
+        arguments = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_port=29611", *arguments]
+    return [sys.executable, *arguments]  # the venv's Python, whether or not the venv is activated
+
+
+def per_process_rates(noised: bool, runs_dir: Path) -> dict:
+    """images/s per process: one process alone; two independent processes at once (what sharing
+    the machine costs, without DDP); two torchrun processes training one model."""
+    kind = "noised" if noised else "plain"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(command(f"alone-{kind}", 1, noised, runs_dir), check=True, capture_output=True, env=env)
+    pair = [subprocess.Popen(command(f"pair{i}-{kind}", 1, noised, runs_dir), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, env=env) for i in range(2)]
+    if any(process.wait() for process in pair):
+        raise RuntimeError("an independent run failed")
+    subprocess.run(command(f"ddp-{kind}", 2, noised, runs_dir), check=True, capture_output=True, env=env)
+    alone = images_per_second(runs_dir / f"alone-{kind}")
+    independent = statistics.fmean(images_per_second(runs_dir / f"pair{i}-{kind}") for i in range(2))
+    ddp = images_per_second(runs_dir / f"ddp-{kind}") / 2
+    return {"images_per_second_per_process": {"1_process": alone, "2_independent_processes": round(independent, 1),
+                                              "2_processes_gloo": ddp},
+            "ratio_2_to_1": round(ddp / alone, 3), "ratio_independent_to_1": round(independent / alone, 3),
+            "ratio_ddp_to_independent": round(ddp / independent, 3)}
 
 
 def checkpoint_cost(folder: Path) -> dict:
@@ -79,10 +98,7 @@ def main() -> None:
         runs_dir = Path(folder)
         settings = {}
         for noised in (False, True):
-            one, two = per_process_rate(1, noised, runs_dir), per_process_rate(2, noised, runs_dir)
-            settings["noised_teacher" if noised else "teacher"] = {
-                "images_per_second_per_process": {"1_process": one, "2_processes_gloo": two},
-                "ratio_2_to_1": round(two / one, 3)}
+            settings["noised_teacher" if noised else "teacher"] = per_process_rates(noised, runs_dir)
             print(settings, flush=True)
         result = {"benchmark": "ddp_overhead", **environment(), "seed": 0, "overrides": OVERRIDES,
                   "batch_per_process": BATCH_PER_PROCESS, "threads_per_process": 1, "target_ratio": 0.85,
