@@ -160,9 +160,8 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
             if device.type != "cuda":
                 raise UserError(f"{desc}: sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        # gradients as views into the all-reduce buckets: one copy of them fewer per step
         forward = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         forward = torch.compile(forward)
     state = TrainState(model, config)
