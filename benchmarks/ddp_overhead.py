@@ -2,7 +2,7 @@
 1 process with 1 thread, at the same per-process batch; and the demo model's checkpoint save /
 load time and size.
 
-    python benchmarks/ddp_overhead.py            # ~4 min on 2 cores
+    python benchmarks/ddp_overhead.py            # ~15 min on 2 cores
 
 Each process has a core of its own, so a ratio of 1 would be perfect scaling; what it loses is
 what two busy processes cost each other on this machine (shared caches and memory bandwidth;
@@ -34,7 +34,7 @@ from noisystudent.cli import bundled_config  # noqa: E402
 from noisystudent.models import build_model  # noqa: E402
 from noisystudent.train import load_checkpoint, save_checkpoint  # noqa: E402
 
-BATCH_PER_PROCESS = 64
+BATCH_PER_PROCESS, REPEATS = 64, 3
 OVERRIDES = ["rounds=0", "teacher.epochs=12", "teacher.warmup_epochs=1", "evaluate.robustness=false",
              "data.test_limit=1000", "seed=0"]
 
@@ -56,23 +56,28 @@ def command(name: str, processes: int, noised: bool, runs_dir: Path) -> list[str
 
 
 def per_process_rates(noised: bool, runs_dir: Path) -> dict:
-    """images/s per process: one process alone; two independent processes at once (what sharing
-    the machine costs, without DDP); two torchrun processes training one model."""
-    kind = "noised" if noised else "plain"
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(command(f"alone-{kind}", 1, noised, runs_dir), check=True, capture_output=True, env=env)
-    pair = [subprocess.Popen(command(f"pair{i}-{kind}", 1, noised, runs_dir), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL, env=env) for i in range(2)]
-    if any(process.wait() for process in pair):
-        raise RuntimeError("an independent run failed")
-    subprocess.run(command(f"ddp-{kind}", 2, noised, runs_dir), check=True, capture_output=True, env=env)
-    alone = images_per_second(runs_dir / f"alone-{kind}")
-    independent = statistics.fmean(images_per_second(runs_dir / f"pair{i}-{kind}") for i in range(2))
-    ddp = images_per_second(runs_dir / f"ddp-{kind}") / 2
-    return {"images_per_second_per_process": {"1_process": alone, "2_independent_processes": round(independent, 1),
-                                              "2_processes_gloo": ddp},
-            "ratio_2_to_1": round(ddp / alone, 3), "ratio_independent_to_1": round(independent / alone, 3),
-            "ratio_ddp_to_independent": round(ddp / independent, 3)}
+    """images/s per process, REPEATS times in turn: one process alone; two independent processes
+    at once (what sharing the machine costs, without DDP); two torchrun processes training one
+    model. Medians, and the median of each repeat's paired ratios."""
+    kind, env = "noised" if noised else "plain", {**os.environ, "OMP_NUM_THREADS": "1"}
+    measured = []
+    for repeat in range(REPEATS):
+        tag = f"{kind}-{repeat}"
+        subprocess.run(command(f"alone-{tag}", 1, noised, runs_dir), check=True, capture_output=True, env=env)
+        pair = [subprocess.Popen(command(f"pair{i}-{tag}", 1, noised, runs_dir), stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL, env=env) for i in range(2)]
+        if any(process.wait() for process in pair):
+            raise RuntimeError("an independent run failed")
+        subprocess.run(command(f"ddp-{tag}", 2, noised, runs_dir), check=True, capture_output=True, env=env)
+        measured.append({"1_process": images_per_second(runs_dir / f"alone-{tag}"),
+                         "2_independent_processes": statistics.fmean(
+                             images_per_second(runs_dir / f"pair{i}-{tag}") for i in range(2)),
+                         "2_processes_gloo": images_per_second(runs_dir / f"ddp-{tag}") / 2})
+    ratio = lambda a, b: round(statistics.median(m[a] / m[b] for m in measured), 3)  # noqa: E731
+    return {"images_per_second_per_process": {key: [round(m[key], 1) for m in measured] for key in measured[0]},
+            "ratio_2_to_1": ratio("2_processes_gloo", "1_process"),
+            "ratio_independent_to_1": ratio("2_independent_processes", "1_process"),
+            "ratio_ddp_to_independent": ratio("2_processes_gloo", "2_independent_processes")}
 
 
 def checkpoint_cost(folder: Path) -> dict:
@@ -101,7 +106,7 @@ def main() -> None:
             settings["noised_teacher" if noised else "teacher"] = per_process_rates(noised, runs_dir)
             print(settings, flush=True)
         result = {"benchmark": "ddp_overhead", **environment(), "seed": 0, "overrides": OVERRIDES,
-                  "batch_per_process": BATCH_PER_PROCESS, "threads_per_process": 1, "target_ratio": 0.85,
+                  "batch_per_process": BATCH_PER_PROCESS, "threads_per_process": 1, "repeats": REPEATS, "target_ratio": 0.85,
                   "settings": settings, "checkpoint": checkpoint_cost(runs_dir)}
     write_result("ddp_overhead", result)
 

@@ -17,15 +17,18 @@ import sys
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import environment, write_result  # noqa: E402
 
 from noisystudent.config import TrainConfig, load_config  # noqa: E402
+from noisystudent.data import augment  # noqa: E402
 from noisystudent.evaluate.corruptions import ALEXNET_ERRORS, mean_corruption_error  # noqa: E402
 from noisystudent.models import MODELS, build_model  # noqa: E402
 from noisystudent.noise import op_parameters, stochastic_depth_rates  # noqa: E402
 from noisystudent.train import learning_rate  # noqa: E402
+from noisystudent.labels import TARGET_KINDS, PseudoLabeledSet  # noqa: E402
 from noisystudent.train import objective, optim  # noqa: E402
 
 ROWS: list[dict] = []
@@ -127,6 +130,35 @@ def loss() -> None:
     official = (per_row[:labeled].mean() + ratio * per_row[labeled:labeled * (1 + ratio)].mean()).item()
     ours = objective.joint_loss(logits[:labeled * (1 + ratio)], targets[:labeled * (1 + ratio)], labeled, student).item()
     row("student loss weighting (ratio 14)", ours, official, tolerance=1e-6)
+    # main.py: hard pseudo labels go through softmax_cross_entropy(..., label_smoothing=FLAGS.label_smoothing),
+    # whose targets are one_hot * (1 - s) + s / classes; soft ones through cross_entropy, unsmoothed.
+    smoothing, classes, argmax = student.label_smoothing, 5, torch.tensor([[2]])
+    official = -((F.one_hot(argmax[0], classes) * (1 - smoothing) + smoothing / classes) * torch.log_softmax(
+        logits[:1], dim=1)).sum().item()
+    hard = PseudoLabeledSet(torch.zeros(1, 1, 1, 1, dtype=torch.uint8), argmax, torch.ones(1, 1), classes,
+                            smoothing=smoothing if TARGET_KINDS["hard"].smoothed else 0.0)
+    row("hard pseudo labels: label smoothing 0.1", objective.soft_cross_entropy(logits[:1], hard.targets(torch.tensor([0]))).item(),
+        official, tolerance=1e-6)
+
+
+def crop() -> None:
+    # preprocessing.py _random_crop: sample_distorted_bounding_box(min_object_covered=0.1,
+    # aspect_ratio_range=(3/4, 4/3), area_range=(0.08, 1.0), max_attempts=10), else center_crop
+    # (CROP_PADDING = 32), then _flip; the paper preset trains with it.
+    row("training crop: area range", list(augment.CROP_AREA), [0.08, 1.0])
+    row("training crop: aspect ratio range", list(augment.CROP_ASPECT), [3 / 4, 4 / 3])
+    row("training crop: min_object_covered, max_attempts, fallback padding",
+        [augment.CROP_MIN_COVERED, augment.CROP_ATTEMPTS, augment.CROP_PADDING], [0.1, 10, 32])
+    row("paper preset trains with the Inception crop", load_config(Path("configs/imagenet-paper.yaml")).student.crop,
+        "inception")
+
+
+def soft_targets() -> None:
+    # main.py: soft targets are the teacher's full softmax vector over the 1000 classes
+    stored = load_config(Path("configs/imagenet-paper.yaml")).labels.top_k
+    row("soft targets at 1000 classes: classes stored per image", stored, 1000,
+        why="the top 100, renormalized: within 2% of the full vector's mass above the 0.3 threshold, at 321 "
+            "instead of 4,000 bytes an image (benchmarks/results/topk_targets.json); labels.top_k=1000 stores it all")
 
 
 def models() -> None:
@@ -172,14 +204,13 @@ def mce() -> None:
 NOT_YET = [
     ("each model trains at its own train resolution and evaluates at its test resolution (center crop)",
      "one data.image_size for every model"),
-    ("Inception random-resized crop (area 0.08-1) + flip for large images", "2 px pad-crop + flip"),
     ("per-round student resolution (ratio and epochs per round: student_rounds)", "one data.image_size"),
 ]
 
 
 def main() -> None:
-    for check in (randaugment, rmsprop, schedule, ema, batch_norm, weight_decay, loss, models, preset, iterations,
-                  mce):
+    for check in (randaugment, rmsprop, schedule, ema, batch_norm, weight_decay, loss, soft_targets, crop, models, preset,
+                  iterations, mce):
         check()
     for item, ours in NOT_YET:
         ROWS.append({"item": item, "ours": ours, "official": "yes", "match": False, "why": "not yet done"})

@@ -51,6 +51,14 @@ def test_selected_images_are_the_pools_pixels_memory_mapped_with_sparse_targets(
     assert torch.equal(pseudo.copies, torch.from_numpy(copies.astype(np.int64)))
     class_ids, probs = store.topk(rows, "soft")
     assert torch.equal(pseudo.class_ids, torch.from_numpy(class_ids)) and torch.allclose(pseudo.probs.sum(1), torch.ones(len(rows)))
+    # the official code smooths hard pseudo labels like labeled ones (label_smoothing), soft ones not at all
+    everything = torch.arange(len(rows))
+    soft = load_pseudo_labeled(store, tmp_path / "selection", "soft", 3, label_smoothing=0.1).targets(everything)
+    assert torch.allclose(soft, pseudo.targets(everything))
+    hard = load_pseudo_labeled(store, tmp_path / "selection", "hard", 3, label_smoothing=0.1).targets(everything)
+    assert torch.allclose(hard.max(1).values, torch.full((len(rows),), 0.9 + 0.1 / 3))
+    assert torch.allclose(hard.min(1).values, torch.full((len(rows),), 0.1 / 3))
+    assert torch.equal(hard.argmax(1), torch.from_numpy(store.column("argmax")[rows]).long())
 
 
 def test_a_pool_that_changed_since_labeling_is_refused_by_name(tmp_path):

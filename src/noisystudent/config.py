@@ -84,7 +84,9 @@ class TrainConfig:
     #                                  BatchNorm excluded; every other parameter, biases included, decays)
     warmup_epochs: float = 1.0  # linear warm-up (official: 5 epochs)
     label_smoothing: float = 0.1  # on the labeled loss only (official 0.1)
-    augment: bool = True  # weak augmentation (random crop + flip) on labeled images
+    augment: bool = True  # crop + flip every training image (the student's RandAugment comes on top)
+    crop: Literal["pad", "inception"] = "pad"  # pad: 2 px pad-crop (small images); inception: the official
+    #                                            random-resized crop (area 0.08-1, aspect 3/4-4/3), for large images
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at the end)
     ema_decay: float = 0.0  # EMA of weights (official 0.9999, decay min(d, (1+s)/(10+s))); 0 = off. When on,
     #                         the EMA weights are the ones evaluated, exported and used as next teacher
@@ -113,7 +115,8 @@ class LabelConfig:
     temperature: float = 1.0  # softmax(logits / T) for soft labels
     batch_size: int = 1024  # teacher inference batch
     shard_size: int = 20000  # images per store shard
-    top_k: int = 10  # classes stored per image when there are more than 100 (else all of them)
+    top_k: int = 100  # classes stored per image when there are more than 100 (else all of them); at 1000
+    #                   classes 100 leaves ~2% of the mass out, 10 leaves ~9% (benchmarks/results/topk_targets.json)
 
 
 @dataclass

@@ -111,10 +111,11 @@ class Pipeline:
         """A noised student on joint batches of labeled and pseudo-labeled images."""
         noise = student_noise(self.config.noise)
         make = lambda: self.build(round_index, **noise.model_kwargs)  # noqa: E731
-        pseudo = None if stages[0].is_done() else load_pseudo_labeled(store, selection_dir, self.config.labels.kind,
-                                                                  self.labeled.num_classes)
-        return self.train_stage(stages, f"student round {round_index}", make, self.config.student_for_round(round_index),
-                                "student", pseudo, noise.randaugment)
+        train = self.config.student_for_round(round_index)
+        pseudo = None if stages[0].is_done() else load_pseudo_labeled(
+            store, selection_dir, self.config.labels.kind, self.labeled.num_classes, train.label_smoothing)
+        return self.train_stage(stages, f"student round {round_index}", make, train, "student", pseudo,
+                                noise.randaugment)
 
     def finetune_stage(self, stages: tuple[Stage, Stage], student_dir: Path, round_index: int) -> dict:
         """FixRes-style: un-augmented labeled images at a larger resolution, shallow layers frozen."""

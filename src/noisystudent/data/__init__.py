@@ -10,12 +10,12 @@ from .images import ImageSet, pad_to
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, resolve_root
 from .pool import Batch, Pool, memory_pool, open_pool
 from .split import split_labeled_unlabeled
-from .augment import sample_weak, weak_augment
+from .augment import inception_crop, sample_inception, sample_weak, weak_augment
 from .sources import DATA_SOURCES, register_data_source
 
 __all__ = [
     "ImageSet", "pad_to", "FASHION_MNIST_CLASSES", "load_fashion_mnist", "resolve_root", "Batch", "Pool",
-    "memory_pool", "open_pool", "split_labeled_unlabeled", "sample_weak", "weak_augment", "load_splits", "DATA_SOURCES",
+    "memory_pool", "open_pool", "split_labeled_unlabeled", "inception_crop", "sample_inception", "sample_weak", "weak_augment", "load_splits", "DATA_SOURCES",
     "register_data_source",
 ]
 

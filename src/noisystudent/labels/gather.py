@@ -44,6 +44,7 @@ class PseudoLabeledSet:
     probs: torch.Tensor  # float32 [U, k]: their probabilities, summing to 1 (k = 1, p = 1: a hard label)
     num_classes: int
     copies: torch.Tensor | None = None  # int64 [U]; None = each image once
+    smoothing: float = 0.0  # label smoothing of the dense targets (hard labels: the official code's 0.1)
 
     def __post_init__(self):
         if not (len(self.images) == len(self.class_ids) == len(self.probs)) or self.class_ids.shape != self.probs.shape:
@@ -57,7 +58,8 @@ class PseudoLabeledSet:
 
     def targets(self, images: torch.Tensor) -> torch.Tensor:
         """Dense targets [n, num_classes] of image indices `images`."""
-        return dense_targets(self.class_ids[images], self.probs[images], self.num_classes)
+        targets = dense_targets(self.class_ids[images], self.probs[images], self.num_classes)
+        return targets * (1.0 - self.smoothing) + self.smoothing / self.num_classes if self.smoothing else targets
 
 
 def dense_targets(class_ids: torch.Tensor, probs: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -112,8 +114,12 @@ def gather_selected_images(pool: Pool, store: LabelStore, selection_dir: Path, b
     atomic_write(selection_dir / IMAGES, write)
 
 
-def load_pseudo_labeled(store: LabelStore, selection_dir: Path, kind: str, num_classes: int) -> PseudoLabeledSet:
-    """The student's pseudo-labeled set: memory-mapped pixels, sparse targets, multiplicities."""
+def load_pseudo_labeled(store: LabelStore, selection_dir: Path, kind: str, num_classes: int,
+                        label_smoothing: float = 0.0) -> PseudoLabeledSet:
+    """The student's pseudo-labeled set: memory-mapped pixels, sparse targets, multiplicities;
+    `label_smoothing` applies when the target kind is a smoothed one (hard labels)."""
+    from .targets import TARGET_KINDS
+
     rows, copies = read_selection(selection_dir / SELECTION_FILE)
     # copy-on-write: torch wants a writable array; nothing writes to it, so pages stay shared
     images = torch.from_numpy(np.load(selection_dir / IMAGES, mmap_mode="c"))
@@ -122,4 +128,5 @@ def load_pseudo_labeled(store: LabelStore, selection_dir: Path, kind: str, num_c
                         f"delete {selection_dir} to select again")
     class_ids, probs = store.topk(rows, kind)
     return PseudoLabeledSet(images, torch.from_numpy(class_ids), torch.from_numpy(probs), num_classes,
-                            torch.from_numpy(copies.astype(np.int64)))
+                            torch.from_numpy(copies.astype(np.int64)),
+                            label_smoothing if TARGET_KINDS[kind].smoothed else 0.0)

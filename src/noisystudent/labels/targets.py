@@ -28,14 +28,16 @@ class TargetKind:
     name: str
     columns: tuple[str, ...]  # the store columns it reads
     targets: TargetFunction
+    smoothed: bool = False  # its targets get the student's label_smoothing, as labeled ones do
 
 
 TARGET_KINDS: dict[str, TargetKind] = {}
 
 
-def register_target_kind(name: str, columns: tuple[str, ...]) -> Callable[[TargetFunction], TargetFunction]:
+def register_target_kind(name: str, columns: tuple[str, ...],
+                         smoothed: bool = False) -> Callable[[TargetFunction], TargetFunction]:
     def register(function: TargetFunction) -> TargetFunction:
-        TARGET_KINDS[name] = TargetKind(name, tuple(columns), function)
+        TARGET_KINDS[name] = TargetKind(name, tuple(columns), function, smoothed)
         return function
     return register
 
@@ -53,8 +55,10 @@ def soft(table: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray]:
     return topk_columns(table, k)
 
 
-@register_target_kind("hard", columns=("argmax",))
+@register_target_kind("hard", columns=("argmax",), smoothed=True)
 def hard(table: pa.Table, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """One-hot on the teacher's argmax."""
+    """One-hot on the teacher's argmax, label-smoothed like the labeled images (the official
+    main.py: softmax_cross_entropy(..., label_smoothing=FLAGS.label_smoothing) for hard labels,
+    none for soft ones)."""
     argmax = table.column("argmax").to_numpy().astype(np.int64)[:, None]
     return argmax, np.ones(argmax.shape, np.float32)

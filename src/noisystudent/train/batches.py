@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from ..config import TrainConfig
-from ..data import ImageSet, sample_weak, weak_augment
+from ..data import ImageSet, inception_crop, sample_inception, sample_weak, weak_augment
 from ..labels import PseudoLabeledSet
 from ..models import to_model_input
 from ..noise import RandAugment
@@ -65,10 +65,16 @@ class BatchBuilder:
         self.mine = torch.arange(rank, self.labeled_size + self.unlabeled_size, world_size)  # global rows
         self.labeled_rows_per_rank = batch // world_size
 
+    def sample_crops(self, total: int, generator: torch.Generator) -> torch.Tensor:
+        if self.config.crop == "inception":
+            height, width = self.labeled.images.shape[-2:]
+            return sample_inception(total, height, width, generator)
+        return sample_weak(total, generator)
+
     def build(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
         generator = torch.Generator().manual_seed(seed_for(self.seed, STEP_STREAM, step))
         total = self.labeled_size + self.unlabeled_size
-        weak = sample_weak(total, generator)[self.mine] if self.config.augment else None
+        crops = self.sample_crops(total, generator)[self.mine] if self.config.augment else None
         noise = self.randaugment.sample(total, generator).select(self.mine) if self.randaugment else None
         mine_labeled = self.mine[self.mine < self.labeled_size]
         rows = sample_indices(len(self.labeled), self.labeled_size, step, self.seed, LABELED_STREAM)[mine_labeled]
@@ -84,8 +90,9 @@ class BatchBuilder:
         if self.device.type == "cuda":  # page-locked, so the copy below overlaps with compute
             pixels, targets = pixels.pin_memory(), targets.pin_memory()
         pixels = pixels.to(self.device, non_blocking=True)
-        if weak is not None:
-            pixels = weak_augment(pixels, weak)
+        if crops is not None:
+            pixels = (inception_crop(pixels, crops, pixels.shape[-1]) if self.config.crop == "inception"
+                      else weak_augment(pixels, crops))
         if noise is not None:
             pixels = self.randaugment.apply(pixels, noise)
         return to_model_input(pixels, self.device), targets.to(self.device, non_blocking=True)
