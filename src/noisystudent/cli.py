@@ -1,4 +1,4 @@
-"""Command line: `noisystudent demo | run | evaluate | label | predict | export | sweep | report | config | models`.
+"""Command line: `noisystudent demo | run | plan | evaluate | label | predict | export | sweep | report | config | models`.
 
 Mistakes a user can fix (config, paths, data, a folder that cannot be written) print one line and
 exit with code 2.
@@ -27,6 +27,7 @@ examples:
   noisystudent demo --quick              # every stage on a Fashion-MNIST subset, a few minutes
   noisystudent demo                      # the full demo (1,000 labels, 59k unlabeled, 2 rounds)
   noisystudent run configs/demo.yaml student.unlabeled_ratio=7 name=ratio7
+  noisystudent plan demo                 # each stage's images, FLOPs, disk and time, before running it
   noisystudent evaluate runs/demo/round-2/student --baseline runs/demo/round-0/teacher
   noisystudent label runs/demo/round-0/teacher labels/ --config configs/demo.yaml
   noisystudent predict runs/demo/round-2/student my-images/ --output predictions.csv
@@ -130,6 +131,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError("--jobs must be >= 1")
     run_sweep(sweep, args.jobs)
     print(f"table: {sweep.root / 'table.md'}\nreport: {sweep.root / 'report.html'}")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from .config import load_config
+    from .plan import format_table, plan_costs
+
+    if args.probe_steps < 1:
+        raise UserError("--probe-steps must be >= 1")
+    config = load_config(resolve_config(args.config), args.overrides)
+    costs = plan_costs(config, probe=not args.no_probe, probe_steps=args.probe_steps,
+                       log=lambda line: print(line, file=sys.stderr))
+    print(json.dumps([asdict(cost) for cost in costs], indent=2) if args.json else format_table(costs))
     return 0
 
 
@@ -271,6 +288,24 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs, which are finished, and the time left")
     sweep.set_defaults(func=cmd_sweep)
+
+    plan = commands.add_parser(
+        "plan", help="what a run will cost per stage (images, steps, FLOPs, disk, time) before it starts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="For each stage of each round: images, optimizer steps, parameters, FLOPs per image, the\n"
+                    "disk it writes and its time on this device, from a short probe of the real training,\n"
+                    "labeling and evaluation code on synthetic data of the run's shapes (a minute or two).\n"
+                    "Nothing is written under runs/. A pool of tar shards has no size before it is read, and\n"
+                    "a selection's size is an upper bound unless selection.images_per_class is set.\n\n"
+                    "example:\n  noisystudent plan demo\n  noisystudent plan configs/imagenet-paper.yaml --no-probe\n"
+                    "  noisystudent plan demo student.epochs=7 --json > plan.json")
+    plan.add_argument("config", type=Path, help="YAML config, or the name of a bundled one: demo, smoke, imagenet-paper")
+    plan.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDES_HELP)
+    plan.add_argument("--json", action="store_true", help="print the stages as JSON instead of a table")
+    plan.add_argument("--no-probe", action="store_true",
+                      help="sizes only, no timing probe (for models this device cannot run)")
+    plan.add_argument("--probe-steps", type=int, default=6, help="timed training steps per model (default 6)")
+    plan.set_defaults(func=cmd_plan)
 
     export = commands.add_parser(
         "export", help="write exported weights as ONNX or TorchScript for serving",

@@ -15,6 +15,7 @@ checkpoint), and refuses a stage whose inputs changed rather than silently mixin
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Callable
@@ -32,7 +33,7 @@ from .labels import (SELECTION_FILE, LabelStore, PseudoLabeledSet, gather_select
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, resolve_device,
                      set_threads)
 from .noise import RandAugment, student_noise
-from .runs import CONFIG, EVAL, SUMMARY, RoundPlan, Stage, plan_run, run_dir, teacher_dir
+from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .summary import fraction, format_summary, robustness_summary, round_summary
 from .train import train_model
 
@@ -69,6 +70,7 @@ class Pipeline:
                         distributed=self.distributed, config_key=config_key)
             if self.distributed.is_main:
                 stage.mark_done(train_seconds=round(time.perf_counter() - started, 1))
+            self.record_time(stage, "train", started)
             self.distributed.barrier()
         metrics = self.evaluation_stage(evaluation)
         self.log(f"  {desc}: {metrics['model']} test top-1 {metrics['top1']:.4f}, top-5 {metrics['top5']:.4f}")
@@ -79,12 +81,14 @@ class Pipeline:
         changed); ratios (mCE, mFR) against the round-0 teacher, which is the baseline, so its own
         mCE and mFR are 100 by definition."""
         if not evaluation.is_done() and self.distributed.is_main:
+            started = time.perf_counter()
             baseline_path = teacher_dir(self.run_dir) / EVAL
             is_baseline = evaluation.path == teacher_dir(self.run_dir)
             baseline = None if is_baseline else read_json(baseline_path)
             result = evaluate_weights(evaluation.path, self.test, self.device, self.config.evaluate,
                                       self.config.corruption_cache(), self.config.seed, baseline)
             evaluation.mark_done(**(compare_to_baseline(result, result) if is_baseline else result))
+            self.record_time(evaluation, "eval", started)
         self.distributed.barrier()
         return read_json(evaluation.marker)
 
@@ -129,6 +133,7 @@ class Pipeline:
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
         if not stage.is_done():  # every rank labels its share of the shards
+            started = time.perf_counter()
             if self.distributed.is_main:
                 stage.begin()
             self.distributed.barrier()
@@ -142,6 +147,7 @@ class Pipeline:
                              None if truth is None else float((store.column("argmax") == truth).mean())}
                 write_json(stage.path / "stats.json", stats)
                 stage.mark_done()
+            self.record_time(stage, "labels", started)
         self.distributed.barrier()
         return read_json(stage.path / "stats.json")
 
@@ -149,6 +155,7 @@ class Pipeline:
         """Filter and balance (streamed over the store), then gather the selected images into a
         memory-mapped file the student reads by row (labels/gather.py)."""
         if not stage.is_done() and self.distributed.is_main:
+            started = time.perf_counter()
             stage.begin()
             remove_stale_temps(stage.path)  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
             selection = self.config.selection
@@ -171,8 +178,18 @@ class Pipeline:
             gather_selected_images(self.unlabeled, store, stage.path, self.config.labels.batch_size)
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()
+            self.record_time(stage, "selection", started)
         self.distributed.barrier()
         return read_json(stage.path / "stats.json")
+
+    def record_time(self, stage: Stage, kind: str, started: float) -> None:
+        """Append a stage's wall seconds (this attempt's) to timings.jsonl: what `noisystudent plan`
+        estimates, measured."""
+        if self.distributed.is_main:
+            record = {"stage": stage.path.relative_to(self.run_dir).as_posix(), "kind": kind,
+                      "seconds": round(time.perf_counter() - started, 2)}
+            with open(self.run_dir / TIMINGS, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
 
     # -- the rounds -----------------------------------------------------------------------------
 

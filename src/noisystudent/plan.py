@@ -1,0 +1,235 @@
+"""`noisystudent plan CONFIG`: what a run will cost, stage by stage, before anything trains.
+
+For each stage of each round: images it processes, optimizer steps, the model's parameters and
+FLOPs per image (counted on the meta device), the disk it writes (label store, the selection's
+images.npy, checkpoints and exported weights) and the time it should take on this device.
+
+Times come from a short probe of the real code paths on synthetic data of the run's shapes: a
+few steps of `train_model` per (model, training setting) at its batch size, with its noise;
+`predict_logits` at `labels.batch_size` for labeling; and `evaluate_model` on a few test images
+with the run's evaluation settings, once with an empty corruption cache and once with a warm
+one (a run generates corrupted test images once and reuses them). Steps x measured step time,
+plus the stage's fixed costs measured the same way. Unknowns are said, not guessed: a pool of
+tar shards has no size before it is read, and a selection's size depends on the teacher, so it
+is taken as `selection.images_per_class` x classes when set, else the whole pool (an upper bound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import Config, TrainConfig
+from .data import ImageSet, load_splits
+from .labels import PseudoLabeledSet
+from .models import build_model, count_flops, count_parameters, predict_logits, resolve_device, set_threads
+from .noise import student_noise
+from .runs import plan_run
+from .train import joint_batch_sizes, steps_for, train_model
+
+STORE_BYTES_PER_CLASS, STORE_BYTES_FIXED = 6, 40  # int32 id + float16 probability per stored class; id, argmax, ...
+SELECTION_SECONDS_PER_IMAGE = 2e-6  # filter + balance over the store (select_scale.json: ~0.25 us) and gathering
+
+
+@dataclass
+class StageCost:
+    stage: str  # the stage's folder under the run, e.g. round-1/student
+    model: str | None
+    images: int | None  # images the stage processes (training: steps x batch)
+    steps: int | None
+    parameters: int | None
+    flops_per_image: int | None  # one forward pass at the model's resolution
+    disk_bytes: int
+    seconds: float | None
+    note: str = ""
+
+
+def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, int], classes: int, noise,
+                   with_pseudo: bool, device: torch.device, steps: int, folder: Path) -> float:
+    """Seconds per optimizer step of `train_model` on synthetic data of the run's shapes."""
+    channels, size, _ = shapes
+    batch, unlabeled = joint_batch_sizes(train.batch_size, train.unlabeled_ratio)
+    generator = torch.Generator().manual_seed(0)
+    rows = max(batch, 64)
+    labeled = ImageSet(torch.randint(0, 256, (rows, channels, size, size), dtype=torch.uint8, generator=generator),
+                       torch.arange(rows) % classes, [str(i) for i in range(rows)], [str(c) for c in range(classes)])
+    pseudo = None
+    if with_pseudo:
+        pool = max(unlabeled, 64)
+        pseudo = PseudoLabeledSet(torch.randint(0, 256, (pool, channels, size, size), dtype=torch.uint8,
+                                                generator=generator),
+                                  torch.randint(0, classes, (pool, 1), generator=generator), torch.ones(pool, 1), classes)
+    per_epoch = math.ceil(rows / batch) if pseudo is None or train.epoch_unit == "labeled" else math.ceil(
+        len(pseudo) / unlabeled)
+    probe = dataclasses.replace(train, epochs=(steps + 2) / per_epoch, checkpoint_every=10**9, warmup_epochs=0)
+    model = build_model(model_name, classes, channels, **(noise.model_kwargs if noise else {}))
+    stage = Path(tempfile.mkdtemp(dir=folder))
+    train_model(model, labeled, probe, stage, 0, device, pseudo, noise.randaugment if noise else None, desc="probe")
+    windows = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    images_per_second = statistics.median(window["images_per_second"] for window in windows[2:] or windows)
+    return (batch + (unlabeled if with_pseudo else 0)) / images_per_second
+
+
+def probe_forward(model_name: str, shapes: tuple[int, int, int], classes: int, batch: int, device: torch.device,
+                  batches: int = 3) -> float:
+    """Seconds per image of un-noised inference (labeling, clean accuracy) at `batch`."""
+    channels, size, _ = shapes
+    model = build_model(model_name, classes, channels)
+    images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8)
+    predict_logits(model, images, batch, device, desc="probe")  # warm-up
+    started = time.perf_counter()
+    for _ in range(batches):
+        predict_logits(model, images, batch, device, desc="probe")
+    return (time.perf_counter() - started) / (batches * batch)
+
+
+def probe_robustness(model_name: str, test: ImageSet, config: Config, device: torch.device, images: int,
+                     folder: Path) -> tuple[float, float]:
+    """Seconds per robustness image of `evaluate_model` (clean accuracy excluded): with an empty
+    corruption cache, then with the cache it filled."""
+    from .evaluate import evaluate_model
+
+    model = build_model(model_name, test.num_classes, test.channels)
+    subset = test.subset(range(min(images, len(test))))
+    settings = dataclasses.replace(config.evaluate, images=len(subset))
+    cache = folder / "corruptions"
+    seconds = []
+    for _ in range(2):
+        started = time.perf_counter()
+        evaluate_model(model, subset, device, settings, cache, config.seed)
+        seconds.append((time.perf_counter() - started) / len(subset))
+    return seconds[0], seconds[1]
+
+
+def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=print) -> list[StageCost]:
+    """One StageCost per stage of the run `config` describes, in run order."""
+    set_threads(config.threads)
+    device = resolve_device(config.device)
+    labeled, pool, test = load_splits(config.data, config.seed, cache_dir=config.image_cache())
+    classes, shapes = labeled.num_classes, (labeled.channels, config.data.image_size, config.data.image_size)
+    pool_size = pool.size
+    per_class = config.selection.images_per_class
+    selected = per_class * classes if per_class else pool_size
+    selection_note = "" if per_class else "selection size taken as the whole pool (an upper bound)"
+    plan = plan_run(config)
+    costs: list[StageCost] = []
+    cache: dict = {}
+    folder = Path(tempfile.mkdtemp(prefix="noisystudent-plan-"))
+
+    def model_facts(name: str) -> tuple[int, int]:
+        if name not in cache:
+            cache[name] = (count_parameters(name, classes, shapes[0]), count_flops(name, classes, shapes[0], shapes[1]))
+        return cache[name]
+
+    def measured(key, function):
+        if not probe:
+            return None
+        if key not in cache:
+            log(f"  probing {key[0]} {key[1]} ...")
+            cache[key] = function()
+        return cache[key]
+
+    def training(stage_name: str, model: str, train: TrainConfig, pseudo_size: int | None, noise) -> StageCost:
+        parameters, flops = model_facts(model)
+        steps, _ = steps_for(train, len(labeled), pseudo_size)
+        batch, unlabeled = joint_batch_sizes(train.batch_size, train.unlabeled_ratio)
+        per_step = batch + (unlabeled if pseudo_size is not None else 0)
+        step_seconds = measured(("train", model, json.dumps(train.inputs(), sort_keys=True), pseudo_size is not None,
+                                 noise is not None),
+                                lambda: probe_training(model, train, shapes, classes, noise, pseudo_size is not None,
+                                                       device, probe_steps, folder))
+        # checkpoint (model, optimizer state, EMA) and the exported weights
+        disk = parameters * 4 * (2 + (train.ema_decay > 0) + (train.momentum > 0 or train.optimizer == "rmsprop")) + \
+            parameters * 4
+        return StageCost(stage_name, model, steps * per_step, steps, parameters, flops, disk,
+                         None if step_seconds is None else steps * step_seconds)
+
+    def evaluation(stage_name: str, model: str, first: bool) -> StageCost:
+        parameters, flops = model_facts(model)
+        robust_images = min(config.evaluate.images, len(test)) if config.evaluate.robustness else 0
+        forward = measured(("forward", model, 256), lambda: probe_forward(model, shapes, classes, 256, device))
+        seconds = None if forward is None else len(test) * forward
+        if robust_images and seconds is not None:
+            cold, warm = measured(("robustness", model), lambda: probe_robustness(model, test, config, device, 20,
+                                                                                 folder))
+            seconds += robust_images * (cold if first else warm)
+        return StageCost(stage_name, model, len(test) + robust_images, None, parameters, flops, 0, seconds,
+                         "evaluation images: the test set, then the robustness subset" if robust_images else "")
+
+    def name(stage) -> str:
+        return str(stage.path.relative_to(plan.teacher.path.parent.parent))
+
+    noise = student_noise(config.noise)
+    teacher_model = config.model_for_round(0)
+    costs.append(training(name(plan.teacher), teacher_model, config.teacher, None,
+                          noise if config.noise.teacher else None))
+    costs.append(dataclasses.replace(evaluation(name(plan.teacher) + " (eval)", teacher_model, True)))
+    for round_plan in plan.rounds:
+        teacher = round_plan.teacher_model
+        parameters, flops = model_facts(teacher)
+        forward = measured(("forward", teacher, config.labels.batch_size),
+                           lambda: probe_forward(teacher, shapes, classes, config.labels.batch_size, device))
+        stored = classes if classes <= 100 else min(config.labels.top_k, classes)
+        store_bytes = None if pool_size is None else pool_size * (STORE_BYTES_FIXED + STORE_BYTES_PER_CLASS * stored)
+        costs.append(StageCost(name(round_plan.labels), teacher, pool_size, None, parameters, flops, store_bytes or 0,
+                               None if forward is None or pool_size is None else pool_size * forward,
+                               "" if pool_size is not None else "pool size unknown until read (tar shards)"))
+        costs.append(StageCost(name(round_plan.selection), None, selected, None, None, None,
+                               0 if selected is None else selected * math.prod(shapes[:2]) * shapes[2],
+                               None if pool_size is None else 1.0 + pool_size * SELECTION_SECONDS_PER_IMAGE,
+                               selection_note))
+        student_train = config.student_for_round(round_plan.index)
+        costs.append(training(name(round_plan.student), round_plan.student_model, student_train,
+                              selected if selected is not None else len(labeled), noise))
+        costs[-1].note = selection_note
+        costs.append(evaluation(name(round_plan.student) + " (eval)", round_plan.student_model, False))
+        if round_plan.finetune is not None:
+            finetune = config.finetune
+            train = TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
+                                lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=False)
+            costs.append(training(name(round_plan.finetune), round_plan.student_model, train, None, None))
+            costs.append(evaluation(name(round_plan.finetune) + " (eval)", round_plan.student_model, False))
+    return costs
+
+
+def _size(count: float | None, unit: str = "") -> str:
+    if count is None:
+        return "?"
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if count >= scale:
+            return f"{count / scale:.1f}{suffix}{unit}"
+    return f"{count:.0f}{unit}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def format_table(costs: list[StageCost]) -> str:
+    header = ("stage", "model", "images", "steps", "params", "FLOPs/img", "disk", "time")
+    rows = [(c.stage, c.model or "-", _size(c.images), _size(c.steps) if c.steps else "-",
+             _size(c.parameters) if c.parameters else "-", _size(c.flops_per_image) if c.flops_per_image else "-",
+             _size(c.disk_bytes, "B") if c.disk_bytes else "-", _duration(c.seconds)) for c in costs]
+    total = sum(c.seconds for c in costs if c.seconds is not None)
+    unknown = any(c.seconds is None for c in costs)
+    rows.append(("total", "", "", "", "", "", _size(sum(c.disk_bytes for c in costs), "B"),
+                 _duration(total) + (" + ?" if unknown else "")))
+    widths = [max(len(str(row[i])) for row in (header, *rows)) for i in range(len(header))]
+    lines = ["  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)).rstrip()
+             for row in (header, *rows)]
+    notes = sorted({c.note for c in costs if c.note})
+    return "\n".join(lines + [f"note: {note}" for note in notes])
