@@ -50,14 +50,16 @@ PEAK = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=Tr
 def peak_rss_mb(labeled: Path, test: Path, pool: Path, runs: Path, name: str, count: int) -> tuple[float, float]:
     """(peak RSS of the run in MB, its wall seconds)."""
     epochs = STEPS * BATCH / count
-    command = [sys.executable, "-m", "noisystudent.cli", "run", "rounds=0", "models=resnet_tiny_32",
+    command = [sys.executable, "-m", "noisystudent.cli", "run", "demo", "rounds=0", "models=resnet_tiny_32",
                "data.dataset=folder", f"data.labeled={labeled}", f"data.test={test}", f"data.unlabeled={pool}",
                "data.image_size=32", "data.channels=3", f"runs_dir={runs}", f"name={name}",
                f"teacher.epochs={epochs}", f"teacher.batch_size={BATCH}", "teacher.warmup_epochs=0",
                "evaluate.robustness=false", "threads=2", f"seed={SEED}"]
     started = time.perf_counter()
-    output = subprocess.run([sys.executable, "-c", PEAK, *command], check=True, capture_output=True, text=True,
+    output = subprocess.run([sys.executable, "-c", PEAK, *command], capture_output=True, text=True,
                             env={**os.environ, "TQDM_DISABLE": "1"})
+    if output.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{output.stderr[-3000:]}")
     return int(output.stdout.strip().splitlines()[-1]) / 1024, time.perf_counter() - started
 
 
