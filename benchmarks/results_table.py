@@ -99,10 +99,13 @@ def render() -> str:
         + " in one thread; labeling a JPEG folder with `data.decode_threads=2` runs at "
         f"{label['decode_threads_speedup']:.2f}x the images/s of decoding inline (images/s by threads: "
         + ", ".join(f"{t}: {rate:.0f}" for t, rate in label["folder_label_images_per_second"].items()) + ").",
-        f"- DDP on this CPU, 1 thread per process at {ddp['batch_per_process']} labeled images per process and step: "
-        f"each of 2 gloo processes trains at {ddp['settings']['teacher']['ratio_2_to_1']:.2f}x the images/s of one "
-        f"process alone (the demo's teacher), {ddp['settings']['noised_teacher']['ratio_2_to_1']:.2f}x with "
-        f"RandAugment on (each rank augments only its own rows); a checkpoint of "
+        f"- DDP on this CPU, 1 thread per process at {ddp['batch_per_process']} labeled images per process and step, "
+        f"medians of {ddp['repeats']} repeats: each of 2 gloo processes trains at "
+        f"{ddp['settings']['teacher']['ratio_2_to_1']:.2f}x the images/s of one process alone (the demo's teacher), "
+        f"{ddp['settings']['noised_teacher']['ratio_2_to_1']:.2f}x with RandAugment on (each rank augments only its "
+        f"own rows); two independent processes at once run at {ddp['settings']['teacher']['ratio_independent_to_1']:.2f}x "
+        f"and {ddp['settings']['noised_teacher']['ratio_independent_to_1']:.2f}x, so DDP's gradient all-reduce, "
+        f"sharing each process's one core, costs the rest; a checkpoint of "
         f"`{ddp['checkpoint']['model']}` is {ddp['checkpoint']['bytes'] / 1e6:.1f} MB, saved in "
         f"{1000 * ddp['checkpoint']['save_seconds']:.0f} ms and loaded in {1000 * ddp['checkpoint']['load_seconds']:.0f} ms.",
         f"- The training loop against a bare PyTorch loop on batches made in advance ({loop['model']}, "

@@ -10,6 +10,7 @@ from noisystudent.config import TrainConfig
 from noisystudent.data import ImageSet, inception_crop, sample_inception
 from noisystudent.data.augment import CROP_ASPECT, CROP_ATTEMPTS, CROP_MIN_COVERED, CROP_PADDING
 from noisystudent.train import BatchBuilder
+from noisystudent.train import batches as batches_module
 
 
 def reference_crop(height: int, width: int, rng: random.Random) -> tuple[float, bool]:
@@ -67,3 +68,16 @@ def test_a_training_batch_takes_inception_crops_when_configured():
     assert cropped.shape == padded.shape == (8, 3, 48, 48) and torch.equal(targets, same_targets)
     assert not torch.equal(cropped, padded)
     assert torch.equal(inception.build(3)[0], cropped), "a function of (seed, step)"
+
+
+def test_crops_resize_to_the_models_train_resolution_and_the_center_crop_is_the_evaluations():
+    generator = torch.Generator().manual_seed(1)
+    labeled = ImageSet(torch.randint(0, 256, (12, 1, 32, 32), dtype=torch.uint8, generator=generator),
+                       torch.arange(12) % 2, [str(i) for i in range(12)], ["a", "b"])
+    center = BatchBuilder(labeled, TrainConfig(batch_size=4, crop="center", label_smoothing=0), 0, torch.device("cpu"),
+                          input_size=16, crop_fraction=0.5)
+    inputs, _ = center.build(0)
+    rows = batches_module.sample_indices(12, 4, 0, 0, batches_module.LABELED_STREAM)
+    assert torch.equal(inputs, labeled.images[rows][..., 8:24, 8:24].float() / 255), "the center half, unchanged"
+    inception = BatchBuilder(labeled, TrainConfig(batch_size=4, crop="inception"), 0, torch.device("cpu"), input_size=20)
+    assert inception.build(0)[0].shape == (4, 1, 20, 20)

@@ -80,7 +80,7 @@ def test_every_help_teaches_with_examples_that_are_valid_commands(capsys, monkey
 ])
 def test_imagenet_paper_presets_validate_round_by_round_and_their_models_build_on_meta(preset, models, ratios):
     from noisystudent.cli import bundled_config
-    from noisystudent.models import check_student_size, count_parameters
+    from noisystudent.models import check_student_size, count_parameters, model_resolutions
     from noisystudent.runs import plan_run
 
     config = load_config(bundled_config(preset))
@@ -95,7 +95,15 @@ def test_imagenet_paper_presets_validate_round_by_round_and_their_models_build_o
     assert [r.student.inputs["student"]["unlabeled_ratio"] for r in plan.rounds] == ratios, "each round's own ratio"
     assert config.selection.images_per_class == 130_000 and config.noise.randaugment_magnitude == 27
     assert config.noise.teacher and config.evaluate.alexnet_mce and config.teacher.weight_decay_norms is False
-    assert config.finetune.epochs == 1.5 and config.finetune.resolution == 800
+    assert config.finetune.epochs == 1.5 and config.finetune.resolution is None, "FixRes at each model's own"
+    # official efficientnet_builder.py resolutions (L0 / L1: the paper's Table 7); crop: S / (S + 32)
+    assert config.data.resolution == "model" and config.student.crop == "inception"
+    train_test = {"efficientnet-b7": (600, 600), "efficientnet-l0": (380, 500), "efficientnet-l1": (380, 500),
+                  "efficientnet-l2": (475, 800)}
+    for name in set(models):
+        resolutions, (train, test) = model_resolutions(name), train_test[name]
+        assert (resolutions["train_resolution"], resolutions["resolution"]) == (train, test), name
+        assert resolutions["crop_fraction"] == pytest.approx(test / (test + 32)), name
     assert count_parameters(models[-1], 1000, 3) > 470e6
 
 

@@ -87,3 +87,4 @@ def test_a_new_evaluation_suite_is_one_registered_function(registered):
     expected = (logits[:8].argmax(1) == logits[8:].argmax(1)).float().mean().item()
     assert result["flip_agreement"] == expected and result["robustness_images"] == 8
     assert "corruption_errors" not in result, "only the suites named run"
+

@@ -245,3 +245,21 @@ def test_labeling_killed_and_rerun_writes_a_byte_identical_store(tmp_path, monke
     pseudo_label(teacher, pool, config, tmp_path / "resumed", torch.device("cpu"))
     for path in sorted((tmp_path / "straight").iterdir()):
         assert (tmp_path / "resumed" / path.name).read_bytes() == path.read_bytes(), path.name
+
+
+@pytest.mark.slow
+def test_two_rank_torchrun_predict_writes_the_single_process_file(tmp_path):
+    from test_folder_data import COLORS, make_tree
+    make_tree(tmp_path / "images", 5, seed=8)  # 15 images: chunks of 4 shared by two ranks
+    weights = tmp_path / "final.safetensors"
+    torch.manual_seed(0)
+    export_weights(weights, build_model("resnet_tiny_32", 3, 3, classes=list(COLORS), image_size=16))
+    predict = lambda out: ("predict", str(weights), str(tmp_path / "images"), "--output", str(out),  # noqa: E731
+                           "--chunk-size", "4")
+    one = subprocess.run(cli(*predict(tmp_path / "one.jsonl")), capture_output=True, text=True, env=quiet_env())
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run(torchrun(None, port=29541, command=predict(tmp_path / "two.jsonl")), capture_output=True,
+                         text=True, env=quiet_env(), timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert (tmp_path / "one.jsonl").read_bytes() == (tmp_path / "two.jsonl").read_bytes()
+    assert len((tmp_path / "two.jsonl").read_text().splitlines()) == 15

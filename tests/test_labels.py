@@ -40,8 +40,8 @@ def dense(class_ids, probs, num_classes):
     return dense_targets(torch.as_tensor(class_ids), torch.as_tensor(probs), num_classes)
 
 
-def make_store(root, argmax, confidence, shard_size, num_classes=None):
-    """A store with chosen argmax / confidence (what selection reads), written shard by shard."""
+def make_store(root, argmax, confidence, shard_size, num_classes=None, energy=None):
+    """A store with chosen argmax / confidence (and energy: what selection reads), written shard by shard."""
     root.mkdir(parents=True, exist_ok=True)
     argmax, confidence = np.asarray(argmax), np.asarray(confidence, dtype=np.float32)
     num_classes = num_classes or int(argmax.max()) + 1
@@ -51,6 +51,9 @@ def make_store(root, argmax, confidence, shard_size, num_classes=None):
         logits = torch.nn.functional.one_hot(torch.from_numpy(argmax[start:stop]).long(), num_classes).float()
         table = shard_table([f"u{i}" for i in range(start, stop)], logits, 1.0, min(num_classes, 3))
         table = table.set_column(2, "confidence", pa.array(confidence[start:stop]))
+        if energy is not None:
+            column = table.schema.get_field_index("energy")
+            table = table.set_column(column, "energy", pa.array(np.asarray(energy, np.float32)[start:stop]))
         pq.write_table(table, root / shard_name(index))
         counts.append({"count": stop - start, "inputs": stop - start, "bad_files": []})
     write_manifest(root, {}, counts)
@@ -243,3 +246,29 @@ def test_a_teacher_for_other_classes_is_refused_on_the_first_batch(tmp_path):
         pseudo_label(build_model("resnet_tiny_32", 3, 1), make_pool(), LabelConfig(batch_size=8), tmp_path,
                      torch.device("cpu"))
     assert not list(tmp_path.glob("shard-*"))
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_out_of_domain_filter_drops_high_energy_images_and_estimates_the_share(tmp_path, drop):
+    """Energies 0..19: above 13.5 are 6 of 20. The estimate assumes in-domain images exceed the
+    labeled quantile q as often as labeled ones do (1 - q) and out-of-domain ones always."""
+    from noisystudent.labels import OutOfDomain
+    store = make_store(tmp_path / "store", np.arange(20) % 2, np.full(20, 0.9), 7, energy=np.arange(20))
+    stats = select_from_store(store, tmp_path / "selection.parquet", 2, 0.3, 10,
+                              out_of_domain=OutOfDomain(13.5, 0.9, drop))
+    rows, copies = read_selection(tmp_path / "selection.parquet")
+    assert stats["out_of_domain"]["above"] == 6 and stats["out_of_domain"]["share_above"] == pytest.approx(0.3)
+    assert stats["out_of_domain"]["estimated_share"] == pytest.approx((0.3 - 0.1) / 0.9)
+    if drop:
+        assert sorted(rows.tolist()) == list(range(14)) and stats["kept"] == 14
+    else:
+        assert sorted(rows.tolist()) == list(range(20)) and stats["kept"] == 20
+
+
+def test_energy_is_minus_logsumexp_of_the_logits_and_is_stored():
+    from noisystudent.labels import energy
+    logits = torch.tensor([[10.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    assert torch.allclose(energy(logits), -torch.logsumexp(logits, 1))
+    assert energy(logits)[0] < energy(logits)[1], "a confident image scores lower (more in domain)"
+    table = shard_table(["a", "b"], logits, 1.0, 3)
+    assert np.allclose(table.column("energy").to_numpy(), energy(logits).numpy())

@@ -217,3 +217,32 @@ def test_a_model_starts_from_a_runs_exported_weights_and_refuses_another_archite
         load_initial_weights(build_model("resnet_medium_32", 10, 1), str(tmp_path))
     with pytest.raises(UserError, match="neither a file nor a timm model name"):
         load_initial_weights(model, "no-such-file.pth")
+
+
+def test_a_model_trains_at_its_train_resolution_and_evaluates_after_the_official_center_crop(tmp_path):
+    """Training inputs are resized to the train resolution; evaluation inputs are center-cropped
+    (the kept fraction of the shorter side) and resized to the test resolution; both travel with
+    the exported weights, and a FixRes fine-tune trains at the test resolution."""
+    from noisystudent.models import export_weights, load_exported
+    model = build_model("resnet_tiny_32", 10, 1, train_resolution=16, resolution=24, crop_fraction=0.5)
+    seen = []
+    model.backbone.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    ramp = (torch.arange(32.0).repeat(32, 1) / 31).expand(2, 1, 32, 32)  # column c holds c / 31
+    model.train()(ramp)
+    model.eval()(ramp)
+    assert seen[0].shape[-2:] == (16, 16) and seen[1].shape[-2:] == (24, 24)
+    mean, std = model.mean.item(), model.std.item()
+    evaluated = seen[1] * std + mean  # back to pixels: the columns 8..23 (the center half), stretched
+    assert evaluated.min().item() == pytest.approx(8 / 31, abs=0.02) and evaluated.max().item() == pytest.approx(23 / 31, abs=0.02)
+    export_weights(tmp_path / "w.safetensors", model)
+    spec = load_exported(tmp_path / "w.safetensors").spec
+    assert (spec.train_resolution, spec.resolution, spec.crop_fraction) == (16, 24, 0.5)
+    fixres = load_exported(tmp_path / "w.safetensors", train_at_test_resolution=True).spec
+    assert fixres.train_resolution == 24
+
+
+def test_per_model_resolutions_come_from_the_registry():
+    from noisystudent.models import model_resolutions
+    assert model_resolutions("efficientnet-b0") == {"train_resolution": 224, "resolution": 224, "crop_fraction": 0.875}
+    assert model_resolutions("resnet_tiny_32") == {"train_resolution": 32, "resolution": 32, "crop_fraction": None}
+    assert model_resolutions("resnet18") == {}, "other timm models take the images as they come"

@@ -8,6 +8,7 @@ from PIL import Image
 from noisystudent.cli import main
 from noisystudent.pipeline import run
 from noisystudent.report import build_report
+from noisystudent.summary import ROUNDS_HEADER
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -29,8 +30,10 @@ def test_report_builds_from_a_tiny_run_with_valid_figures_and_the_runs_numbers(t
     round_row = next(line for line in markdown.splitlines() if line.startswith("| 1 |"))
     cells = [cell.strip() for cell in round_row.strip("|").split("|")]
     first = summary["rounds"][0]
-    assert float(cells[5]) == pytest.approx(100 * first["teacher_top1"], abs=0.005)
-    assert float(cells[6]) == pytest.approx(100 * first["student_top1"], abs=0.005)
+    column = {name: cells[i] for i, name in enumerate(ROUNDS_HEADER)}
+    assert float(column["teacher top-1 (%)"]) == pytest.approx(100 * first["teacher_top1"], abs=0.005)
+    assert float(column["student top-1 (%)"]) == pytest.approx(100 * first["student_top1"], abs=0.005)
+    assert float(column["est. out of domain (%)"]) == pytest.approx(100 * first["estimated_ood_share"], abs=0.005)
     assert float(cells[3]) == pytest.approx(100 * first["pseudo_label_accuracy"], abs=0.005)
     student_eval = json.loads((run_dir / "round-1" / "student" / "eval.json").read_text())
     student_row = next(line for line in markdown.splitlines() if line.startswith("| final student |"))

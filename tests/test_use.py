@@ -131,3 +131,38 @@ def test_torchscript_export_runs_without_noisystudent_and_carries_the_descriptio
         assert torch.allclose(scripted(x), load_exported(weights).eval()(x), atol=1e-5)
     assert json.loads(files["noisystudent.json"])["classes"] == list(COLORS)
     assert main(["export", str(weights), "--format", "torchscript", "--output", str(tmp_path / "m.pt")]) == 2
+
+
+def test_predict_resumes_by_chunk_and_never_joins_parts_of_other_weights(tmp_path, weights, monkeypatch, capsys):
+    """Stopped after its first chunk, a rerun predicts only the missing chunks and writes the
+    file a straight run writes; parts left by other weights are discarded, not joined."""
+    from noisystudent import predict as predict_module
+    make_tree(tmp_path / "images", 3, seed=5)  # 9 images: chunks of 4, 4, 1
+    argv = lambda out: ["predict", str(weights), str(tmp_path / "images"), "--output", str(out),  # noqa: E731
+                        "--chunk-size", "4"]
+    assert main(argv(tmp_path / "straight.csv")) == 0
+    real_writer, calls = predict_module._PredictionWriter.write, []
+
+    def stop_after_one_chunk(self, *args):
+        calls.append(self.path)
+        if len(set(calls)) > 1:
+            raise KeyboardInterrupt("stopped")
+        return real_writer(self, *args)
+    monkeypatch.setattr(predict_module._PredictionWriter, "write", stop_after_one_chunk)
+    assert main(argv(tmp_path / "resumed.csv")) == 130
+    parts = tmp_path / "resumed.csv.parts"
+    assert sorted(p.name for p in parts.glob("chunk-*")) == ["chunk-00000.csv", "chunk-00000.json"]
+    monkeypatch.setattr(predict_module._PredictionWriter, "write", real_writer)
+    (parts / "chunk-00000.csv").write_text("id,class_1\nplanted,row\n")  # what a rerun must reuse, not redo
+    assert main(argv(tmp_path / "resumed.csv")) == 0 and "planted" in (tmp_path / "resumed.csv").read_text()
+    # parts another model left: discarded, not joined
+    torch.manual_seed(1)
+    other = tmp_path / "other.safetensors"
+    export_weights(other, build_model("resnet_tiny_32", 3, 3, classes=list(COLORS), image_size=16))
+    calls.clear()
+    monkeypatch.setattr(predict_module._PredictionWriter, "write", stop_after_one_chunk)
+    assert main(["predict", str(other), *argv(tmp_path / "again.csv")[2:]]) == 130
+    monkeypatch.setattr(predict_module._PredictionWriter, "write", real_writer)
+    assert main(argv(tmp_path / "again.csv")) == 0
+    assert (tmp_path / "again.csv").read_bytes() == (tmp_path / "straight.csv").read_bytes()
+    assert not (tmp_path / "again.csv.parts").exists(), "parts are removed once joined"

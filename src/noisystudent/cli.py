@@ -110,13 +110,17 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .distributed import init_from_environment
     from .models import resolve_device
     from .predict import predict_to_file
 
-    result = predict_to_file(args.weights, args.source, args.output, resolve_device(args.device), args.batch_size,
-                             args.top_k, args.max_bad_fraction, args.decode_threads, args.image_size, args.overwrite)
-    listed = f", listed in {result['undecodable_list']}" if result["undecodable"] else ""
-    print(f"{result['images']} images -> {result['output']} ({result['undecodable']} undecodable{listed})")
+    distributed, device_name = init_from_environment(args.device)  # under torchrun: each rank its chunks
+    result = predict_to_file(args.weights, args.source, args.output, resolve_device(device_name), args.batch_size,
+                             args.top_k, args.max_bad_fraction, args.decode_threads, args.image_size, args.overwrite,
+                             distributed, args.chunk_size)
+    if distributed.is_main:
+        listed = f", listed in {result['undecodable_list']}" if result["undecodable"] else ""
+        print(f"{result['images']} images -> {result['output']} ({result['undecodable']} undecodable{listed})")
     return 0
 
 
@@ -257,9 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "pool-{0000..0099}.tar) with exported weights, streamed a batch at a time. The weights carry\n"
                     "their preprocessing (image size, channels, normalization) and class names; each output row\n"
                     "has the image id, the top-k class names and their probabilities. The output's extension\n"
-                    "picks the format. Undecodable images are listed in OUTPUT.undecodable.csv.\n\n"
+                    "picks the format. Undecodable images are listed in OUTPUT.undecodable.csv. Chunks of 10,000\n"
+                    "images go to OUTPUT.parts/ first, so a rerun after a stop redoes only the missing ones; under\n"
+                    "torchrun each process predicts its share of the chunks and rank 0 joins them.\n\n"
                     "example:\n  noisystudent predict runs/demo/round-2/student my-images/ --output predictions.csv\n"
-                    "  noisystudent predict runs/demo/round-2/student shards-{000..009}.tar --output p.parquet --top-k 3")
+                    "  noisystudent predict runs/demo/round-2/student shards-{000..009}.tar --output p.parquet --top-k 3\n"
+                    "  torchrun --nproc_per_node=8 --no-python noisystudent predict student/ pool/ --output p.parquet")
     predict.add_argument("weights", type=Path, help="stage folder or .safetensors file")
     predict.add_argument("source", help="folder, manifest or tar shard pattern")
     predict.add_argument("--output", type=Path, required=True, help="predictions file: .csv, .jsonl or .parquet")
@@ -272,6 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--image-size", type=int, default=None,
                          help="only for weights exported before they recorded their image size")
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    predict.add_argument("--chunk-size", type=int, default=10_000,
+                         help="images per part file, the unit a rerun redoes and torchrun shares out (default 10000)")
     predict.set_defaults(func=cmd_predict)
 
     sweep = commands.add_parser(

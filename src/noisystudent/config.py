@@ -44,8 +44,15 @@ class DataConfig:
     cache_dir: str | None = None  # folder: labeled and test sets decoded once at image_size into memory-mapped
     #                               files here, reused while the images are unchanged; null = <runs_dir>/.cache/images
     unlabeled_limit: int | None = None  # cap the unlabeled pool (quick runs); None = all the rest
+    ood_fraction: float = 0.0  # fashion_mnist: this share of the pool is out of domain (rendered characters,
+    #                            data/out_of_domain.py), mixed in after unlabeled_limit
     test_limit: int | None = None  # evaluate on the first N test images; None = all 10k
     image_size: int = 32  # 28 px images are zero-padded to this (32 keeps ImageNet-C ops valid)
+    # image_size: every model sees images at data.image_size. model: each registry model trains at
+    # its own train resolution and labels / evaluates at its test resolution after the official
+    # center crop (EfficientNets: S / (S + 32) of the shorter side), resized inside the model from
+    # the images stored at data.image_size (`noisystudent models` lists the resolutions)
+    resolution: Literal["image_size", "model"] = "image_size"
 
 
 @dataclass
@@ -85,8 +92,9 @@ class TrainConfig:
     warmup_epochs: float = 1.0  # linear warm-up (official: 5 epochs)
     label_smoothing: float = 0.1  # on the labeled loss only (official 0.1)
     augment: bool = True  # crop + flip every training image (the student's RandAugment comes on top)
-    crop: Literal["pad", "inception"] = "pad"  # pad: 2 px pad-crop (small images); inception: the official
-    #                                            random-resized crop (area 0.08-1, aspect 3/4-4/3), for large images
+    crop: Literal["pad", "inception", "center"] = "pad"  # pad: 2 px pad-crop (small images); inception: the
+    #                                            official random-resized crop (area 0.08-1, aspect 3/4-4/3), for large
+    #                                            images; center: the model's evaluation crop, unaugmented (FixRes)
     checkpoint_every: int = 200  # steps between resumable checkpoints (also at the end)
     ema_decay: float = 0.0  # EMA of weights (official 0.9999, decay min(d, (1+s)/(10+s))); 0 = off. When on,
     #                         the EMA weights are the ones evaluated, exported and used as next teacher
@@ -124,6 +132,11 @@ class SelectionConfig:
     confidence_threshold: float = 0.3  # drop images whose max probability is below (paper 0.3)
     images_per_class: int | None = None  # balance target; None = mean kept count per class (paper 130K)
     mode: Literal["top_confidence", "official"] = "top_confidence"  # top_confidence (the paper's text) or official (its code); labels/selection.py
+    # Beyond the paper: drop images the teacher scores as out of its domain. The score is the
+    # energy -logsumexp(logits) (stored per image); an image is dropped when its energy is above
+    # this quantile of the teacher's energies on the labeled images. null = no such filter (the
+    # selection stats still estimate the pool's out-of-domain share, at 0.99)
+    ood_quantile: float | None = None
 
 
 @dataclass
@@ -225,6 +238,9 @@ class Config:
             ("data.max_bad_fraction", 0 <= self.data.max_bad_fraction <= 1, "must be in [0, 1]"),
             ("data.decode_threads", self.data.decode_threads >= 0, "must be >= 0 (0 decodes in the main thread)"),
             ("data.labels_per_class", self.data.labels_per_class >= 1, "must be >= 1"),
+            ("data.ood_fraction", 0 <= self.data.ood_fraction < 1, "must be in [0, 1)"),
+            ("selection.ood_quantile", self.selection.ood_quantile is None or 0 < self.selection.ood_quantile <= 1,
+             "must be in (0, 1] (the share of labeled images whose energy passes) or null (no filter)"),
             ("data.unlabeled_limit", self.data.unlabeled_limit is None or self.data.unlabeled_limit >= 1,
              "must be >= 1 or null"),
             ("data.test_limit", self.data.test_limit is None or self.data.test_limit >= 1, "must be >= 1 or null"),

@@ -15,27 +15,53 @@ checkpoint), and refuses a stage whose inputs changed rather than silently mixin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 from .config import Config, TrainConfig, dump_yaml
-from .data import load_splits
+from .data import OOD_LABEL, ImageSet, load_splits
 from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
 from .io import read_json, remove_stale_temps, write_json, write_text
-from .labels import (SELECTION_FILE, LabelStore, PseudoLabeledSet, gather_selected_images, label_with_weights,
-                     load_pseudo_labeled, read_selection, select_from_store)
-from .models import (build_model, check_student_size, load_exported, load_initial_weights, resolve_device,
-                     set_threads)
+from .labels import (SELECTION_FILE, LabelStore, OutOfDomain, PseudoLabeledSet, energy, gather_selected_images,
+                     label_with_weights, load_pseudo_labeled, read_selection, select_from_store)
+from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
+                     predict_logits, resolve_device, set_threads)
 from .noise import RandAugment, student_noise
 from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .summary import fraction, format_summary, robustness_summary, round_summary
 from .train import train_model
+
+
+LABELED_ENERGY = "labeled_energy.npy"  # in the label stage: the teacher's energies on the labeled images
+OOD_REFERENCE_QUANTILE = 0.99  # the quantile the stats estimate the out-of-domain share at, when not filtering
+
+
+def in_domain_accuracy(argmax: np.ndarray, truth: np.ndarray, copies: np.ndarray | None = None) -> float | None:
+    """Pseudo-label accuracy over the images that have a class (out-of-domain ones have none)."""
+    has_class = truth != OOD_LABEL
+    weights = has_class.astype(np.float64) * (1 if copies is None else copies)
+    return float(((argmax == truth) * weights).sum() / weights.sum()) if weights.sum() else None
+
+
+def out_of_domain_truth(store: LabelStore, truth: np.ndarray, rows: np.ndarray, copies: np.ndarray,
+                        threshold: float, out_of_domain: OutOfDomain) -> dict:
+    """On a pool whose out-of-domain images are known (data.ood_fraction): how many of them the
+    filters kept and the selection took, beside the in-domain ones kept."""
+    out = truth == OOD_LABEL
+    kept = store.column("confidence") >= threshold
+    if out_of_domain.drop:
+        kept &= store.column("energy") <= out_of_domain.max_energy
+    return {"in_pool": int(out.sum()), "kept": int((kept & out).sum()), "kept_in_domain": int((kept & ~out).sum()),
+            "selected_unique": int(out[rows].sum()), "selected_with_copies": int(copies[out[rows]].sum()),
+            "selected_total": int(copies.sum())}
 
 
 class Pipeline:
@@ -56,16 +82,18 @@ class Pipeline:
 
     def train_stage(self, stages: tuple[Stage, Stage], desc: str, make_model: Callable[[], torch.nn.Module],
                     train: TrainConfig, config_key: str, pseudo: PseudoLabeledSet | None = None,
-                    randaugment: RandAugment | None = None, freeze_fraction: float = 0.0) -> dict:
+                    randaugment: RandAugment | None = None, freeze_fraction: float = 0.0,
+                    labeled: Callable[[], ImageSet] | None = None) -> dict:
         """Train (or resume) the model `make_model` builds and mark the stage done; then its
-        evaluation stage. `stages` is (training, evaluation)."""
+        evaluation stage. `stages` is (training, evaluation); `labeled` gives the labeled set
+        when it is not the run's (a FixRes fine-tune's, at its resolution)."""
         stage, evaluation = stages
         if not stage.is_done():
             started = time.perf_counter()
             if self.distributed.is_main:
                 stage.begin()
             torch.manual_seed(self.config.seed)  # the initial weights, too, are a function of the seed
-            train_model(make_model(), self.labeled, train, stage.path, self.config.seed, self.device, pseudo=pseudo,
+            train_model(make_model(), labeled() if labeled else self.labeled, train, stage.path, self.config.seed, self.device, pseudo=pseudo,
                         randaugment=randaugment, freeze_fraction=freeze_fraction, desc=desc,
                         distributed=self.distributed, config_key=config_key)
             if self.distributed.is_main:
@@ -95,8 +123,10 @@ class Pipeline:
     def build(self, round_index: int, **noise) -> torch.nn.Module:
         """Round `round_index`'s model for this run's data, from its `init` weights when given; its
         classes (by name) and image size travel with its weights."""
-        model = build_model(self.config.model_for_round(round_index), self.labeled.num_classes, self.labeled.channels,
-                            classes=self.labeled.classes, image_size=self.config.data.image_size, **noise)
+        name = self.config.model_for_round(round_index)
+        resolutions = model_resolutions(name) if self.config.data.resolution == "model" else {}
+        model = build_model(name, self.labeled.num_classes, self.labeled.channels, classes=self.labeled.classes,
+                            image_size=self.config.data.image_size, **resolutions, **noise)
         init = self.config.init_for_round(round_index)
         if init is not None:
             load_initial_weights(model, init)
@@ -122,14 +152,29 @@ class Pipeline:
                                 noise.randaugment)
 
     def finetune_stage(self, stages: tuple[Stage, Stage], student_dir: Path, round_index: int) -> dict:
-        """FixRes-style: un-augmented labeled images at a larger resolution, shallow layers frozen."""
+        """FixRes-style: un-augmented labeled images at the test resolution (`finetune.resolution`,
+        else the model's own), shallow layers frozen. With data.resolution=model the inputs are the
+        evaluation's center crop of the labeled images decoded at the size that crop needs, so
+        they are real pixels at that resolution, not upsampled training images."""
         finetune = self.config.finetune
-        make = lambda: load_exported(student_dir, resolution=finetune.resolution)  # noqa: E731
+        make = lambda: load_exported(student_dir, resolution=finetune.resolution,  # noqa: E731
+                                     train_at_test_resolution=True)
+        per_model = self.config.data.resolution == "model"
         train = TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
-                            lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=False,
+                            lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=per_model, crop="center",
                             weight_decay=self.config.student_for_round(round_index).weight_decay)
         return self.train_stage(stages, f"fine-tune round {round_index}", make, train, "finetune",
-                                freeze_fraction=finetune.freeze_fraction)
+                                freeze_fraction=finetune.freeze_fraction,
+                                labeled=(lambda: self.labeled_for(make().spec)) if per_model else None)
+
+    def labeled_for(self, spec) -> ImageSet:
+        """The labeled set stored at the size whose center crop is `spec`'s test resolution, so a
+        FixRes fine-tune sees real pixels at that resolution rather than upsampled ones."""
+        size = round(spec.resolution / (spec.crop_fraction or 1.0))
+        if size == self.labeled.images.shape[-1]:
+            return self.labeled
+        data = dataclasses.replace(self.config.data, image_size=size)
+        return load_splits(data, self.config.seed, cache_dir=self.config.image_cache())[0]
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
         if not stage.is_done():  # every rank labels its share of the shards
@@ -143,8 +188,15 @@ class Pipeline:
                 truth = self.unlabeled.truth  # only Fashion-MNIST's pool has one; your own images do not
                 manifest = store.manifest
                 stats = {"pool": manifest["count"], "undecodable": manifest["bad_files"], "teacher": str(teacher_dir),
-                         "pseudo_label_accuracy":
-                             None if truth is None else float((store.column("argmax") == truth).mean())}
+                         "pseudo_label_accuracy": None if truth is None else in_domain_accuracy(
+                             store.column("argmax"), truth)}
+                if truth is not None and (truth == OOD_LABEL).any():
+                    stats["out_of_domain_in_pool"] = int((truth == OOD_LABEL).sum())
+                # the teacher's out-of-domain scores on images it knows are in domain: the
+                # selection's reference for its out-of-domain threshold
+                logits = predict_logits(load_exported(teacher_dir), self.labeled.images, self.config.labels.batch_size,
+                                        self.device, desc="labeled energies")
+                np.save(stage.path / LABELED_ENERGY, energy(logits).numpy())
                 write_json(stage.path / "stats.json", stats)
                 stage.mark_done()
             self.record_time(stage, "labels", started)
@@ -159,9 +211,13 @@ class Pipeline:
             stage.begin()
             remove_stale_temps(stage.path)  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
             selection = self.config.selection
+            quantile = selection.ood_quantile if selection.ood_quantile is not None else OOD_REFERENCE_QUANTILE
+            labeled_energy = np.load(store.root / LABELED_ENERGY)
+            out_of_domain = OutOfDomain(float(np.quantile(labeled_energy, quantile)), quantile,
+                                        drop=selection.ood_quantile is not None)
             stats = select_from_store(store, stage.path / SELECTION_FILE, self.labeled.num_classes,
                                       selection.confidence_threshold, selection.images_per_class, selection.mode,
-                                      seed=self.config.seed)
+                                      seed=self.config.seed, out_of_domain=out_of_domain)
             truth = self.unlabeled.truth
             rows, copies = read_selection(stage.path / SELECTION_FILE)
             if len(store) == 0:
@@ -170,11 +226,15 @@ class Pipeline:
                                 f"{manifest['inputs']} failed, listed in {store.root / 'manifest.json'}); check "
                                 f"data.unlabeled")
             if len(rows) == 0:
+                also = "" if selection.ood_quantile is None else " and selection.ood_quantile"
                 raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
-                                f"{selection.confidence_threshold}; lower it")
+                                f"{selection.confidence_threshold}{also}; lower it")
             if truth is not None:
-                correct = store.column("argmax")[rows] == truth[rows]
-                stats["selected_pseudo_label_accuracy"] = float((correct * copies).sum() / copies.sum())
+                stats["selected_pseudo_label_accuracy"] = in_domain_accuracy(store.column("argmax")[rows], truth[rows],
+                                                                             copies)
+                if (truth == OOD_LABEL).any():
+                    stats["out_of_domain_truth"] = out_of_domain_truth(store, truth, rows, copies,
+                                                                       selection.confidence_threshold, out_of_domain)
             gather_selected_images(self.unlabeled, store, stage.path, self.config.labels.batch_size)
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()

@@ -6,10 +6,10 @@ images.npy, checkpoints and exported weights) and the time it should take on thi
 
 Times come from a short probe of the real code paths on synthetic data of the run's shapes: a
 few steps of `train_model` per (model, training setting) at its batch size, with its noise;
-`predict_logits` at `labels.batch_size` for labeling; and `evaluate_model` on a few test images
-with the run's evaluation settings, once with an empty corruption cache and once with a warm
-one (a run generates corrupted test images once and reuses them). Steps x measured step time,
-plus the stage's fixed costs measured the same way. Unknowns are said, not guessed: a pool of
+`predict_logits` at `labels.batch_size` for labeling; and `evaluate_model` on two small test
+subsets with the run's evaluation settings (a fixed cost plus a cost per image, fitted), once
+with an empty corruption cache and once with a warm one (a run generates corrupted test images
+once and reuses them). A training stage is its steps x the measured step time. Unknowns are said, not guessed: a pool of
 tar shards has no size before it is read, and a selection's size depends on the teacher, so it
 is taken as `selection.images_per_class` x classes when set, else the whole pool (an upper bound).
 """
@@ -30,13 +30,14 @@ import torch
 from .config import Config, TrainConfig
 from .data import ImageSet, load_splits
 from .labels import PseudoLabeledSet
-from .models import build_model, count_flops, count_parameters, predict_logits, resolve_device, set_threads
+from .models import (build_model, count_flops, count_parameters, model_resolutions, predict_logits, resolve_device,
+                     set_threads)
 from .noise import student_noise
 from .runs import plan_run
 from .train import joint_batch_sizes, steps_for, train_model
 
 STORE_BYTES_PER_CLASS, STORE_BYTES_FIXED = 6, 40  # int32 id + float16 probability per stored class; id, argmax, ...
-SELECTION_SECONDS_PER_IMAGE = 2e-6  # filter + balance over the store (select_scale.json: ~0.25 us) and gathering
+SELECTION_SECONDS_PER_IMAGE = 1e-5  # filter + balance over the store and gathering (plan_accuracy.json)
 
 
 @dataclass
@@ -53,7 +54,7 @@ class StageCost:
 
 
 def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, int], classes: int, noise,
-                   with_pseudo: bool, device: torch.device, steps: int, folder: Path) -> float:
+                   with_pseudo: bool, device: torch.device, steps: int, folder: Path, resolutions: dict) -> float:
     """Seconds per optimizer step of `train_model` on synthetic data of the run's shapes."""
     channels, size, _ = shapes
     batch, unlabeled = joint_batch_sizes(train.batch_size, train.unlabeled_ratio)
@@ -70,7 +71,7 @@ def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, 
     per_epoch = math.ceil(rows / batch) if pseudo is None or train.epoch_unit == "labeled" else math.ceil(
         len(pseudo) / unlabeled)
     probe = dataclasses.replace(train, epochs=(steps + 2) / per_epoch, checkpoint_every=10**9, warmup_epochs=0)
-    model = build_model(model_name, classes, channels, **(noise.model_kwargs if noise else {}))
+    model = build_model(model_name, classes, channels, **resolutions, **(noise.model_kwargs if noise else {}))
     stage = Path(tempfile.mkdtemp(dir=folder))
     train_model(model, labeled, probe, stage, 0, device, pseudo, noise.randaugment if noise else None, desc="probe")
     windows = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
@@ -79,10 +80,10 @@ def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, 
 
 
 def probe_forward(model_name: str, shapes: tuple[int, int, int], classes: int, batch: int, device: torch.device,
-                  batches: int = 3) -> float:
+                  resolutions: dict, batches: int = 3) -> float:
     """Seconds per image of un-noised inference (labeling, clean accuracy) at `batch`."""
     channels, size, _ = shapes
-    model = build_model(model_name, classes, channels)
+    model = build_model(model_name, classes, channels, **resolutions)
     images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8)
     predict_logits(model, images, batch, device, desc="probe")  # warm-up
     started = time.perf_counter()
@@ -91,22 +92,28 @@ def probe_forward(model_name: str, shapes: tuple[int, int, int], classes: int, b
     return (time.perf_counter() - started) / (batches * batch)
 
 
-def probe_robustness(model_name: str, test: ImageSet, config: Config, device: torch.device, images: int,
-                     folder: Path) -> tuple[float, float]:
-    """Seconds per robustness image of `evaluate_model` (clean accuracy excluded): with an empty
-    corruption cache, then with the cache it filled."""
+def probe_robustness(model_name: str, test: ImageSet, config: Config, device: torch.device, folder: Path,
+                     resolutions: dict, sizes: tuple[int, int] = (10, 40)) -> dict[str, tuple[float, float]]:
+    """`evaluate_model`'s seconds as (fixed, per robustness image), fitted on two subset sizes: with
+    an empty corruption cache ("cold": the run's first evaluation makes the corrupted images)
+    and with the cache it filled ("warm": every later one)."""
     from .evaluate import evaluate_model
 
-    model = build_model(model_name, test.num_classes, test.channels)
-    subset = test.subset(range(min(images, len(test))))
-    settings = dataclasses.replace(config.evaluate, images=len(subset))
-    cache = folder / "corruptions"
-    seconds = []
-    for _ in range(2):
-        started = time.perf_counter()
-        evaluate_model(model, subset, device, settings, cache, config.seed)
-        seconds.append((time.perf_counter() - started) / len(subset))
-    return seconds[0], seconds[1]
+    model = build_model(model_name, test.num_classes, test.channels, **resolutions)
+    timings = {"cold": [], "warm": []}
+    for size in sizes:
+        subset = test.subset(range(min(size, len(test))))
+        settings = dataclasses.replace(config.evaluate, images=len(subset))
+        cache = folder / f"corruptions-{size}"
+        for kind in ("cold", "warm"):
+            started = time.perf_counter()
+            evaluate_model(model, subset, device, settings, cache, config.seed)
+            timings[kind].append((len(subset), time.perf_counter() - started))
+    fits = {}
+    for kind, ((n1, t1), (n2, t2)) in timings.items():
+        per_image = max(0.0, (t2 - t1) / max(n2 - n1, 1))
+        fits[kind] = (max(0.0, t1 - per_image * n1), per_image)
+    return fits
 
 
 def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=print) -> list[StageCost]:
@@ -124,9 +131,13 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
     cache: dict = {}
     folder = Path(tempfile.mkdtemp(prefix="noisystudent-plan-"))
 
+    def resolutions(name: str) -> dict:
+        return model_resolutions(name) if config.data.resolution == "model" else {}
+
     def model_facts(name: str) -> tuple[int, int]:
-        if name not in cache:
-            cache[name] = (count_parameters(name, classes, shapes[0]), count_flops(name, classes, shapes[0], shapes[1]))
+        if name not in cache:  # FLOPs at the resolution it trains at
+            size = resolutions(name).get("train_resolution") or shapes[1]
+            cache[name] = (count_parameters(name, classes, shapes[0]), count_flops(name, classes, shapes[0], size))
         return cache[name]
 
     def measured(key, function):
@@ -145,7 +156,7 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
         step_seconds = measured(("train", model, json.dumps(train.inputs(), sort_keys=True), pseudo_size is not None,
                                  noise is not None),
                                 lambda: probe_training(model, train, shapes, classes, noise, pseudo_size is not None,
-                                                       device, probe_steps, folder))
+                                                       device, probe_steps, folder, resolutions(model)))
         # checkpoint (model, optimizer state, EMA) and the exported weights
         disk = parameters * 4 * (2 + (train.ema_decay > 0) + (train.momentum > 0 or train.optimizer == "rmsprop")) + \
             parameters * 4
@@ -155,12 +166,14 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
     def evaluation(stage_name: str, model: str, first: bool) -> StageCost:
         parameters, flops = model_facts(model)
         robust_images = min(config.evaluate.images, len(test)) if config.evaluate.robustness else 0
-        forward = measured(("forward", model, 256), lambda: probe_forward(model, shapes, classes, 256, device))
+        forward = measured(("forward", model, 256), lambda: probe_forward(model, shapes, classes, 256, device,
+                                                                          resolutions(model)))
         seconds = None if forward is None else len(test) * forward
         if robust_images and seconds is not None:
-            cold, warm = measured(("robustness", model), lambda: probe_robustness(model, test, config, device, 20,
-                                                                                 folder))
-            seconds += robust_images * (cold if first else warm)
+            fits = measured(("robustness", model), lambda: probe_robustness(model, test, config, device, folder,
+                                                                           resolutions(model)))
+            fixed, per_image = fits["cold" if first else "warm"]
+            seconds += fixed + robust_images * per_image
         return StageCost(stage_name, model, len(test) + robust_images, None, parameters, flops, 0, seconds,
                          "evaluation images: the test set, then the robustness subset" if robust_images else "")
 
@@ -176,7 +189,8 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
         teacher = round_plan.teacher_model
         parameters, flops = model_facts(teacher)
         forward = measured(("forward", teacher, config.labels.batch_size),
-                           lambda: probe_forward(teacher, shapes, classes, config.labels.batch_size, device))
+                           lambda: probe_forward(teacher, shapes, classes, config.labels.batch_size, device,
+                                                 resolutions(teacher)))
         stored = classes if classes <= 100 else min(config.labels.top_k, classes)
         store_bytes = None if pool_size is None else pool_size * (STORE_BYTES_FIXED + STORE_BYTES_PER_CLASS * stored)
         costs.append(StageCost(name(round_plan.labels), teacher, pool_size, None, parameters, flops, store_bytes or 0,
@@ -184,7 +198,7 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
                                "" if pool_size is not None else "pool size unknown until read (tar shards)"))
         costs.append(StageCost(name(round_plan.selection), None, selected, None, None, None,
                                0 if selected is None else selected * math.prod(shapes[:2]) * shapes[2],
-                               None if pool_size is None else 1.0 + pool_size * SELECTION_SECONDS_PER_IMAGE,
+                               None if pool_size is None else pool_size * SELECTION_SECONDS_PER_IMAGE,
                                selection_note))
         student_train = config.student_for_round(round_plan.index)
         costs.append(training(name(round_plan.student), round_plan.student_model, student_train,

@@ -6,14 +6,20 @@ preprocessing comes from the weights file: images are decoded to the model's `im
 (shorter side resized, center crop) with its channels, and normalized inside the model. Each
 row holds the image id, the top-k class names and their probabilities. Undecodable images are
 skipped and listed in `<output>.undecodable.csv`; more than `max_bad_fraction` of them stops
-the command. The output is written to a temp file and renamed at the end, so a failed or killed
-command leaves no partial file.
+the command.
+
+The source is read in chunks of `chunk_size` items (default CHUNK); each chunk's predictions go to a part file in
+`<output>.parts/` (temp file + rename), and the parts are joined, in chunk order, into the
+output (temp file + rename) at the end, so a failed or killed command leaves no partial output
+and a rerun redoes only the chunks it lacks. Under torchrun, rank r predicts chunks r, r + W,
+..., like `label`, and rank 0 joins them: the output is the same file one process writes.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,24 +28,28 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import open_pool
+from .distributed import SINGLE, Distributed
 from .errors import UserError
-from .io import atomic_write
+from .io import atomic_write, read_json, write_json
+from .labels.store import file_sha256
 from .models import exported_weights_file, inference, load_exported, to_model_input
 
 FORMATS = (".csv", ".jsonl", ".parquet")
+CHUNK = 10_000  # items per part file (and per rank's share under torchrun)
 
 
 def predict_to_file(weights: str | Path, source: str, output: str | Path, device: torch.device, batch_size: int = 256,
                     top_k: int = 5, max_bad_fraction: float = 0.01, decode_threads: int = 2,
-                    image_size: int | None = None, overwrite: bool = False) -> dict:
+                    image_size: int | None = None, overwrite: bool = False,
+                    distributed: Distributed = SINGLE, chunk_size: int = CHUNK) -> dict:
     """Write the predictions for every image of `source`; returns counts and paths."""
     output = Path(output)
     if output.suffix.lower() not in FORMATS:
         raise UserError(f"--output {output}: the extension chooses the format, one of {', '.join(FORMATS)}")
     if output.exists() and not overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it, or choose another --output")
-    if top_k < 1 or batch_size < 1:
-        raise UserError("--top-k and --batch-size must be >= 1")
+    if top_k < 1 or batch_size < 1 or chunk_size < 1:
+        raise UserError("--top-k, --batch-size and --chunk-size must be >= 1")
     model = load_exported(exported_weights_file(weights)).to(device)
     spec = model.spec
     size = image_size or spec.image_size
@@ -49,30 +59,76 @@ def predict_to_file(weights: str | Path, source: str, output: str | Path, device
     classes = list(spec.classes) if spec.classes is not None else [str(i) for i in range(spec.num_classes)]
     pool = open_pool(source, size, spec.in_chans, max_bad_fraction, classes, decode_threads=decode_threads)
     k = min(top_k, spec.num_classes)
-    bad, counts = [], {"images": 0, "inputs": 0}
+    parts = output.with_name(output.name + ".parts")
+    header = {"pool": pool.identity, "weights_sha256": file_sha256(exported_weights_file(weights)), "top_k": k,
+              "image_size": size, "format": output.suffix.lower(), "chunk_size": chunk_size}
+    if distributed.is_main:  # parts of another source, model or setting are never joined: start over
+        if (parts / "header.json").is_file() and read_json(parts / "header.json") != header:
+            shutil.rmtree(parts)
+        write_json(parts / "header.json", header)
+    distributed.barrier()
+    chunks = 0
+    with inference(model, device):
+        progress = tqdm(total=pool.size, desc="predict", unit="img", disable=None if distributed.is_main else True)
+        for index, items in pool.chunks(chunk_size):  # every rank reads every chunk's ids, predicts its own
+            chunks += 1
+            part = parts / f"chunk-{index:05d}{output.suffix.lower()}"
+            if index % distributed.world_size != distributed.rank or part.with_suffix(".json").is_file():
+                progress.update(sum(1 for _ in items))
+                continue
+            counts = {"images": 0, "inputs": 0, "bad": []}
 
-    def write(tmp: Path) -> None:
-        with _PredictionWriter(tmp, output.suffix.lower(), k) as sink, inference(model, device):
-            progress = tqdm(total=pool.size, desc="predict", unit="img", disable=None)
-            for batch in pool.batches(pool.items(), batch_size):
-                if batch.ids:
-                    probs = model(to_model_input(batch.images, device)).float().softmax(dim=1).cpu()
-                    top_probs, top_ids = probs.topk(k, dim=1)
-                    names = [[classes[i] for i in row] for row in top_ids.tolist()]
-                    sink.write(batch.ids, names, top_probs.tolist())
-                bad.extend(batch.bad)
-                counts["images"] += len(batch.ids)
-                counts["inputs"] += batch.inputs
-                progress.update(batch.inputs)
-            progress.close()
-        pool.check_bad_fraction(bad, counts["inputs"])  # inside the write: too many bad leaves no output
-
-    atomic_write(output, write)
+            def write(tmp: Path) -> None:
+                with _PredictionWriter(tmp, output.suffix.lower(), k) as sink:
+                    for batch in pool.batches(items, batch_size):
+                        if batch.ids:
+                            probs = model(to_model_input(batch.images, device)).float().softmax(dim=1).cpu()
+                            top_probs, top_ids = probs.topk(k, dim=1)
+                            sink.write(batch.ids, [[classes[i] for i in row] for row in top_ids.tolist()],
+                                       top_probs.tolist())
+                        counts["images"] += len(batch.ids)
+                        counts["inputs"] += batch.inputs
+                        counts["bad"] += [list(entry) for entry in batch.bad]
+                        progress.update(batch.inputs)
+            atomic_write(part, write)
+            write_json(part.with_suffix(".json"), counts)  # last: a part counts as done once its counts exist
+        progress.close()
+    distributed.barrier()
+    if not distributed.is_main:
+        distributed.barrier()
+        return {}
+    if chunks == 0:
+        distributed.barrier()
+        raise UserError(f"{source} holds no images; give a folder, manifest or tar shards with images in it")
+    paths = [parts / f"chunk-{index:05d}{output.suffix.lower()}" for index in range(chunks)]
+    counts = [read_json(path.with_suffix(".json")) for path in paths]
+    bad = [tuple(entry) for count in counts for entry in count["bad"]]
+    try:
+        pool.check_bad_fraction(bad, sum(count["inputs"] for count in counts))
+        atomic_write(output, lambda tmp: _join(paths, tmp, output.suffix.lower()))
+    finally:
+        distributed.barrier()
+    shutil.rmtree(parts)
     undecodable = output.with_name(output.name + ".undecodable.csv")
     if bad:
         atomic_write(undecodable, lambda tmp: _write_csv(tmp, ["id", "reason"], bad))
-    return {**counts, "undecodable": len(bad), "output": str(output),
-            "undecodable_list": str(undecodable) if bad else None}
+    return {"images": sum(count["images"] for count in counts), "inputs": sum(count["inputs"] for count in counts),
+            "undecodable": len(bad), "output": str(output), "undecodable_list": str(undecodable) if bad else None}
+
+
+def _join(paths: list[Path], out: Path, suffix: str) -> None:
+    """The part files, in order, as one file of the same format (one CSV header, one Parquet schema)."""
+    if suffix == ".parquet":
+        with pq.ParquetWriter(out, pq.read_schema(paths[0])) as writer:
+            for path in paths:
+                writer.write_table(pq.read_table(path))
+        return
+    with open(out, "wb") as joined:
+        for number, path in enumerate(paths):
+            with open(path, "rb") as part:
+                if suffix == ".csv" and number:
+                    part.readline()  # each part has the header; keep the first
+                shutil.copyfileobj(part, joined)
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .runs import RoundPlan
 
 ROUNDS_HEADER = ["round", "teacher -> student", "parameters", "pseudo-label acc (%)", "kept (%)",
-                 "teacher top-1 (%)", "student top-1 (%)"]
+                 "est. out of domain (%)", "teacher top-1 (%)", "student top-1 (%)"]
 ROBUSTNESS_HEADER = ["model", "top-1 (%)", "mCE", "relative mCE", "mFR", "ECE"]
 
 
@@ -17,6 +17,8 @@ def round_summary(plan: RoundPlan, teacher_eval: dict, output_eval: dict, stats:
         "teacher_parameters": teacher_eval["parameters"], "student_parameters": student_eval["parameters"],
         "pseudo_label_accuracy": stats["labels"]["pseudo_label_accuracy"],
         "kept_fraction": stats["selection"]["kept_fraction"],
+        # the pool's out-of-domain share as the teacher's energies estimate it (labels/selection.py)
+        "estimated_ood_share": stats["selection"].get("out_of_domain", {}).get("estimated_share"),
         "teacher_top1": teacher_eval["top1"], "student_top1": output_eval["top1"], "student_top5": output_eval["top5"],
         **({"before_finetune_top1": student_eval["top1"]} if plan.finetune is not None else {}),
     }
@@ -41,7 +43,8 @@ def rounds_rows(summary: dict) -> list[list[str]]:
     """One row per round under ROUNDS_HEADER."""
     return [[str(r["round"]), f"{r['teacher_model']} -> {r['student_model']}",
              f"{r['teacher_parameters']:,} -> {r['student_parameters']:,}", percent(r["pseudo_label_accuracy"]),
-             percent(r["kept_fraction"]), percent(r["teacher_top1"]), percent(r["student_top1"])]
+             percent(r["kept_fraction"]), percent(r.get("estimated_ood_share")), percent(r["teacher_top1"]),
+             percent(r["student_top1"])]
             for r in summary["rounds"]]
 
 

@@ -10,13 +10,14 @@ from .images import ImageSet, pad_to
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, resolve_root
 from .pool import Batch, Pool, memory_pool, open_pool
 from .split import split_labeled_unlabeled
-from .augment import inception_crop, sample_inception, sample_weak, weak_augment
+from .out_of_domain import OOD_LABEL, mix_out_of_domain
+from .augment import center_boxes, inception_crop, sample_inception, sample_weak, weak_augment
 from .sources import DATA_SOURCES, register_data_source
 
 __all__ = [
     "ImageSet", "pad_to", "FASHION_MNIST_CLASSES", "load_fashion_mnist", "resolve_root", "Batch", "Pool",
-    "memory_pool", "open_pool", "split_labeled_unlabeled", "inception_crop", "sample_inception", "sample_weak", "weak_augment", "load_splits", "DATA_SOURCES",
-    "register_data_source",
+    "memory_pool", "open_pool", "split_labeled_unlabeled", "center_boxes", "inception_crop", "sample_inception", "sample_weak", "weak_augment", "load_splits", "DATA_SOURCES",
+    "register_data_source", "OOD_LABEL", "mix_out_of_domain",
 ]
 
 
@@ -42,7 +43,11 @@ def _fashion_mnist(data_config, seed: int, test_only: bool):
         return None, None, test
     labeled, unlabeled = split_labeled_unlabeled(pad_to(train, data_config.image_size), data_config.labels_per_class,
                                                  seed=seed, unlabeled_limit=data_config.unlabeled_limit)
-    return labeled, memory_pool(unlabeled, "fashion_mnist train (unlabeled split)"), test
+    name = "fashion_mnist train (unlabeled split)"
+    if data_config.ood_fraction:
+        unlabeled = mix_out_of_domain(unlabeled, data_config.ood_fraction, seed)
+        name += f" + {data_config.ood_fraction:.0%} rendered characters"
+    return labeled, memory_pool(unlabeled, name), test
 
 
 @register_data_source("folder", required=("labeled", "unlabeled", "test"))

@@ -85,3 +85,11 @@ def inception_crop(images: torch.Tensor, choices: torch.Tensor, size: int) -> to
     flip_rows = choices[:, 4].nonzero().flatten().to(images.device)
     out[flip_rows] = out[flip_rows].flip(-1)
     return out
+
+
+def center_boxes(n: int, height: int, width: int, fraction: float) -> torch.Tensor:
+    """The evaluation's crop as inception_crop choices: the centered square of side
+    round(fraction x the shorter side), never flipped (a FixRes fine-tune's unaugmented input)."""
+    side = max(1, round(fraction * min(height, width)))
+    box = [(height - side) // 2, (width - side) // 2, side, side, 0]
+    return torch.tensor([box] * n, dtype=torch.long)

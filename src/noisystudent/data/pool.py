@@ -86,10 +86,9 @@ class Pool:
     @property
     def truth(self) -> np.ndarray | None:
         """Hidden labels by store row, when known: only an in-memory pool has them, and it skips
-        nothing, so its rows are the store's rows. None for your own images."""
-        if self.images is None or (self.images.labels < 0).any():
-            return None
-        return self.images.labels.numpy()
+        nothing, so its rows are the store's rows; -1 marks an out-of-domain image (no class).
+        None for your own images."""
+        return None if self.images is None else self.images.labels.numpy()
 
     def items(self) -> Iterator[Item]:
         if self.images is not None:

@@ -70,9 +70,11 @@ class Plan:
 
 
 def select_from_store(store: LabelStore, out_path: Path, num_classes: int, threshold: float,
-                      images_per_class: int | None, mode: str = "top_confidence", seed: int = 0) -> dict:
-    """Write selection.parquet at `out_path`; return stats with per-class counts."""
-    plan = plan_selection(store, num_classes, threshold, images_per_class, mode)
+                      images_per_class: int | None, mode: str = "top_confidence", seed: int = 0,
+                      out_of_domain: OutOfDomain | None = None) -> dict:
+    """Write selection.parquet at `out_path`; return stats with per-class counts (and, given an
+    out-of-domain threshold, the pool's share above it; images above it are dropped when it says)."""
+    plan = plan_selection(store, num_classes, threshold, images_per_class, mode, out_of_domain)
     selected = np.zeros(num_classes, np.int64)
     unique = np.zeros(num_classes, np.int64)
 
@@ -87,9 +89,9 @@ def select_from_store(store: LabelStore, out_path: Path, num_classes: int, thres
     def write_all(tmp: Path) -> None:
         with pq.ParquetWriter(tmp, SCHEMA) as writer:
             if mode == "official":
-                _official_pass(store, plan, threshold, seed, write, writer)
+                _official_pass(store, plan, threshold, seed, write, writer, out_of_domain)
             else:
-                _top_confidence_pass(store, plan, threshold, write, writer)
+                _top_confidence_pass(store, plan, threshold, write, writer, out_of_domain)
 
     atomic_write(out_path, write_all)
     per_class = [{"class": c, "available": int(plan.available[c]), "kept": int(plan.kept[c]),
@@ -101,19 +103,22 @@ def select_from_store(store: LabelStore, out_path: Path, num_classes: int, thres
         for entry, value in zip(per_class, plan.class_threshold):
             entry["threshold"] = float(value)
     pool = int(plan.available.sum())
-    return {"mode": mode, "pool": pool, "kept": int(plan.kept.sum()), "kept_fraction": float(plan.kept.sum() / max(pool, 1)),
-            "selected": int(selected.sum()), "unique": int(unique.sum()), "images_per_class": plan.target,
-            "per_class": per_class}
+    stats = {"mode": mode, "pool": pool, "kept": int(plan.kept.sum()), "kept_fraction": float(plan.kept.sum() / max(pool, 1)),
+             "selected": int(selected.sum()), "unique": int(unique.sum()), "images_per_class": plan.target,
+             "per_class": per_class}
+    if out_of_domain is not None:
+        stats["out_of_domain"] = out_of_domain_stats(store, out_of_domain)
+    return stats
 
 
 def plan_selection(store: LabelStore, num_classes: int, threshold: float, images_per_class: int | None,
-                   mode: str) -> Plan:
+                   mode: str, out_of_domain: OutOfDomain | None = None) -> Plan:
     """Pass 1: per-class counts (and histograms) from the argmax and confidence columns only."""
     available = np.zeros(num_classes, np.int64)
     kept = np.zeros(num_classes, np.int64)
     fine = np.zeros((num_classes, FINE_BINS), np.int64) if mode == "top_confidence" else None
     coarse = np.zeros((num_classes, len(OFFICIAL_EDGES)), np.int64) if mode == "official" else None
-    for _, _, argmax, confidence in _scan(store, with_ids=False):
+    for _, _, argmax, confidence in _scan(store, with_ids=False, out_of_domain=out_of_domain):
         _check_classes(argmax, num_classes)
         available += np.bincount(argmax, minlength=num_classes)
         keep = filter_by_confidence(confidence, threshold)
@@ -166,14 +171,43 @@ def official_thresholds(counts: np.ndarray, min_threshold: float, target: int) -
     return thresholds, eligible
 
 
-def _scan(store: LabelStore, with_ids: bool = True):
-    """Per shard: (store rows, ids as Arrow strings or None, argmax as int64, confidence)."""
+def _scan(store: LabelStore, with_ids: bool = True, out_of_domain: OutOfDomain | None = None):
+    """Per shard: (store rows, ids as Arrow strings or None, argmax as int64, confidence). With
+    an out-of-domain filter, a dropped image's confidence reads -1, so every later test drops it."""
+    columns = ["argmax", "confidence"] + (["id"] if with_ids else []) + (["energy"] if out_of_domain else [])
     start = 0
-    for table in store.iter_shards(["id", "argmax", "confidence"] if with_ids else ["argmax", "confidence"]):
+    for table in store.iter_shards(columns):
         argmax = table.column("argmax").to_numpy().astype(np.int64)
         ids = table.column("id").combine_chunks() if with_ids else None
-        yield np.arange(start, start + len(argmax)), ids, argmax, table.column("confidence").to_numpy()
+        confidence = table.column("confidence").to_numpy()
+        if out_of_domain is not None and out_of_domain.drop:
+            confidence = np.where(table.column("energy").to_numpy() > out_of_domain.max_energy, -1.0,
+                                  confidence).astype(np.float32)
+        yield np.arange(start, start + len(argmax)), ids, argmax, confidence
         start += len(argmax)
+
+
+@dataclass(frozen=True)
+class OutOfDomain:
+    """The out-of-domain score's threshold: the energy at `quantile` of the teacher's energies on
+    the labeled images; with `drop`, images above it are not selected."""
+
+    max_energy: float
+    quantile: float
+    drop: bool
+
+
+def out_of_domain_stats(store: LabelStore, out_of_domain: OutOfDomain) -> dict:
+    """How much of the pool scores above the threshold, and the pool's estimated out-of-domain
+    share: if in-domain pool images scored like labeled ones, a share 1 - q of them would be
+    above; counting every out-of-domain image as above gives share_above = (1 - p)(1 - q) + p."""
+    above = sum(int((table.column("energy").to_numpy() > out_of_domain.max_energy).sum())
+                for table in store.iter_shards(["energy"]))
+    share = above / max(len(store), 1)
+    q = out_of_domain.quantile
+    estimate = 0.0 if q >= 1 and share == 0 else min(1.0, max(0.0, (share - (1 - q)) / q))
+    return {"score": "energy", "quantile": q, "max_energy": out_of_domain.max_energy, "dropped": out_of_domain.drop,
+            "above": above, "share_above": share, "estimated_share": estimate}
 
 
 def _check_classes(argmax: np.ndarray, num_classes: int) -> None:
@@ -181,9 +215,9 @@ def _check_classes(argmax: np.ndarray, num_classes: int) -> None:
         raise UserError(f"label store has class {int(argmax.max())}, but the labeled data has {num_classes} classes")
 
 
-def _official_pass(store, plan: Plan, threshold: float, seed: int, write, writer) -> None:
+def _official_pass(store, plan: Plan, threshold: float, seed: int, write, writer, out_of_domain) -> None:
     rate = plan.target / np.maximum(plan.eligible, 1)
-    for index, (rows, ids, argmax, confidence) in enumerate(_scan(store)):
+    for index, (rows, ids, argmax, confidence) in enumerate(_scan(store, out_of_domain=out_of_domain)):
         eligible = filter_by_confidence(confidence, threshold) & (official_bin(confidence) >= np.rint(plan.class_threshold[argmax] * 100))
         # one generator per shard: the draws do not depend on how many shards came before
         uniform = np.random.default_rng([seed, index]).random(len(argmax))
@@ -192,11 +226,11 @@ def _official_pass(store, plan: Plan, threshold: float, seed: int, write, writer
         write(writer, rows, ids, argmax, copies)
 
 
-def _top_confidence_pass(store, plan: Plan, threshold: float, write, writer) -> None:
+def _top_confidence_pass(store, plan: Plan, threshold: float, write, writer, out_of_domain) -> None:
     still_needed = plan.extra - plan.above_cut  # how many of each class's cut bin get +1
     buffer = {"rows": np.empty(0, np.int64), "classes": np.empty(0, np.int64), "confidence": np.empty(0, np.float32)}
     buffer_ids = pa.array([], pa.string())
-    for rows, ids, argmax, confidence in _scan(store):
+    for rows, ids, argmax, confidence in _scan(store, out_of_domain=out_of_domain):
         keep = filter_by_confidence(confidence, threshold)
         bins = confidence_bins(confidence)
         in_cut = keep & (bins == plan.cut_bin[argmax])

@@ -4,11 +4,11 @@ from .inference import (autocast, inference, iterate_logits, predict_logits, res
                         to_model_input)
 from .registry import (
     EFFICIENTNETS, MODEL_NAMES_HELP, MODELS, SMALL_IMAGE_MODELS, Classifier, ModelSpec, build_model,
-    check_student_size, count_flops, count_parameters, is_known_model, registry_table,
+    check_student_size, count_flops, count_parameters, is_known_model, model_resolutions, registry_table,
 )
 from .weights import export_weights, exported_weights_file, load_exported, load_initial_weights
 
 __all__ = ["autocast", "inference", "iterate_logits", "predict_logits", "resolve_device", "set_threads", "to_model_input", "EFFICIENTNETS", "MODEL_NAMES_HELP", "MODELS", "SMALL_IMAGE_MODELS", "Classifier",
            "ModelSpec", "build_model", "check_student_size", "count_flops", "count_parameters", "is_known_model",
-           "registry_table", "export_weights", "exported_weights_file", "load_exported",
+           "model_resolutions", "registry_table", "export_weights", "exported_weights_file", "load_exported",
            "load_initial_weights"]

@@ -53,6 +53,15 @@ class RegistryEntry:
     depth: float | None = None
     why: str = ""
     timm_kwargs: Mapping[str, float] = field(default_factory=dict)  # passed to timm.create_model
+    # the evaluation's center crop keeps S / (S + crop_padding) of the shorter side before resizing
+    # to S (official preprocessing.py CROP_PADDING = 32 for ImageNet); 0 = no crop
+    crop_padding: int = 0
+
+    def resolutions(self) -> dict:
+        """What a model of this entry trains and evaluates at (`data.resolution=model`)."""
+        test = self.test_resolution
+        return {"train_resolution": self.train_resolution, "resolution": test,
+                "crop_fraction": test / (test + self.crop_padding) if self.crop_padding else None}
 
 
 @dataclass(frozen=True)
@@ -64,9 +73,11 @@ class ModelSpec:
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    resolution: int | None = None  # inputs of another size are resized to this (FixRes fine-tuned models)
+    resolution: int | None = None  # evaluation inputs of another size are resized to this (the test resolution)
     classes: tuple[str, ...] | None = None  # class names, by index: predictions and reports use them
     image_size: int | None = None  # images are decoded to this (shorter side resized, center crop) first
+    train_resolution: int | None = None  # training inputs are resized to this; None = `resolution`
+    crop_fraction: float | None = None  # evaluation: keep this centered fraction of the image, then resize
 
     def to_metadata(self) -> dict[str, str]:
         """One key holding sorted JSON: safetensors writes a metadata map of several keys in
@@ -90,7 +101,8 @@ class ModelSpec:
                        in_chans=int(fields["in_chans"]), mean=tuple(float(v) for v in fields["mean"]),
                        std=tuple(float(v) for v in fields["std"]), resolution=optional_int("resolution"),
                        classes=None if classes is None else tuple(str(c) for c in classes),
-                       image_size=optional_int("image_size"))
+                       image_size=optional_int("image_size"), train_resolution=optional_int("train_resolution"),
+                       crop_fraction=float(fields["crop_fraction"]) if fields.get("crop_fraction") else None)
         except (KeyError, ValueError, TypeError, AttributeError) as error:
             raise UserError(f"weights file lacks the model description ({type(error).__name__}: {error}); "
                             f"was it exported by noisystudent?") from None
@@ -150,7 +162,7 @@ EFFICIENTNETS: dict[str, tuple[str, float, float, int, int, float]] = {
 MODELS: dict[str, RegistryEntry] = {
     **SMALL_IMAGE_MODELS,
     **{name: RegistryEntry(timm_name, train, test, dropout, w, d, why="the paper's model family",
-                           timm_kwargs=TF_BATCH_NORM)
+                           timm_kwargs=TF_BATCH_NORM, crop_padding=32)
        for name, (timm_name, w, d, train, test, dropout) in EFFICIENTNETS.items()},
 }
 MODEL_NAMES_HELP = "use a name from `noisystudent models` (small-image ResNets, efficientnet-b0..l2) or any timm model"
@@ -236,6 +248,12 @@ def is_known_model(name: str) -> bool:
     return name in MODELS or timm.is_model(name)
 
 
+def model_resolutions(name: str) -> dict:
+    """build_model's resolution arguments for a registry model at its own resolutions (empty for
+    other timm names: they take the images as they come)."""
+    return MODELS[name].resolutions() if name in MODELS else {}
+
+
 def default_dropout(name: str) -> float:
     return MODELS[name].dropout if name in MODELS else 0.0
 
@@ -251,19 +269,31 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        size = self.spec.resolution
+        spec = self.spec
+        if not self.training and spec.crop_fraction:  # the official evaluation: center crop, then resize
+            images = center_crop(images, spec.crop_fraction)
+        size = (spec.train_resolution or spec.resolution) if self.training else spec.resolution
         if size is not None and images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
         return self.backbone((images - self.mean) / self.std)
 
 
+def center_crop(images: torch.Tensor, fraction: float) -> torch.Tensor:
+    """The centered square of side round(fraction x the shorter side)."""
+    height, width = images.shape[-2:]
+    side = max(1, round(fraction * min(height, width)))
+    top, left = (height - side) // 2, (width - side) // 2
+    return images[..., top:top + side, left:left + side]
+
+
 def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float | None = 0.0,
                 survival_prob: float = 1.0, mean: tuple[float, ...] | None = None,
                 std: tuple[float, ...] | None = None, resolution: int | None = None,
-                classes: tuple[str, ...] | list[str] | None = None, image_size: int | None = None) -> Classifier:
+                classes: tuple[str, ...] | list[str] | None = None, image_size: int | None = None,
+                train_resolution: int | None = None, crop_fraction: float | None = None) -> Classifier:
     """A Classifier by registry name. `dropout=None` takes the model's own default (B0 0.2 ...
-    B7 0.5); `survival_prob` is stochastic depth's keep probability at the last block; `classes`
-    and `image_size` travel with the exported weights (ModelSpec)."""
+    B7 0.5); `survival_prob` is stochastic depth's keep probability at the last block; `classes`,
+    `image_size` and the resolutions travel with the exported weights (ModelSpec)."""
     if not is_known_model(name):
         raise UserError(f"unknown model {name!r}; {MODEL_NAMES_HELP}")
     drop_rate = default_dropout(name) if dropout is None else dropout
@@ -277,7 +307,7 @@ def build_model(name: str, num_classes: int, in_chans: int = 1, dropout: float |
     default_mean, default_std = ((0.286,), (0.353,)) if in_chans == 1 else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     spec = ModelSpec(name, num_classes, in_chans, tuple(mean or default_mean * (in_chans // len(default_mean))),
                      tuple(std or default_std * (in_chans // len(default_std))), resolution,
-                     None if classes is None else tuple(classes), image_size)
+                     None if classes is None else tuple(classes), image_size, train_resolution, crop_fraction)
     return Classifier(spec, backbone)
 
 

@@ -37,9 +37,10 @@ def exported_weights_file(path: str | Path) -> Path:
 
 
 def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float = 1.0,
-                  resolution: int | None = None) -> Classifier:
+                  resolution: int | None = None, train_at_test_resolution: bool = False) -> Classifier:
     """Rebuild a Classifier from `final.safetensors` (noise settings are not part of weights);
-    `resolution` replaces the exported input resolution (for a FixRes fine-tune)."""
+    `resolution` replaces the exported test resolution; `train_at_test_resolution` makes it
+    train at that resolution too (a FixRes fine-tune)."""
     path = exported_weights_file(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -50,8 +51,10 @@ def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float =
     except Exception as error:  # safetensors raises several types for a damaged file
         raise UserError(f"{path} is not a readable safetensors file ({error}); re-export it, or delete its stage "
                         f"folder and run again to retrain it") from None
+    test_resolution = resolution or spec.resolution
     model = build_model(spec.name, spec.num_classes, spec.in_chans, dropout, survival_prob, spec.mean, spec.std,
-                        resolution or spec.resolution, spec.classes, spec.image_size)
+                        test_resolution, spec.classes, spec.image_size,
+                        test_resolution if train_at_test_resolution else spec.train_resolution, spec.crop_fraction)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 from ..config import TrainConfig
-from ..data import ImageSet, inception_crop, sample_inception, sample_weak, weak_augment
+from ..data import ImageSet, center_boxes, inception_crop, sample_inception, sample_weak, weak_augment
 from ..labels import PseudoLabeledSet
 from ..models import to_model_input
 from ..noise import RandAugment
@@ -53,12 +53,16 @@ def joint_batch_sizes(batch_size: int, unlabeled_ratio: float) -> tuple[int, int
 
 
 class BatchBuilder:
-    """Builds this rank's rows of step s's batch: (inputs on `device`, targets on `device`)."""
+    """Builds this rank's rows of step s's batch: (inputs on `device`, targets on `device`).
+    `input_size` is what the Inception and center crops resize to (the model's train
+    resolution; default the stored size); `crop_fraction` is the center crop's share."""
 
     def __init__(self, labeled: ImageSet, config: TrainConfig, seed: int, device: torch.device,
                  pseudo: PseudoLabeledSet | None = None, randaugment: RandAugment | None = None,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, input_size: int | None = None, crop_fraction: float | None = None):
         self.labeled, self.config, self.seed, self.device = labeled, config, seed, device
+        self.input_size = input_size or labeled.images.shape[-1]
+        self.crop_fraction = crop_fraction or 1.0
         self.pseudo, self.randaugment = pseudo, randaugment
         batch, unlabeled = joint_batch_sizes(config.batch_size, config.unlabeled_ratio)
         self.labeled_size, self.unlabeled_size = batch, unlabeled if pseudo is not None else 0
@@ -66,9 +70,11 @@ class BatchBuilder:
         self.labeled_rows_per_rank = batch // world_size
 
     def sample_crops(self, total: int, generator: torch.Generator) -> torch.Tensor:
+        height, width = self.labeled.images.shape[-2:]
         if self.config.crop == "inception":
-            height, width = self.labeled.images.shape[-2:]
             return sample_inception(total, height, width, generator)
+        if self.config.crop == "center":
+            return center_boxes(total, height, width, self.crop_fraction)
         return sample_weak(total, generator)
 
     def build(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,8 +97,8 @@ class BatchBuilder:
             pixels, targets = pixels.pin_memory(), targets.pin_memory()
         pixels = pixels.to(self.device, non_blocking=True)
         if crops is not None:
-            pixels = (inception_crop(pixels, crops, pixels.shape[-1]) if self.config.crop == "inception"
-                      else weak_augment(pixels, crops))
+            pixels = (weak_augment(pixels, crops) if self.config.crop == "pad"
+                      else inception_crop(pixels, crops, self.input_size))
         if noise is not None:
             pixels = self.randaugment.apply(pixels, noise)
         return to_model_input(pixels, self.device), targets.to(self.device, non_blocking=True)

@@ -174,7 +174,9 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
     if checkpoint_path.is_file():
         state.load(checkpoint_path, fingerprint)
         metrics.truncate(state.step)
-    batches = BatchBuilder(labeled, config, seed, device, pseudo, randaugment, distributed.rank, world)
+    spec = getattr(model, "spec", None)  # a Classifier's own resolutions (models/registry.py)
+    batches = BatchBuilder(labeled, config, seed, device, pseudo, randaugment, distributed.rank, world,
+                           spec and (spec.train_resolution or spec.resolution), spec and spec.crop_fraction)
     prefetch = config.prefetch if config.prefetch is not None else (2 if device.type == "cuda" else 0)
     bar = tqdm(total=total_steps, initial=state.step, desc=desc, unit="step", disable=None if main else True,
                leave=False)
