@@ -32,11 +32,64 @@ LOOP_SETTINGS = {"no_augmentation_prefetch0": "without augmentation, batches bui
                  "randaugment_prefetch2": "prefetching 2"}
 
 
+# What the paper's ablation study found for each variant, against the full method (Xie et al.
+# 2020, its ablation section and appendix), and the sign it implies for "variant minus full":
+# -1 = worse than full, 0 = no claim.
+PAPER_FINDINGS = {
+    "no-noise": ("noise is essential: students without it gain far less", -1),
+    "no-randaugment": ("removing each noise source hurts", -1),
+    "no-dropout": ("removing each noise source hurts", -1),
+    "no-stochastic-depth": ("removing each noise source hurts", -1),
+    "hard-labels": ("soft labels slightly better, mostly out of domain", -1),
+    "ratio-1": ("a larger unlabeled batch ratio helps", -1),
+    "ratio-7": ("a larger unlabeled batch ratio helps", +1),
+    "threshold-0": ("filtering low-confidence images helps", -1),
+    "threshold-0.7": ("0.3 is the paper's choice; no claim for 0.7", 0),
+    "rounds-1": ("iterating helps: each round gains", -1),
+    "rounds-3": ("iterating helps: each round gains", +1),
+    "equal-student": ("an equal-or-larger student; larger gains more", -1),
+    "teacher-noised-training": ("not ablated in the paper; the official code trains the teacher noised", 0),
+}
+
+
+def verdict(paired: dict | None, direction: int) -> str:
+    """Agreement of our paired difference with the paper's sign, and whether it is more than two
+    standard errors from 0."""
+    if not paired or paired["std"] is None:
+        return "1 seed: no spread yet"
+    standard_error = paired["std"] / paired["n"] ** 0.5
+    clear = abs(paired["mean"]) > 2 * standard_error
+    if direction == 0:
+        return "no claim to test" + (" (a clear difference)" if clear else "")
+    agrees = (paired["mean"] > 0) == (direction > 0)
+    return f"{'agrees' if agrees else 'disagrees'}{' (> 2 SE)' if clear else ' (within 2 SE)'}"
+
+
+def ablation_lines() -> list[str]:
+    table = load("paper_ablations")
+    done = sum(len(entry["seeds"]) for entry in table["variants"].values())
+    lines = ["", f"The paper's ablations at the quick demo's scale (`configs/sweeps/paper-ablations.yaml`: 500 labels, "
+                 f"a 4,000-image pool, 2 rounds), {'PARTIAL: ' + str(done) + ' of ' + str(done + len(table['missing_runs'])) + ' runs finished' if table['partial'] else 'complete'}"
+                 f" ([paper_ablations.json](benchmarks/results/paper_ablations.json), runs made at commit "
+                 f"`{(table['runs_made_with_commit'] or table['commit'])[:7]}`). Final test top-1, mean ± sample std over "
+                 f"seeds; paired difference against `full` on the same seeds:", "",
+             "| variant | seeds | final top-1 (%) | vs full (points) | the paper | we |", "|---|---|---|---|---|---|"]
+    for variant, entry in table["variants"].items():
+        final, paired = entry["final_top1"], entry.get("vs_reference")
+        spread = f" ± {100 * final['std']:.2f}" if final["std"] is not None else ""
+        difference = "-" if not paired else f"{100 * paired['mean']:+.2f}" + (
+            f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+        finding, direction = PAPER_FINDINGS.get(variant, ("the reference", 0))
+        lines.append(f"| {variant} | {len(entry['seeds'])} | {100 * final['mean']:.2f}{spread} | {difference} | "
+                     f"{finding} | {'-' if variant == table['reference'] else verdict(paired, direction)} |")
+    return lines
+
+
 def render() -> str:
     demo, robust, shorter = load("demo"), load("robustness"), load("demo_student_7_epochs")
     sweep, ddp = load("teacher_sweep"), load("ddp_overhead")
     select, label = load("select_scale"), load("label_throughput")
-    loop, memory = load("loop_overhead"), load("labeled_memory")
+    loop, memory, plan = load("loop_overhead"), load("labeled_memory"), load("plan_accuracy")
     small, large = sorted(memory["sizes"], key=int)
     lines = [
         f"Fashion-MNIST, 1,000 labels (100 per class), the other 59,000 training images unlabeled, "
@@ -118,7 +171,14 @@ def render() -> str:
         f"into the cache: +{memory['growth_mb_decoding']:.0f} MB); the {int(large):,} images take "
         f"{memory['sizes'][large]['cache_bytes'] / 2**20:.0f} MiB of cache on disk "
         f"([labeled_memory.json](benchmarks/results/labeled_memory.json)).",
+        f"- `noisystudent plan` against the run it planned (`{plan['config']}`, a fresh run on this machine): "
+        f"{plan['estimated_total_seconds']:.0f} s estimated for {plan['measured_total_seconds']:.0f} s of stages "
+        f"(ratio {plan['total_ratio']:.2f}); by stage: "
+        + ", ".join(f"{s['stage']} {s['ratio']:.2f}" for s in plan["stages"] if s["ratio"] is not None)
+        + f"; {plan['stages_within_30_percent']} of {plan['stages_total']} stages within 30% "
+        f"([plan_accuracy.json](benchmarks/results/plan_accuracy.json)).",
     ]
+    lines += ablation_lines()
     parity = load("official_parity")
     lines += [
         "",

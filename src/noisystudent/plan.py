@@ -100,6 +100,11 @@ def probe_robustness(model_name: str, test: ImageSet, config: Config, device: to
     from .evaluate import evaluate_model
 
     model = build_model(model_name, test.num_classes, test.channels, **resolutions)
+    # a throwaway pass first: what a process pays once (imports, kernels, the corruption code's
+    # setup) would otherwise land on the smaller subset and flatten the fitted cost per image
+    warm_up = test.subset(range(min(4, len(test))))
+    evaluate_model(model, warm_up, device, dataclasses.replace(config.evaluate, images=len(warm_up)),
+                   folder / "corruptions-warm-up", config.seed)
     timings = {"cold": [], "warm": []}
     for size in sizes:
         subset = test.subset(range(min(size, len(test))))
