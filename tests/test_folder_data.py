@@ -112,11 +112,12 @@ def test_labeled_folder_classes_and_stable_ids(tmp_path):
         load_labeled(tmp_path / "test", 16, 3, 0.0, classes=images.classes)
 
 
-def test_a_run_on_your_own_folders(tmp_path):
+@pytest.mark.parametrize("storage", ["cache", "files"])
+def test_a_run_on_your_own_folders(tmp_path, storage):
     for split, count, seed in (("train", 6, 4), ("unlabeled", 20, 5), ("test", 5, 6)):
         make_tree(tmp_path / split, count, seed)
     config = load_config(overrides=[
-        "data.dataset=folder", f"data.labeled={tmp_path / 'train'}", f"data.unlabeled={tmp_path / 'unlabeled'}",
+        f"data.storage={storage}", "data.dataset=folder", f"data.labeled={tmp_path / 'train'}", f"data.unlabeled={tmp_path / 'unlabeled'}",
         f"data.test={tmp_path / 'test'}", "data.image_size=16", f"runs_dir={tmp_path / 'runs'}", "rounds=1",
         "models=resnet_tiny_32", "teacher.epochs=10", "teacher.batch_size=6", "student.epochs=1",
         "student.batch_size=6", "selection.confidence_threshold=0", "noise.randaugment_magnitude=5"])
@@ -253,3 +254,21 @@ def test_labeled_sets_are_decoded_once_into_a_memory_mapped_cache(tmp_path, monk
         "a cached set is fingerprinted by its listing, which the changed file changed"
     load_labeled(tmp_path / "train", 8, 3, 0.2, cache_dir=cache)
     assert len(list(cache.iterdir())) == 6, "another resolution is another cache entry"
+
+
+def test_files_storage_reads_the_same_pixels_from_the_files_and_keeps_nothing(tmp_path):
+    """data.storage=files: every image checked once, then decoded whenever rows are read; the
+    same pixels and the same identity (digest) as the cache, so switching resumes a stage."""
+    make_tree(tmp_path / "train", 3, seed=3)
+    (tmp_path / "train" / "red" / "broken.png").write_bytes(b"not a png")
+    cached, _ = load_labeled(tmp_path / "train", 16, 3, 0.2, cache_dir=tmp_path / "cache")
+    files, report = load_labeled(tmp_path / "train", 16, 3, 0.2, storage="files")
+    assert report.bad == [("red/broken.png", "UnidentifiedImageError")] and files.ids == cached.ids
+    assert files.images.shape == cached.images.shape and files.digest == cached.digest
+    assert torch.equal(files.images[torch.tensor([4, 0, 8])], cached.images[torch.tensor([4, 0, 8])])
+    assert torch.equal(files.images[2:5], cached.images[2:5])
+    part = files.subset(range(3, 7))
+    assert torch.equal(part.images[:], cached.images[3:7]) and part.ids == cached.ids[3:7]
+    (tmp_path / "train" / "blue" / "1.png").write_bytes(b"changed under our feet")
+    with pytest.raises(UserError, match="blue/1.png no longer decodes"):
+        files.images[torch.tensor([1])]

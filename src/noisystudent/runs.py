@@ -42,7 +42,7 @@ CONTRACT = 3
 DONE, INPUTS, EVAL = "DONE", "inputs.json", "eval.json"
 CONFIG, SUMMARY, TIMINGS = "config.yaml", "summary.json", "timings.jsonl"
 # What no stage's result depends on (see the module docstring).
-NOT_DATA_INPUTS = ("max_bad_fraction", "decode_threads", "cache_dir")  # and TrainConfig.inputs() leaves out checkpoint_every, prefetch
+NOT_DATA_INPUTS = ("max_bad_fraction", "decode_threads", "cache_dir", "storage")  # and TrainConfig.inputs() leaves out checkpoint_every, prefetch
 TEST_ONLY = ("test", "test_limit")  # what only evaluations read
 
 

@@ -58,9 +58,9 @@ def _folders(data_config, seed: int, test_only: bool):
 
     size, channels, bad = data_config.image_size, data_config.channels, data_config.max_bad_fraction
     cache = Path(data_config.cache_dir) if data_config.cache_dir else None
-    labeled, _ = load_labeled(data_config.labeled, size, channels, bad, cache_dir=cache)
-    test, _ = load_labeled(data_config.test, size, channels, bad, classes=labeled.classes, key="data.test",
-                           cache_dir=cache)
+    storage = {"cache_dir": cache, "storage": data_config.storage, "threads": max(1, data_config.decode_threads)}
+    labeled, _ = load_labeled(data_config.labeled, size, channels, bad, **storage)
+    test, _ = load_labeled(data_config.test, size, channels, bad, classes=labeled.classes, key="data.test", **storage)
     if test_only:
         return None, None, test
     unlabeled = open_pool(data_config.unlabeled, size, channels, bad, labeled.classes, data_config.unlabeled_limit,

@@ -27,6 +27,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -136,34 +137,81 @@ def _listing_key(items: list[tuple[str, Path]], labels: list[str], size: int, ch
     return digest.hexdigest()[:16]
 
 
+class FileImages:
+    """A labeled or test set's pixels read from their files whenever rows are asked for
+    (`data.storage=files`): to its users it is uint8 [n, C, size, size] like a tensor, but it
+    holds only the file list. Rows are decoded in `threads` threads (PIL releases the GIL)."""
+
+    dtype, ndim = torch.uint8, 4
+
+    def __init__(self, files: list[str], size: int, channels: int, threads: int = 2):
+        self.files, self.size, self.channels, self.threads = files, size, channels, max(1, threads)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.files), self.channels, self.size, self.size))
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, rows) -> torch.Tensor:
+        """The decoded rows (an index tensor, a list or a slice) as a uint8 tensor."""
+        indices = range(len(self.files))[rows] if isinstance(rows, slice) else torch.as_tensor(rows).reshape(-1).tolist()
+        files = [self.files[i] for i in indices]
+        out = np.empty((len(files), self.channels, self.size, self.size), np.uint8)
+
+        def decode(position: int) -> None:
+            try:
+                out[position] = decode_image(files[position], self.size, self.channels)
+            except BadImage as error:  # it decoded when the set was listed: the file changed since
+                raise UserError(f"{files[position]} no longer decodes ({error}); it changed during the run: "
+                                f"restore it, or start a new run name") from None
+        with ThreadPoolExecutor(self.threads) as workers:
+            list(workers.map(decode, range(len(files))))
+        return torch.from_numpy(out)
+
+    def select(self, indices) -> "FileImages":
+        indices = range(len(self.files))[indices] if isinstance(indices, slice) else indices
+        return FileImages([self.files[int(i)] for i in indices], self.size, self.channels, self.threads)
+
+
 def decode_set(where: Path, items: list[tuple[str, Path]], labels: list[str], size: int, channels: int,
-               max_bad_fraction: float, desc: str, cache_dir: Path | None = None
-               ) -> tuple[torch.Tensor, list[str], list[str], DecodeReport, str | None]:
+               max_bad_fraction: float, cache_dir: Path | None = None, storage: str = "cache",
+               threads: int = 2) -> tuple[torch.Tensor | FileImages, list[str], list[str], DecodeReport, str | None]:
     """Decode (id, file) items: (uint8 [n, C, size, size], their ids, their labels, a report naming
     the undecodable ones, a digest of the inputs or None). With `cache_dir`, pixels go to a
     memory-mapped file there, reused as long as no file, label, resolution or channel count
     changed, so a labeled set of any size costs disk, not memory, and is decoded once across runs
-    and resumes; the digest then names it (what training fingerprints instead of its pixels)."""
+    and resumes; the digest then names it (what training fingerprints instead of its pixels).
+    With `storage="files"` every image is decoded once to check it, kept nowhere, and decoded
+    again whenever a batch needs it (FileImages): no disk, one decode per image per epoch."""
+    digest = f"{where.name or 'images'}-{_listing_key(items, labels, size, channels)}"  # the same in both storages
+    if storage == "files":
+        index = _decode_each(lambda array: None, where, items, labels, size, channels, f"check {where.name}")
+        report = DecodeReport(where, index["total"], [tuple(entry) for entry in index["bad"]])
+        report.check(max_bad_fraction)
+        file_of = dict(items)
+        files = FileImages([str(file_of[image_id]) for image_id in index["ids"]], size, channels, threads)
+        return files, index["ids"], index["labels"], report, digest
     if cache_dir is not None:
-        key = _listing_key(items, labels, size, channels)
-        base = Path(cache_dir) / f"{where.name or 'images'}-{key}"
+        base = Path(cache_dir) / digest
         pixels_path, index_path = base.with_suffix(".npy"), base.with_suffix(".json")
         if not (pixels_path.is_file() and index_path.is_file()):
-            atomic_write(pixels_path, lambda tmp: _decode_to_file(tmp, where, items, labels, size, channels, desc,
-                                                                  index_path))
+            atomic_write(pixels_path, lambda tmp: _decode_to_file(tmp, where, items, labels, size, channels,
+                                                                  f"decode {where.name}", index_path))
         index = read_json(index_path)
         report = DecodeReport(where, index["total"], [tuple(entry) for entry in index["bad"]])
         report.check(max_bad_fraction)
         # copy-on-write: torch wants a writable array; nothing writes to it, so pages stay shared
         pixels = np.load(pixels_path, mmap_mode="c")[:len(index["ids"])]
-        return torch.from_numpy(pixels), index["ids"], index["labels"], report, base.name
+        return torch.from_numpy(pixels), index["ids"], index["labels"], report, digest
     pixels, decoded = np.empty((len(items), channels, size, size), np.uint8), 0
 
     def put(array: np.ndarray) -> None:
         nonlocal decoded
         pixels[decoded] = array
         decoded += 1
-    index = _decode_each(put, where, items, labels, size, channels, desc)
+    index = _decode_each(put, where, items, labels, size, channels, f"decode {where.name}")
     report = DecodeReport(where, index["total"], [tuple(entry) for entry in index["bad"]])
     report.check(max_bad_fraction)
     return torch.from_numpy(pixels[:decoded]), index["ids"], index["labels"], report, None
@@ -247,7 +295,7 @@ def manifest_items(path: Path) -> tuple[Path, list[tuple[str, Path]], list[str |
 
 def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction: float,
                  classes: list[str] | None = None, key: str = "data.labeled",
-                 cache_dir: Path | None = None) -> tuple[ImageSet, DecodeReport]:
+                 cache_dir: Path | None = None, storage: str = "cache", threads: int = 2) -> tuple[ImageSet, DecodeReport]:
     """A labeled set from an ImageFolder root or a manifest with labels. `classes` is the
     training set's (for a test set); `key` is the config key that named `source`, for messages;
     with `cache_dir` the pixels are memory-mapped from a cache there (decode_set)."""
@@ -287,8 +335,8 @@ def load_labeled(source: str | Path, size: int, channels: int, max_bad_fraction:
     if len({image_id for image_id, _ in items}) != len(items):
         raise UserError(f"{source} lists the same image more than once; ids must be unique")
     pixels, ids, decoded_labels, report, digest = decode_set(root if not is_manifest(source) else source, items,
-                                                             labels, size, channels, max_bad_fraction,
-                                                             f"decode {source.name}", cache_dir)
+                                                             labels, size, channels, max_bad_fraction, cache_dir,
+                                                             storage, threads)
     index = {name: i for i, name in enumerate(classes)}
     return ImageSet(pixels, torch.tensor([index[label] for label in decoded_labels], dtype=torch.long),
                     ids, classes, digest), report

@@ -13,7 +13,7 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "
 
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8 [N, C, H, W]
+    images: torch.Tensor  # uint8 [N, C, H, W] (or FileImages, read from files by rows: data/folder.py)
     labels: torch.Tensor  # int64 [N]; for the unlabeled pool, the hidden truth (never trained on)
     ids: list[str]  # stable per-image ids ("train-00042"), the key of the pseudo-label store
     classes: list[str]
@@ -39,6 +39,10 @@ class ImageSet:
         return self.images.shape[1]
 
     def subset(self, indices) -> "ImageSet":
+        if isinstance(indices, range) and hasattr(self.images, "select"):  # pixels read from files stay files
+            part = slice(indices.start, indices.stop, indices.step)
+            return ImageSet(self.images.select(part), self.labels[part], self.ids[part], self.classes,
+                            self.digest and f"{self.digest}[{indices.start}:{indices.stop}:{indices.step}]")
         if isinstance(indices, range) and indices.step == 1:  # a view: memory-mapped pixels stay on disk
             part = slice(indices.start, indices.stop)
             return ImageSet(self.images[part], self.labels[part], self.ids[part], self.classes,
