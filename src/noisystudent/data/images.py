@@ -39,7 +39,7 @@ class ImageSet:
         return self.images.shape[1]
 
     def subset(self, indices) -> "ImageSet":
-        if isinstance(indices, range) and hasattr(self.images, "select"):  # pixels read from files stay files
+        if isinstance(indices, range) and not torch.is_tensor(self.images):  # pixels read from files stay files
             part = slice(indices.start, indices.stop, indices.step)
             return ImageSet(self.images.select(part), self.labels[part], self.ids[part], self.classes,
                             self.digest and f"{self.digest}[{indices.start}:{indices.stop}:{indices.step}]")
