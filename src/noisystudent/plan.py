@@ -80,16 +80,19 @@ def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, 
 
 
 def probe_forward(model_name: str, shapes: tuple[int, int, int], classes: int, batch: int, device: torch.device,
-                  resolutions: dict, batches: int = 3) -> float:
-    """Seconds per image of un-noised inference (labeling, clean accuracy) at `batch`."""
+                  resolutions: dict, batches: int = 5) -> float:
+    """Seconds per image of un-noised inference (labeling, clean accuracy) at `batch`: the median
+    batch after a warm-up one (the first call at a shape sets up its kernels)."""
     channels, size, _ = shapes
     model = build_model(model_name, classes, channels, **resolutions)
     images = torch.randint(0, 256, (batch, channels, size, size), dtype=torch.uint8)
-    predict_logits(model, images, batch, device, desc="probe")  # warm-up
-    started = time.perf_counter()
+    predict_logits(model, images, batch, device, desc="probe")
+    seconds = []
     for _ in range(batches):
+        started = time.perf_counter()
         predict_logits(model, images, batch, device, desc="probe")
-    return (time.perf_counter() - started) / (batches * batch)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds) / batch
 
 
 def probe_robustness(model_name: str, test: ImageSet, config: Config, device: torch.device, folder: Path,
