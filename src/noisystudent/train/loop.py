@@ -102,6 +102,26 @@ def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, confi
     return digest.hexdigest()[:16]
 
 
+def prepare_model(model: torch.nn.Module, config: TrainConfig, device: torch.device, distributed: Distributed,
+                  freeze_fraction: float, desc: str) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(the model on its device, channels_last, in training mode with its shallow layers frozen;
+    what a step calls: under torchrun wrapped in DDP, with SyncBatchNorm when `sync_bn`; compiled
+    when `compile`)."""
+    model.to(device).to(memory_format=torch.channels_last).train()
+    freeze_shallow_layers(model, freeze_fraction)
+    forward = model
+    if distributed.enabled:
+        if config.sync_bn:
+            if device.type != "cuda":
+                raise UserError(f"{desc}: sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        forward = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile:
+        forward = torch.compile(forward)
+    return model, forward
+
+
 class MetricsLog:
     """`metrics.jsonl`: a line every `every` steps with the mean loss and the images/s since the
     last line. Losses stay on the device between lines (reading one would wait for the step)."""
@@ -152,18 +172,7 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
     if batch % world or (pseudo is not None and unlabeled % world):
         raise UserError(f"{desc}: batch sizes {batch} labeled / {unlabeled if pseudo is not None else 0} unlabeled "
                         f"must divide by the {world} processes (batch sizes in the config are global)")
-    model.to(device).to(memory_format=torch.channels_last).train()
-    freeze_shallow_layers(model, freeze_fraction)
-    forward = model
-    if distributed.enabled:
-        if config.sync_bn:
-            if device.type != "cuda":
-                raise UserError(f"{desc}: sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); set sync_bn=false")
-            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        forward = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
-        forward = torch.compile(forward)
+    model, forward = prepare_model(model, config, device, distributed, freeze_fraction, desc)
     state = TrainState(model, config)
     total_steps, steps_per_epoch = steps_for(config, len(labeled), None if pseudo is None else len(pseudo))
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
