@@ -44,3 +44,30 @@ def write_result(name: str, result: dict) -> Path:
     print(json.dumps(result, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def reference_speed(seconds: float = 60.0, seed: int = 0) -> dict:
+    """A fixed workload that does not depend on our code, to compare machines: a bare PyTorch
+    loop training torchvision's resnet18 (10 classes) on random 32 px batches of 64 with SGD for
+    `seconds`. Returns its images/s (after 3 warm-up steps) and the threads it ran with."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    model = torchvision.models.resnet18(num_classes=10)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    images, labels = torch.rand(64, 3, 32, 32), torch.randint(0, 10, (64,))
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(images), labels).backward()
+        optimizer.step()
+    for _ in range(3):
+        step()
+    steps, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        step()
+        steps += 1
+    return {"workload": "torchvision resnet18, random 32 px batches of 64, SGD", "seconds": seconds,
+            "images_per_second": round(64 * steps / (time.perf_counter() - started), 1),
+            "threads": torch.get_num_threads()}
