@@ -49,6 +49,7 @@ PAPER_FINDINGS = {
     "rounds-3": ("iterating helps: each round gains", +1),
     "equal-student": ("an equal-or-larger student; larger gains more", -1),
     "teacher-noised-training": ("not ablated in the paper; the official code trains the teacher noised", 0),
+    "teacher-noised-labeling": ("a teacher that labels with noise on hurts", -1),
 }
 
 
@@ -82,6 +83,28 @@ def ablation_lines() -> list[str]:
         finding, direction = PAPER_FINDINGS.get(variant, ("the reference", 0))
         lines.append(f"| {variant} | {len(entry['seeds'])} | {100 * final['mean']:.2f}{spread} | {difference} | "
                      f"{finding} | {'-' if variant == table['reference'] else verdict(paired, direction)} |")
+    return lines
+
+
+def out_of_domain_lines() -> list[str]:
+    table = load("out_of_domain")
+    done = sum(len(entry["seeds"]) for entry in table["variants"].values())
+    status = f"PARTIAL: {done} of {done + len(table['missing_runs'])} runs finished" if table["partial"] else "complete"
+    lines = ["", f"Out-of-domain pool: the quick demo (one round) with rendered characters as 20% of the pool "
+                 f"(`configs/sweeps/out-of-domain.yaml`), {status} "
+                 f"([out_of_domain.json](benchmarks/results/out_of_domain.json)). Out-of-domain images kept by the "
+                 f"filters (of the pool's), their share of the student's pseudo-labeled set, the share the teacher's "
+                 f"energy estimates, and the final top-1 with its paired difference against `soft`:", "",
+             "| variant | seeds | OOD kept | OOD share of selection | estimated OOD share | final top-1 (%) | vs soft (points) |",
+             "|---|---|---|---|---|---|---|"]
+    for variant, entry in table["variants"].items():
+        selection, final, paired = entry["selection"], entry["final_top1"], entry.get("vs_reference")
+        spread = f" ± {100 * final['std']:.2f}" if final["std"] is not None else ""
+        difference = "-" if not paired else f"{100 * paired['mean']:+.2f}" + (
+            f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+        lines.append(f"| {variant} | {len(entry['seeds'])} | {selection['ood_kept']:.0f} of {selection['ood_in_pool']:.0f} "
+                     f"| {100 * selection['ood_share_of_selection']:.1f}% | {100 * selection['estimated_ood_share']:.1f}% "
+                     f"| {100 * final['mean']:.2f}{spread} | {difference} |")
     return lines
 
 
@@ -179,6 +202,7 @@ def render() -> str:
         f"([plan_accuracy.json](benchmarks/results/plan_accuracy.json)).",
     ]
     lines += ablation_lines()
+    lines += out_of_domain_lines()
     parity = load("official_parity")
     lines += [
         "",

@@ -272,3 +272,24 @@ def test_energy_is_minus_logsumexp_of_the_logits_and_is_stored():
     assert energy(logits)[0] < energy(logits)[1], "a confident image scores lower (more in domain)"
     table = shard_table(["a", "b"], logits, 1.0, 3)
     assert np.allclose(table.column("energy").to_numpy(), energy(logits).numpy())
+
+
+def test_a_noised_teacher_labels_differently_reproducibly_and_into_its_own_store(tmp_path):
+    """The paper's noised-teacher ablation (noise.labeling): dropout and stochastic depth on,
+    BatchNorm on its running statistics, RandAugment on the inputs; seeded per shard and batch."""
+    from noisystudent.noise import RandAugment, StudentNoise
+    pool, config = make_pool(), LabelConfig(batch_size=16, shard_size=25)
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny_32", 10, 1, dropout=0.5, survival_prob=0.5)
+    running = {name: value.clone() for name, value in model.state_dict().items() if "running" in name}
+    noise = StudentNoise(0.5, 0.5, RandAugment(2, 10, pixels="relative"))
+    clean = pseudo_label(model, pool, config, tmp_path / "clean", torch.device("cpu"))
+    noised = pseudo_label(model, pool, config, tmp_path / "noised", torch.device("cpu"), noise=noise)
+    again = pseudo_label(model, pool, config, tmp_path / "again", torch.device("cpu"), noise=noise)
+    assert not np.allclose(clean.column("confidence"), noised.column("confidence"))
+    assert np.array_equal(noised.column("confidence"), again.column("confidence")), "seeded"
+    assert all(torch.equal(model.state_dict()[name], value) for name, value in running.items()), \
+        "BatchNorm ran on its running statistics and did not update them"
+    assert json.loads((tmp_path / "noised" / "header.json").read_text())["noised"]["randaugment"]["magnitude"] == 10
+    with pytest.raises(UserError, match="noised"):
+        pseudo_label(model, pool, config, tmp_path / "clean", torch.device("cpu"), noise=noise)

@@ -77,6 +77,8 @@ class NoiseConfig:
     survival_prob: float = 0.8  # stochastic depth at the last block (paper 0.8); 1 turns it off
     teacher: bool = False  # the round-0 teacher trains with this noise too (every official run does;
     #                        the paper's B7 baseline with RandAugment); it still labels un-noised
+    labeling: bool = False  # the paper's ablation only: teachers label with this noise on (dropout, stochastic
+    #                         depth, RandAugment on their inputs); the paper found it hurts, so never in a real run
 
 
 @dataclass

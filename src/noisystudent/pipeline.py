@@ -182,8 +182,9 @@ class Pipeline:
             if self.distributed.is_main:
                 stage.begin()
             self.distributed.barrier()
+            noise = student_noise(self.config.noise) if self.config.noise.labeling else None  # an ablation only
             store = label_with_weights(teacher_dir, self.unlabeled, self.config.labels, stage.path, self.device,
-                                       self.distributed)
+                                       self.distributed, noise)
             if self.distributed.is_main:
                 truth = self.unlabeled.truth  # only Fashion-MNIST's pool has one; your own images do not
                 manifest = store.manifest

@@ -50,7 +50,8 @@ from ..data import Pool
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
 from ..io import atomic_write, changed_keys, lookup, read_json, remove_stale_temps, write_json
-from ..models import exported_weights_file, inference, load_exported, to_model_input
+from ..models import exported_weights_file, inference, load_exported, noised_inference, to_model_input
+from ..noise import StudentNoise
 
 HEADER, MANIFEST = "header.json", "manifest.json"
 SHARD_INFO = "noisystudent"  # Parquet schema metadata key: items read and undecodable files
@@ -94,13 +95,22 @@ def shard_table(ids: list[str], logits: torch.Tensor, temperature: float, top_k:
 
 
 def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
-                 teacher_hash: str = "", distributed: Distributed = SINGLE) -> "LabelStore":
+                 teacher_hash: str = "", distributed: Distributed = SINGLE,
+                 noise: StudentNoise | None = None) -> "LabelStore":
     """Label `pool` with `teacher` into `out_dir`: one shard per chunk of `labels.shard_size` pool
-    items, decoded and predicted a batch at a time (resumable per shard, shared across ranks)."""
+    items, decoded and predicted a batch at a time (resumable per shard, shared across ranks).
+    `noise` (never in a real run: the paper's noised-teacher ablation) labels with the teacher's
+    dropout and stochastic depth on (the caller built it with them) and its RandAugment on the
+    inputs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = LabelStore(out_dir)
     header = {"teacher_sha256": teacher_hash, "temperature": config.temperature, "top_k": config.top_k,
               "shard_size": config.shard_size, "pool": pool.identity}
+    if noise is not None:  # a noised store is never mistaken for a clean one
+        augment = noise.randaugment
+        header["noised"] = {"dropout": noise.dropout, "survival_prob": noise.survival_prob, "randaugment": None if
+                            augment is None else {"layers": augment.layers, "magnitude": augment.magnitude,
+                                                  "pixels": augment.pixels, "ops": list(augment.ops)}}
     check_store_header(out_dir, header)  # finished or not: a store is only reused by what made it
     if (out_dir / MANIFEST).is_file():
         return store
@@ -116,7 +126,7 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
         if index % distributed.world_size != distributed.rank or (out_dir / shard_name(index)).is_file():
             progress.update(sum(1 for _ in items))
             continue
-        table = label_chunk(teacher, pool, items, config, device, progress)
+        table = label_chunk(teacher, pool, items, config, device, progress, noise, index)
         atomic_write(out_dir / shard_name(index), lambda tmp: pq.write_table(table, tmp))
     progress.close()
     distributed.barrier()
@@ -147,14 +157,21 @@ def check_store_header(out_dir: Path, header: dict) -> None:
 
 
 def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig, device: torch.device,
-                progress: tqdm) -> pa.Table:
-    """One shard's table; its schema metadata records the items read and the undecodable ones."""
+                progress: tqdm, noise: StudentNoise | None = None, index: int = 0) -> pa.Table:
+    """One shard's table; its schema metadata records the items read and the undecodable ones.
+    With `noise` (pseudo_label), every random draw is seeded by (shard, batch): reproducible."""
     ids, logits, bad, inputs = [], [], [], 0
     num_classes = len(pool.classes)
-    with inference(teacher, device):
-        for batch in pool.batches(items, config.batch_size):
+    with (inference if noise is None else noised_inference)(teacher, device):
+        for number, batch in enumerate(pool.batches(items, config.batch_size)):
             if batch.ids:
-                logits.append(teacher(to_model_input(batch.images, device)).float().cpu())
+                images = batch.images
+                if noise is not None:
+                    seed = index * 1_000_003 + number
+                    torch.manual_seed(seed)  # the dropout and stochastic-depth masks
+                    if noise.randaugment is not None:
+                        images = noise.randaugment(images, torch.Generator().manual_seed(seed))
+                logits.append(teacher(to_model_input(images, device)).float().cpu())
                 if logits[-1].shape[1] != num_classes:  # on the first batch, not after a whole shard
                     raise UserError(f"the teacher predicts {logits[-1].shape[1]} classes but the data has "
                                     f"{num_classes} ({', '.join(pool.classes[:5])}...); label with a teacher "
@@ -179,12 +196,14 @@ def shard_info(path: Path) -> dict:
 
 
 def label_with_weights(weights: Path, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
-                       distributed: Distributed = SINGLE) -> "LabelStore":
+                       distributed: Distributed = SINGLE, noise: StudentNoise | None = None) -> "LabelStore":
     """pseudo_label with exported weights (a stage folder or its .safetensors), rebuilt without
-    noise (dropout 0, stochastic depth off), the weights file's hash as the teacher's identity."""
+    noise (dropout 0, stochastic depth off; with `noise`, the noised-teacher ablation's), the
+    weights file's hash as the teacher's identity."""
     path = exported_weights_file(weights)
-    return pseudo_label(load_exported(path), pool, config, out_dir, device, teacher_hash=file_sha256(path),
-                        distributed=distributed)
+    teacher = load_exported(path) if noise is None else load_exported(path, noise.dropout, noise.survival_prob)
+    return pseudo_label(teacher, pool, config, out_dir, device, teacher_hash=file_sha256(path),
+                        distributed=distributed, noise=noise)
 
 
 def write_manifest(out_dir: Path, header: dict, shard_infos: list[dict]) -> None:

@@ -57,6 +57,18 @@ def inference(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
         model.train(was_training)
 
 
+@contextmanager
+def noised_inference(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
+    """Prediction with the model's noise on (dropout and stochastic depth active), BatchNorm on
+    its running statistics, no autograd: the noised teacher of the paper's ablation."""
+    with inference(model, device):
+        model.train()
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        yield
+
+
 def iterate_logits(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
                    desc: str = "predict") -> Iterator[tuple[int, torch.Tensor]]:
     """Yield (start, float32 logits on CPU) per batch with the model in eval mode."""
