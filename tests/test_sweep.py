@@ -65,7 +65,8 @@ def test_the_paper_ablations_sweep_resolves_every_run():
     from noisystudent.sweep import load_sweep
 
     sweep = load_sweep(bundled_config("sweeps/paper-ablations"), resolve_config)
-    assert len(sweep.runs) == 14 * 3 and sweep.reference == "full"
+    assert len(sweep.runs) == 15 * 3 and sweep.reference == "full"
     by_name = {run.config.name: run.config for run in sweep.runs}
     assert by_name["no-noise-seed0"].noise.dropout == 0 and not by_name["no-noise-seed0"].noise.randaugment
     assert by_name["equal-student-seed2"].models == ["resnet_tiny_32"] and by_name["ratio-7-seed1"].student.unlabeled_ratio == 7
+    assert by_name["teacher-noised-labeling-seed0"].noise.labeling and not by_name["full-seed0"].noise.labeling
