@@ -33,6 +33,4 @@ def test_plan_with_a_probe_times_every_stage(tiny_config, capsys):
     assert [cost["stage"] for cost in costs][:3] == ["round-0/teacher", "round-0/teacher (eval)", "round-1/labels"]
     assert all(cost["seconds"] is not None and cost["seconds"] > 0 for cost in costs)
     student = next(cost for cost in costs if cost["stage"] == "round-1/student")
-    teacher = costs[0]
-    assert student["seconds"] / student["steps"] > teacher["seconds"] / teacher["steps"], \
-        "a student step (labeled + 3x pseudo-labeled, RandAugment) costs more than a teacher step"
+    assert student["images"] == student["steps"] * (32 + 96), "a student step: labeled + 3x pseudo-labeled images"
