@@ -174,13 +174,14 @@ def official_thresholds(counts: np.ndarray, min_threshold: float, target: int) -
 def _scan(store: LabelStore, with_ids: bool = True, out_of_domain: OutOfDomain | None = None):
     """Per shard: (store rows, ids as Arrow strings or None, argmax as int64, confidence). With
     an out-of-domain filter, a dropped image's confidence reads -1, so every later test drops it."""
-    columns = ["argmax", "confidence"] + (["id"] if with_ids else []) + (["energy"] if out_of_domain else [])
+    drop = out_of_domain is not None and out_of_domain.drop
+    columns = ["argmax", "confidence"] + (["id"] if with_ids else []) + (["energy"] if drop else [])
     start = 0
     for table in store.iter_shards(columns):
         argmax = table.column("argmax").to_numpy().astype(np.int64)
         ids = table.column("id").combine_chunks() if with_ids else None
         confidence = table.column("confidence").to_numpy()
-        if out_of_domain is not None and out_of_domain.drop:
+        if drop:
             confidence = np.where(table.column("energy").to_numpy() > out_of_domain.max_energy, -1.0,
                                   confidence).astype(np.float32)
         yield np.arange(start, start + len(argmax)), ids, argmax, confidence
