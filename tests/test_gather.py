@@ -1,18 +1,23 @@
 """The student's pseudo-labeled set is gathered from the pool once and read lazily."""
 
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from noisystudent.config import LabelConfig
+from noisystudent.config import LabelConfig, load_config
 from noisystudent.data import open_pool
 from noisystudent.data.folder import decode_image
+from noisystudent.data.rows import ENCODED
 from noisystudent.errors import UserError
-from noisystudent.labels import (IMAGES, SELECTION_FILE, gather_selected_images, load_pseudo_labeled, pseudo_label,
-                                 read_selection, select_from_store)
-from noisystudent.models import build_model
+from noisystudent.labels import (IMAGES, SELECTION_FILE, LabelStore, gather_selected_images, load_pseudo_labeled,
+                                 pseudo_label, read_selection, select_from_store)
+from noisystudent.labels.gather import STORAGES
+from noisystudent.models import build_model, load_exported
+from noisystudent.pipeline import Pipeline, run
+from noisystudent.train.loop import inputs_fingerprint
 from test_folder_data import COLORS, make_tree, write_shard
 
 CPU = torch.device("cpu")
@@ -29,7 +34,8 @@ def label_and_select(tmp_path, source, images_per_class, shard_size=5, size=16):
 
 
 @pytest.mark.parametrize("kind", ["folder", "webdataset"])
-def test_selected_images_are_the_pools_pixels_memory_mapped_with_sparse_targets(tmp_path, kind):
+@pytest.mark.parametrize("storage", ["pixels", "encoded"])
+def test_selected_images_are_the_pools_pixels_read_lazily_with_sparse_targets(tmp_path, kind, storage):
     make_tree(tmp_path / "pool", 6, seed=7)
     (tmp_path / "pool" / "green" / "bad.png").write_bytes(b"")  # skipped at labeling, never gathered
     source = tmp_path / "pool"
@@ -40,14 +46,19 @@ def test_selected_images_are_the_pools_pixels_memory_mapped_with_sparse_targets(
         write_shard(tmp_path / "pool-1.tar", members[8:])
         source = str(tmp_path / "pool-{0..1}.tar")
     pool, store = label_and_select(tmp_path, source, images_per_class=4)
-    gather_selected_images(pool, store, tmp_path / "selection", batch_size=3)
+    gather_selected_images(pool, store, tmp_path / "selection", batch_size=3, storage=storage)
     pseudo = load_pseudo_labeled(store, tmp_path / "selection", "soft", 3)
     rows, copies = read_selection(tmp_path / "selection" / SELECTION_FILE)
     assert len(rows) > 1 and np.all(np.diff(rows) > 0), "store-row order"
     ids = store.column("id")[rows]
     expected = torch.stack([torch.from_numpy(decode_image(tmp_path / "pool" / i, 16, 3).copy()) for i in ids])
-    assert torch.equal(pseudo.images, expected)
-    assert isinstance(np.load(tmp_path / "selection" / IMAGES, mmap_mode="r"), np.memmap)
+    assert torch.equal(pseudo.images[:], expected)
+    assert torch.equal(pseudo.images[torch.tensor([2, 0, 2])], expected[[2, 0, 2]]), "any rows, in any order"
+    if storage == "pixels":
+        assert isinstance(np.load(tmp_path / "selection" / IMAGES, mmap_mode="r"), np.memmap)
+    else:  # the pool's own bytes, nothing decoded kept
+        assert not (tmp_path / "selection" / IMAGES).exists()
+        assert (tmp_path / "selection" / ENCODED).read_bytes() == b"".join((tmp_path / "pool" / i).read_bytes() for i in ids)
     assert torch.equal(pseudo.copies, torch.from_numpy(copies.astype(np.int64)))
     class_ids, probs = store.topk(rows, "soft")
     assert torch.equal(pseudo.class_ids, torch.from_numpy(class_ids)) and torch.allclose(pseudo.probs.sum(1), torch.ones(len(rows)))
@@ -106,3 +117,36 @@ def test_labeling_and_gathering_never_hold_the_pool_in_memory(tmp_path):
     growth = large_peak - small_peak
     assert growth < (large_bytes - small_bytes) / 10, f"peak {small_peak} -> {large_peak} bytes as the pool grew 5x"
     assert large_peak < large_bytes / 4, f"peak {large_peak} bytes for a {large_bytes}-byte pool"
+
+
+def test_a_student_trained_on_encoded_images_is_the_one_trained_on_pixels(tiny_config):
+    """selection.storage changes where the selected images' bytes are, not a pixel or a random
+    choice: the same student, bit for bit, and the same checkpoint fingerprint (a switch resumes)."""
+    students, fingerprints = {}, {}
+    for storage in STORAGES:
+        config = load_config(overrides=[f"name=tiny-{storage}", f"selection.storage={storage}"], base=tiny_config)
+        run(config, log=lambda line: None)
+        round_1 = Path(config.runs_dir) / config.name / "round-1"
+        assert (round_1 / "selection" / IMAGES).exists() == (storage == "pixels")
+        assert (round_1 / "selection" / ENCODED).exists() == (storage == "encoded")
+        students[storage] = load_exported(round_1 / "student").state_dict()
+        pipeline = Pipeline(config)
+        pseudo = load_pseudo_labeled(LabelStore(round_1 / "labels"), round_1 / "selection", config.labels.kind, 10)
+        fingerprints[storage] = inputs_fingerprint(pipeline.labeled, pseudo, config.student, config.seed)
+    assert students["pixels"].keys() == students["encoded"].keys()
+    assert all(torch.equal(students["pixels"][k], students["encoded"][k]) for k in students["pixels"])
+    assert fingerprints["pixels"] == fingerprints["encoded"]
+
+
+def test_a_damaged_encoded_selection_is_named_with_the_way_out(tmp_path):
+    make_tree(tmp_path / "pool", 4, seed=3)
+    pool, store = label_and_select(tmp_path, tmp_path / "pool", images_per_class=4)
+    gather_selected_images(pool, store, tmp_path / "selection", storage="encoded")
+    encoded = tmp_path / "selection" / ENCODED
+    encoded.write_bytes(encoded.read_bytes()[:-10])  # truncated: the offsets no longer agree
+    with pytest.raises(UserError, match="does not match .* delete .*selection"):
+        load_pseudo_labeled(store, tmp_path / "selection", "soft", 3)
+    encoded.write_bytes(b"\0" * (len(encoded.read_bytes()) + 10))  # the right size, garbage inside
+    pseudo = load_pseudo_labeled(store, tmp_path / "selection", "soft", 3)
+    with pytest.raises(UserError, match="image 0 no longer decodes .* delete .*selection"):
+        pseudo.images[[0]]

@@ -34,3 +34,16 @@ def test_plan_with_a_probe_times_every_stage(tiny_config, capsys):
     assert all(cost["seconds"] is not None and cost["seconds"] > 0 for cost in costs)
     student = next(cost for cost in costs if cost["stage"] == "round-1/student")
     assert student["images"] == student["steps"] * (32 + 96), "a student step: labeled + 3x pseudo-labeled images"
+
+
+def test_the_selections_disk_follows_its_storage(tiny_config):
+    """pixels: the decoded images (1 x 32 x 32 bytes each here); encoded: what the pool's own
+    bytes measure, sampled (Fashion-MNIST rows as PNG: smaller than their pixels)."""
+    disk = {}
+    for storage in ("pixels", "encoded"):
+        tiny_config.selection.storage = storage
+        selection = plan_costs(tiny_config, probe=False, log=lambda line: None)[3]
+        assert selection.stage == "round-1/selection"
+        disk[storage] = selection.disk_bytes / selection.images
+    assert disk["pixels"] == 32 * 32
+    assert 50 < disk["encoded"] < 32 * 32

@@ -40,7 +40,7 @@ class DataConfig:
     test: str | None = None  # folder: like labeled, with the labeled set's classes
     channels: int = 3  # folder: 3 (RGB) or 1 (grayscale); Fashion-MNIST is 1
     max_bad_fraction: float = 0.01  # folder: undecodable images tolerated (skipped and listed) before stopping
-    decode_threads: int = 2  # folder: threads decoding the unlabeled pool ahead of the teacher; 0 = inline
+    decode_threads: int = 2  # threads decoding the unlabeled pool ahead of the teacher (0 = inline), and encoded images
     cache_dir: str | None = None  # folder: labeled and test sets decoded once at image_size into memory-mapped
     #                               files here, reused while the images are unchanged; null = <runs_dir>/.cache/images
     # folder: how the labeled and test sets are kept. cache: decoded once into cache_dir (disk: 150 KB an
@@ -144,6 +144,12 @@ class SelectionConfig:
     # this quantile of the teacher's energies on the labeled images. null = no such filter (the
     # selection stats still estimate the pool's out-of-domain share, at 0.99)
     ood_quantile: float | None = None
+    # How the selected images are kept for the student (labels/gather.py): pixels = decoded at
+    # training resolution into a memory-mapped images.npy (fast; 677 KB an image at 475 px RGB);
+    # encoded = the pool's own bytes, decoded per batch in data.decode_threads threads (about the
+    # pool's size on disk; for selections of millions). Both give the same pixels; changing it
+    # applies to the next selection and never retrains a student.
+    storage: Literal["pixels", "encoded"] = "pixels"
 
 
 @dataclass

@@ -147,7 +147,8 @@ class Pipeline:
         make = lambda: self.build(round_index, **noise.model_kwargs)  # noqa: E731
         train = self.config.student_for_round(round_index)
         pseudo = None if stages[0].is_done() else load_pseudo_labeled(
-            store, selection_dir, self.config.labels.kind, self.labeled.num_classes, train.label_smoothing)
+            store, selection_dir, self.config.labels.kind, self.labeled.num_classes, train.label_smoothing,
+            max(1, self.config.data.decode_threads))
         return self.train_stage(stages, f"student round {round_index}", make, train, "student", pseudo,
                                 noise.randaugment)
 
@@ -236,7 +237,8 @@ class Pipeline:
                 if (truth == OOD_LABEL).any():
                     stats["out_of_domain_truth"] = out_of_domain_truth(store, truth, rows, copies,
                                                                        selection.confidence_threshold, out_of_domain)
-            gather_selected_images(self.unlabeled, store, stage.path, self.config.labels.batch_size)
+            gather_selected_images(self.unlabeled, store, stage.path, self.config.labels.batch_size,
+                                   self.config.selection.storage)
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()
             self.record_time(stage, "selection", started)

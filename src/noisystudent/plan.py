@@ -1,8 +1,8 @@
 """`noisystudent plan CONFIG`: what a run will cost, stage by stage, before anything trains.
 
 For each stage of each round: images it processes, optimizer steps, the model's parameters and
-FLOPs per image (counted on the meta device), the disk it writes (label store, the selection's
-images.npy, checkpoints and exported weights) and the time it should take on this device.
+FLOPs per image (counted on the meta device), the disk it writes (label store, the selected
+images in their `selection.storage`, checkpoints and exported weights) and the time it should take on this device.
 
 Times come from a short probe of the real code paths on synthetic data of the run's shapes: a
 few steps of `train_model` per (model, training setting) at its batch size, with its noise;
@@ -17,6 +17,7 @@ is taken as `selection.images_per_class` x classes when set, else the whole pool
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import statistics
@@ -29,6 +30,7 @@ import torch
 
 from .config import Config, TrainConfig
 from .data import ImageSet, load_splits
+from .data.images import BadImage
 from .labels import PseudoLabeledSet
 from .models import (build_model, count_flops, count_parameters, model_resolutions, predict_logits, resolve_device,
                      set_threads)
@@ -124,6 +126,20 @@ def probe_robustness(model_name: str, test: ImageSet, config: Config, device: to
     return fits
 
 
+def stored_image_bytes(pool, storage: str, sample: int = 64) -> float:
+    """Disk a selected image takes: its pixels (storage "pixels"), or the mean size of the first
+    `sample` items' bytes as the pool stores them ("encoded")."""
+    if storage == "pixels":
+        return pool.channels * pool.image_size ** 2
+    sizes = []
+    for _, source in itertools.islice(pool.items(), sample):
+        try:
+            sizes.append(len(pool.encode(source)))
+        except BadImage:  # skipped at labeling, never selected
+            continue
+    return statistics.fmean(sizes) if sizes else 0.0
+
+
 def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=print) -> list[StageCost]:
     """One StageCost per stage of the run `config` describes, in run order."""
     set_threads(config.threads)
@@ -134,6 +150,7 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
     per_class = config.selection.images_per_class
     selected = per_class * classes if per_class else pool_size
     selection_note = "" if per_class else "selection size taken as the whole pool (an upper bound)"
+    selected_image_bytes = stored_image_bytes(pool, config.selection.storage)
     plan = plan_run(config)
     costs: list[StageCost] = []
     cache: dict = {}
@@ -205,7 +222,7 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
                                None if forward is None or pool_size is None else pool_size * forward,
                                "" if pool_size is not None else "pool size unknown until read (tar shards)"))
         costs.append(StageCost(name(round_plan.selection), None, selected, None, None, None,
-                               0 if selected is None else selected * math.prod(shapes[:2]) * shapes[2],
+                               0 if selected is None else round(selected * selected_image_bytes),
                                None if pool_size is None else pool_size * SELECTION_SECONDS_PER_IMAGE,
                                selection_note))
         student_train = config.student_for_round(round_plan.index)

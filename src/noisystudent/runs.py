@@ -38,7 +38,9 @@ from .io import changed_keys, read_json, write_json
 #    evaluation a stage of its own
 # 3: training batches drawn per global batch and built per rank (train/batches.py): a stage of
 #    contract 2 would resume on other random choices than it started with
-CONTRACT = 3
+# 4: a student's checkpoint names its selection by digest (labels/gather.py, selection_digest)
+#    instead of hashing its pixels, and selection.storage is not a selection input
+CONTRACT = 4
 DONE, INPUTS, EVAL = "DONE", "inputs.json", "eval.json"
 CONFIG, SUMMARY, TIMINGS = "config.yaml", "summary.json", "timings.jsonl"
 # What no stage's result depends on (see the module docstring).
@@ -178,13 +180,15 @@ def plan_run(config: Config) -> RunPlan:
                                        "noise": asdict(config.noise) if config.noise.teacher else {"teacher": False}})
     teacher_eval = evaluation_of(teacher, None)
     rounds, previous = [], teacher
+    # how the selected images are stored changes no pixel (labels/gather.py)
+    selection_inputs = {key: value for key, value in asdict(config.selection).items() if key != "storage"}
     for k in range(1, config.rounds + 1):
         labels = Stage(stage_dir(run, k, "labels"), {
             "upstream": previous.inputs_hash, **common,
             "labels": {key: getattr(config.labels, key) for key in ("temperature", "top_k", "shard_size")},
             **({"noise": asdict(config.noise)} if config.noise.labeling else {})})  # the noised-teacher ablation
         selection = Stage(stage_dir(run, k, "selection"), {"upstream": labels.inputs_hash,
-                                                           "selection": asdict(config.selection)})
+                                                           "selection": selection_inputs})
         student = Stage(stage_dir(run, k, "student"), {
             "upstream": selection.inputs_hash, **common,
             "models": {"student": config.model_for_round(k), "init": config.init_for_round(k)},

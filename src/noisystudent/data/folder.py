@@ -25,27 +25,20 @@ import csv
 import hashlib
 import json
 import os
-import warnings
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from ..errors import UserError
 from ..io import atomic_write, read_json, write_json
-from .images import IMAGE_EXTENSIONS, ImageSet
+from .images import IMAGE_EXTENSIONS, BadImage, ImageSet, decode_image  # noqa: F401 (decode_image: re-exported)
+from .rows import FileImages
 
 IMAGE_SUFFIXES = {f".{extension}" for extension in IMAGE_EXTENSIONS}
-
-
-class BadImage(Exception):
-    pass
 
 
 @dataclass
@@ -65,31 +58,6 @@ def check_bad_fraction(where: Path | str, bad: list[tuple[str, str]], total: int
         raise UserError(f"{len(bad)} of {total} images of {where} could not be decoded (more than "
                         f"data.max_bad_fraction={max_bad_fraction}); fix or remove them, or raise the limit "
                         f"(they are skipped and listed). First: {listed}")
-
-
-def decode_image(source: str | Path | BinaryIO, size: int, channels: int) -> np.ndarray:
-    """uint8 [channels, size, size] from a file path or bytes (io.BytesIO); raises BadImage with the reason."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as image:
-                image.load()
-                if image.mode == "P" and "transparency" in image.info:
-                    image = image.convert("RGBA")
-                if image.mode in ("RGBA", "LA"):  # composite on white rather than dropping alpha to black
-                    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
-                    image = Image.alpha_composite(background, image.convert("RGBA"))
-                image = image.convert("RGB" if channels == 3 else "L")
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise BadImage(type(error).__name__) from None
-    except (OSError, SyntaxError, ValueError) as error:
-        raise BadImage(str(error) or type(error).__name__) from None
-    width, height = image.size
-    scale = size / min(width, height)
-    resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
-    left, top = (resized.width - size) // 2, (resized.height - size) // 2
-    array = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
-    return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
 def inside(root: Path, path: Path) -> bool:
@@ -135,44 +103,6 @@ def _listing_key(items: list[tuple[str, Path]], labels: list[str], size: int, ch
         except OSError as error:  # listed but unreadable: decoding will report it
             digest.update(f"{image_id}\0{label}\0{type(error).__name__}\n".encode())
     return digest.hexdigest()[:16]
-
-
-class FileImages:
-    """A labeled or test set's pixels read from their files whenever rows are asked for
-    (`data.storage=files`): to its users it is uint8 [n, C, size, size] like a tensor, but it
-    holds only the file list. Rows are decoded in `threads` threads (PIL releases the GIL)."""
-
-    dtype, ndim = torch.uint8, 4
-
-    def __init__(self, files: list[str], size: int, channels: int, threads: int = 2):
-        self.files, self.size, self.channels, self.threads = files, size, channels, max(1, threads)
-
-    @property
-    def shape(self) -> torch.Size:
-        return torch.Size((len(self.files), self.channels, self.size, self.size))
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, rows) -> torch.Tensor:
-        """The decoded rows (an index tensor, a list or a slice) as a uint8 tensor."""
-        indices = range(len(self.files))[rows] if isinstance(rows, slice) else torch.as_tensor(rows).reshape(-1).tolist()
-        files = [self.files[i] for i in indices]
-        out = np.empty((len(files), self.channels, self.size, self.size), np.uint8)
-
-        def decode(position: int) -> None:
-            try:
-                out[position] = decode_image(files[position], self.size, self.channels)
-            except BadImage as error:  # it decoded when the set was listed: the file changed since
-                raise UserError(f"{files[position]} no longer decodes ({error}); it changed during the run: "
-                                f"restore it, or start a new run name") from None
-        with ThreadPoolExecutor(self.threads) as workers:
-            list(workers.map(decode, range(len(files))))
-        return torch.from_numpy(out)
-
-    def select(self, indices) -> "FileImages":
-        indices = range(len(self.files))[indices] if isinstance(indices, slice) else indices
-        return FileImages([self.files[int(i)] for i in indices], self.size, self.channels, self.threads)
 
 
 def decode_set(where: Path, items: list[tuple[str, Path]], labels: list[str], size: int, channels: int,

@@ -1,19 +1,54 @@
-"""An image set: uint8 pixels (in memory or memory-mapped), integer labels, stable ids."""
+"""An image set: uint8 pixels (in memory or memory-mapped), integer labels, stable ids; and the
+one decoder every image file goes through (`decode_image`)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
 
 # What counts as an image, by file extension: in folders and manifests, and in tar shards' samples.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff", "ppm", "pgm", "pbm")
 
 
+class BadImage(Exception):
+    pass
+
+
+def decode_image(source: str | Path | BinaryIO, size: int, channels: int) -> np.ndarray:
+    """uint8 [channels, size, size] from a file path or bytes (io.BytesIO); raises BadImage with the reason."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:
+                image.load()
+                if image.mode == "P" and "transparency" in image.info:
+                    image = image.convert("RGBA")
+                if image.mode in ("RGBA", "LA"):  # composite on white rather than dropping alpha to black
+                    background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+                    image = Image.alpha_composite(background, image.convert("RGBA"))
+                image = image.convert("RGB" if channels == 3 else "L")
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise BadImage(type(error).__name__) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise BadImage(str(error) or type(error).__name__) from None
+    width, height = image.size
+    scale = size / min(width, height)
+    resized = image.resize((max(size, round(width * scale)), max(size, round(height * scale))), Image.BICUBIC)
+    left, top = (resized.width - size) // 2, (resized.height - size) // 2
+    array = np.asarray(resized.crop((left, top, left + size, top + size)), dtype=np.uint8)
+    return array[None] if channels == 1 else array.transpose(2, 0, 1)
+
+
 @dataclass
 class ImageSet:
-    images: torch.Tensor  # uint8 [N, C, H, W] (or FileImages, read from files by rows: data/folder.py)
+    images: torch.Tensor  # uint8 [N, C, H, W] (or rows decoded on demand: data/rows.py)
     labels: torch.Tensor  # int64 [N]; for the unlabeled pool, the hidden truth (never trained on)
     ids: list[str]  # stable per-image ids ("train-00042"), the key of the pseudo-label store
     classes: list[str]

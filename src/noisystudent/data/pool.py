@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import torch
+from PIL import Image
 
 from ..errors import UserError
 from .folder import (IMAGE_SUFFIXES, BadImage, check_bad_fraction, decode_image, image_ids, is_manifest,
@@ -46,6 +48,7 @@ class Batch:
     bad: list[tuple[str, str]]  # (id, reason) of the undecodable ones
     inputs: int  # items read from the source for this batch (wanted or not; with read-ahead, the
     # count is by the time the batch is complete, and the batches' counts add up to the total)
+    encoded: list[bytes] | None = None  # the decodable items' bytes as stored (Pool.encode), when asked for
 
 
 @dataclass
@@ -110,6 +113,24 @@ class Pool:
             raise BadImage(source.reason)
         return decode_image(source, self.image_size, self.channels)
 
+    def encode(self, source) -> bytes:
+        """The item's bytes as stored (a file's, a tar sample's); a row of an in-memory pool as a
+        lossless PNG. `decode_image` of them gives the pixels `decode(source)` gives; raises BadImage."""
+        if self.images is not None:
+            row = self.images.images[source].numpy()
+            buffer = io.BytesIO()
+            Image.fromarray(row[0] if self.channels == 1 else row.transpose(1, 2, 0)).save(buffer, "PNG", compress_level=1)
+            return buffer.getvalue()
+        if isinstance(source, DamagedShard):
+            raise BadImage(source.reason)
+        if isinstance(source, io.BytesIO):
+            return source.getvalue()
+        try:
+            with open(source, "rb") as handle:
+                return handle.read()
+        except OSError as error:
+            raise BadImage(str(error) or type(error).__name__) from None
+
     def chunks(self, chunk_size: int) -> Iterator[tuple[int, Iterator[Item]]]:
         """(index, items) per chunk of `chunk_size` items. Read a chunk's items before asking for
         the next chunk; what is left unread is skipped (for WebDataset: read past, not decoded)."""
@@ -123,25 +144,29 @@ class Pool:
             for _ in chunk:  # drain the rest of this chunk so the next one starts at its own first item
                 pass
 
-    def batches(self, items: Iterable[Item], batch_size: int, wanted: Container[str] | None = None) -> Iterator[Batch]:
-        """Decode `items` (those whose id is in `wanted`, if given) into batches of `batch_size`."""
+    def batches(self, items: Iterable[Item], batch_size: int, wanted: Container[str] | None = None,
+                encoded: bool = False) -> Iterator[Batch]:
+        """Decode `items` (those whose id is in `wanted`, if given) into batches of `batch_size`;
+        with `encoded`, each batch also carries its items' bytes as stored, and the pixels are
+        decoded from those very bytes."""
         source = _Counted(items)
-        arrays, ids, bad, reported = [], [], [], 0
-        for image_id, decoded in self._decoded(source, wanted, ahead=batch_size):
+        arrays, ids, bad, kept, reported = [], [], [], [], 0
+        for image_id, decoded in self._decoded(source, wanted, ahead=batch_size, encoded=encoded):
             if isinstance(decoded, BadImage):
                 bad.append((image_id, str(decoded)))
             else:
-                arrays.append(decoded)
+                arrays.append(decoded[0])
+                kept.append(decoded[1])
                 ids.append(image_id)
             if len(arrays) == batch_size:
-                yield Batch(self.stacked(arrays), ids, bad, source.read - reported)
-                arrays, ids, bad, reported = [], [], [], source.read
+                yield Batch(self.stacked(arrays), ids, bad, source.read - reported, kept if encoded else None)
+                arrays, ids, bad, kept, reported = [], [], [], [], source.read
         if arrays or bad or source.read > reported:
-            yield Batch(self.stacked(arrays), ids, bad, source.read - reported)
+            yield Batch(self.stacked(arrays), ids, bad, source.read - reported, kept if encoded else None)
 
-    def _decoded(self, items: Iterable[Item], wanted: Container[str] | None,
-                 ahead: int) -> Iterator[tuple[str, np.ndarray | BadImage]]:
-        """(id, pixels or the BadImage) per wanted item, in order. With `decode_threads`, up to
+    def _decoded(self, items: Iterable[Item], wanted: Container[str] | None, ahead: int,
+                 encoded: bool) -> Iterator[tuple[str, tuple[np.ndarray, bytes | None] | BadImage]]:
+        """(id, (pixels, bytes if `encoded`) or the BadImage) per wanted item, in order. With `decode_threads`, up to
         `ahead` items are decoded in threads while the caller works on earlier ones (Pillow
         releases the GIL while it decodes and resizes): decoding overlaps inference and uses
         the spare cores."""
@@ -149,12 +174,12 @@ class Pool:
         threads = self.decode_threads if self.images is None else 0  # rows of a tensor need no decoding
         if not threads:
             for image_id, source in wanted_items:
-                yield image_id, self._attempt(source)
+                yield image_id, self._attempt(source, encoded)
             return
         executor, pending = ThreadPoolExecutor(threads, thread_name_prefix="decode"), deque()
         try:
             for image_id, source in wanted_items:
-                pending.append((image_id, executor.submit(self._attempt, source)))
+                pending.append((image_id, executor.submit(self._attempt, source, encoded)))
                 if len(pending) > ahead:
                     image_id, future = pending.popleft()
                     yield image_id, future.result()
@@ -164,9 +189,12 @@ class Pool:
         finally:
             executor.shutdown(cancel_futures=True)
 
-    def _attempt(self, source) -> np.ndarray | BadImage:
+    def _attempt(self, source, encoded: bool) -> tuple[np.ndarray, bytes | None] | BadImage:
         try:
-            return self.decode(source)
+            if not encoded:
+                return self.decode(source), None
+            data = self.encode(source)
+            return decode_image(io.BytesIO(data), self.image_size, self.channels), data
         except BadImage as error:
             return error
 

@@ -94,7 +94,8 @@ def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, confi
     digest.update((labeled.digest or "").encode())
     tensors = (labeled.labels,) if labeled.digest else (labeled.images, labeled.labels)
     if pseudo is not None:
-        tensors += (pseudo.images, pseudo.class_ids, pseudo.probs, pseudo.rows)
+        digest.update((pseudo.digest or "").encode())  # a selection is named by its digest, like a cached set
+        tensors += (() if pseudo.digest else (pseudo.images,)) + (pseudo.class_ids, pseudo.probs, pseudo.rows)
     for tensor in tensors:
         for start in range(0, len(tensor), 4096):  # a block at a time: memory-mapped images stay on disk
             digest.update(tensor[start:start + 4096].contiguous().numpy().data)
