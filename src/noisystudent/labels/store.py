@@ -118,7 +118,6 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
         write_json(out_dir / HEADER, header)
         remove_stale_temps(out_dir)  # before any rank writes again
     distributed.barrier()
-    teacher.to(device).to(memory_format=torch.channels_last)
     progress = tqdm(total=pool.size, desc="label", unit="img", disable=None if distributed.is_main else True)
     shards = 0
     for index, items in pool.chunks(config.shard_size):  # every rank reads every chunk's ids, decodes its own

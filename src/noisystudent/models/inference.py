@@ -47,8 +47,11 @@ def autocast(device: torch.device):
 @contextmanager
 def inference(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
     """Un-noised prediction: eval mode (dropout, stochastic depth off), no autograd; the model's
-    mode is restored afterwards."""
+    mode is restored afterwards. The model moves to `device` in channels_last, as training leaves
+    it: inputs are channels_last (to_model_input), and a contiguous model would run its
+    convolutions 15 to 20% slower on CPU (resnet_tiny_32 and resnet_small_32 at batch 256)."""
     was_training = model.training
+    model.to(device=device, memory_format=torch.channels_last)
     model.eval()
     try:
         with torch.inference_mode(), autocast(device):

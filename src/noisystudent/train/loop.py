@@ -203,11 +203,14 @@ def train_model(model: torch.nn.Module, labeled: ImageSet, config: TrainConfig, 
                 loss = loss * float("nan")
             if should_inject("crash", step, distributed.rank):
                 raise InjectedCrash(f"injected crash at step {step} on rank {distributed.rank}")
+            state.backward(loss)
+            # after the backward pass, whose gradient all-reduce already brought the ranks into
+            # step: a check before it would be a second point where each waits for the slowest
             non_finite, stop = distributed.any_of(~torch.isfinite(loss.detach()), termination.raised, device=device)
             if non_finite:  # every rank stops before the update
                 raise UserError(f"{desc}: loss became non-finite ({loss.item()} on rank {distributed.rank}) at step "
                                 f"{step}; lower {config_key}.lr (now {config.lr}) or check the data")
-            state.update(loss)
+            state.update()
             mean_loss = metrics.add(state.step, total_steps, lr, loss, len(inputs) * world)
             bar.update(1)
             if mean_loss is not None:

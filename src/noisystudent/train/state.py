@@ -85,10 +85,13 @@ class TrainState:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
 
-    def update(self, loss: torch.Tensor) -> None:
-        """One optimizer step on `loss`, then the EMA with the official warm-up of its decay."""
+    def backward(self, loss: torch.Tensor) -> None:
+        """The gradients of `loss` (under DDP, averaged over the ranks as they are computed)."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+
+    def update(self) -> None:
+        """One optimizer step on the gradients, then the EMA with the official warm-up of its decay."""
         self.optimizer.step()
         self.step += 1
         if self.ema is not None:
