@@ -61,7 +61,7 @@ def test_selected_images_are_the_pools_pixels_read_lazily_with_sparse_targets(tm
         assert (tmp_path / "selection" / ENCODED).read_bytes() == b"".join((tmp_path / "pool" / i).read_bytes() for i in ids)
     assert torch.equal(pseudo.copies, torch.from_numpy(copies.astype(np.int64)))
     class_ids, probs = store.topk(rows, "soft")
-    assert torch.equal(pseudo.class_ids, torch.from_numpy(class_ids)) and torch.allclose(pseudo.probs.sum(1), torch.ones(len(rows)))
+    assert torch.equal(pseudo.class_ids, torch.from_numpy(class_ids).int()) and torch.allclose(pseudo.probs.sum(1), torch.ones(len(rows)))
     # the official code smooths hard pseudo labels like labeled ones (label_smoothing), soft ones not at all
     everything = torch.arange(len(rows))
     soft = load_pseudo_labeled(store, tmp_path / "selection", "soft", 3, label_smoothing=0.1).targets(everything)
@@ -150,3 +150,19 @@ def test_a_damaged_encoded_selection_is_named_with_the_way_out(tmp_path):
     pseudo = load_pseudo_labeled(store, tmp_path / "selection", "soft", 3)
     with pytest.raises(UserError, match="image 0 no longer decodes .* delete .*selection"):
         pseudo.images[[0]]
+
+
+def test_targets_are_written_once_into_the_students_folder_and_memory_mapped(tmp_path):
+    make_tree(tmp_path / "pool", 4, seed=5)
+    pool, store = label_and_select(tmp_path, tmp_path / "pool", images_per_class=4)
+    rows, _ = read_selection(tmp_path / "selection" / SELECTION_FILE)
+    expected = {}
+    for kind in ("soft", "hard"):
+        expected[kind] = store.topk(rows, kind)
+        mapped = store.topk(rows, kind, tmp_path / f"student-{kind}")
+        assert all(isinstance(array, np.memmap) for array in mapped)
+        assert all(np.array_equal(a, b) and a.dtype == b.dtype for a, b in zip(expected[kind], mapped))
+    for shard in store.shard_paths():  # a second call reads the files, not the store
+        shard.unlink()
+    again = store.topk(rows, "soft", tmp_path / "student-soft")
+    assert all(np.array_equal(a, b) for a, b in zip(again, expected["soft"]))

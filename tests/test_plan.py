@@ -4,7 +4,8 @@ import json
 from pathlib import Path
 
 from noisystudent.cli import main
-from noisystudent.plan import plan_costs
+from noisystudent.pipeline import Pipeline
+from noisystudent.plan import plan_costs, selected_image_cost
 from noisystudent.runs import plan_run
 from noisystudent.train import steps_for
 
@@ -47,3 +48,6 @@ def test_the_selections_disk_follows_its_storage(tiny_config):
         disk[storage] = selection.disk_bytes / selection.images
     assert disk["pixels"] == 32 * 32
     assert 50 < disk["encoded"] < 32 * 32
+    pool = Pipeline(tiny_config).unlabeled
+    assert selected_image_cost(pool, "pixels")[1] == 0, "pixels are read, not decoded"
+    assert selected_image_cost(pool, "encoded")[1] > 0, "encoded images are decoded every time a batch reads them"

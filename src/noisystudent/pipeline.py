@@ -16,6 +16,7 @@ checkpoint), and refuses a stage whose inputs changed rather than silently mixin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from pathlib import Path
@@ -146,9 +147,17 @@ class Pipeline:
         noise = student_noise(self.config.noise)
         make = lambda: self.build(round_index, **noise.model_kwargs)  # noqa: E731
         train = self.config.student_for_round(round_index)
-        pseudo = None if stages[0].is_done() else load_pseudo_labeled(
-            store, selection_dir, self.config.labels.kind, self.labeled.num_classes, train.label_smoothing,
-            max(1, self.config.data.decode_threads))
+        pseudo = None
+        if not stages[0].is_done():
+            load = functools.partial(load_pseudo_labeled, store, selection_dir, self.config.labels.kind,
+                                     self.labeled.num_classes, train.label_smoothing,
+                                     max(1, self.config.data.decode_threads), stages[0].path)
+            if self.distributed.is_main:
+                stages[0].begin()  # its inputs are on record before its targets are written into its folder
+                pseudo = load()
+            self.distributed.barrier()
+            if pseudo is None:  # the other ranks map the targets rank 0 wrote
+                pseudo = load()
         return self.train_stage(stages, f"student round {round_index}", make, train, "student", pseudo,
                                 noise.randaugment)
 

@@ -9,7 +9,9 @@ few steps of `train_model` per (model, training setting) at its batch size, with
 `predict_logits` at `labels.batch_size` for labeling; and `evaluate_model` on two small test
 subsets with the run's evaluation settings (a fixed cost plus a cost per image, fitted), once
 with an empty corruption cache and once with a warm one (a run generates corrupted test images
-once and reuses them). A training stage is its steps x the measured step time. Unknowns are said, not guessed: a pool of
+once and reuses them). A training stage is its steps x the measured step time, plus, for a
+student reading `selection.storage=encoded` images, their decoding (timed on a sample of the
+pool). Unknowns are said, not guessed: a pool of
 tar shards has no size before it is read, and a selection's size depends on the teacher, so it
 is taken as `selection.images_per_class` x classes when set, else the whole pool (an upper bound).
 """
@@ -17,6 +19,7 @@ is taken as `selection.images_per_class` x classes when set, else the whole pool
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import json
 import math
@@ -30,7 +33,7 @@ import torch
 
 from .config import Config, TrainConfig
 from .data import ImageSet, load_splits
-from .data.images import BadImage
+from .data.images import BadImage, decode_image
 from .labels import PseudoLabeledSet
 from .models import (build_model, count_flops, count_parameters, model_resolutions, predict_logits, resolve_device,
                      set_threads)
@@ -126,18 +129,23 @@ def probe_robustness(model_name: str, test: ImageSet, config: Config, device: to
     return fits
 
 
-def stored_image_bytes(pool, storage: str, sample: int = 64) -> float:
-    """Disk a selected image takes: its pixels (storage "pixels"), or the mean size of the first
-    `sample` items' bytes as the pool stores them ("encoded")."""
+def selected_image_cost(pool, storage: str, sample: int = 64) -> tuple[float, float]:
+    """(disk bytes, decode seconds) of a selected image in `storage`: pixels are read as they
+    are (no decoding); encoded images are decoded again whenever a batch needs them, so both
+    are measured on the first `sample` items' bytes as the pool stores them."""
     if storage == "pixels":
-        return pool.channels * pool.image_size ** 2
-    sizes = []
+        return pool.channels * pool.image_size ** 2, 0.0
+    sizes, seconds = [], []
     for _, source in itertools.islice(pool.items(), sample):
         try:
-            sizes.append(len(pool.encode(source)))
+            data = pool.encode(source)
+            started = time.perf_counter()
+            decode_image(io.BytesIO(data), pool.image_size, pool.channels)
+            seconds.append(time.perf_counter() - started)
         except BadImage:  # skipped at labeling, never selected
             continue
-    return statistics.fmean(sizes) if sizes else 0.0
+        sizes.append(len(data))
+    return (statistics.fmean(sizes), statistics.fmean(seconds)) if sizes else (0.0, 0.0)
 
 
 def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=print) -> list[StageCost]:
@@ -150,7 +158,7 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
     per_class = config.selection.images_per_class
     selected = per_class * classes if per_class else pool_size
     selection_note = "" if per_class else "selection size taken as the whole pool (an upper bound)"
-    selected_image_bytes = stored_image_bytes(pool, config.selection.storage)
+    selected_image_bytes, selected_decode_seconds = selected_image_cost(pool, config.selection.storage)
     plan = plan_run(config)
     costs: list[StageCost] = []
     cache: dict = {}
@@ -182,6 +190,12 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
                                  noise is not None),
                                 lambda: probe_training(model, train, shapes, classes, noise, pseudo_size is not None,
                                                        device, probe_steps, folder, resolutions(model)))
+        if step_seconds is not None and pseudo_size is not None and selected_decode_seconds:
+            # encoded selected images are decoded per step in data.decode_threads threads: after
+            # the step's compute on CPU, beside it when batches are prefetched (train.prefetch)
+            decoding = unlabeled * selected_decode_seconds / max(1, config.data.decode_threads)
+            prefetch = train.prefetch if train.prefetch is not None else (2 if device.type == "cuda" else 0)
+            step_seconds = step_seconds + decoding if prefetch == 0 else max(step_seconds, decoding)
         # checkpoint (model, optimizer state, EMA) and the exported weights
         disk = parameters * 4 * (2 + (train.ema_decay > 0) + (train.momentum > 0 or train.optimizer == "rmsprop")) + \
             parameters * 4
@@ -219,7 +233,8 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
         stored = classes if classes <= 100 else min(config.labels.top_k, classes)
         store_bytes = None if pool_size is None else pool_size * (STORE_BYTES_FIXED + STORE_BYTES_PER_CLASS * stored)
         costs.append(StageCost(name(round_plan.labels), teacher, pool_size, None, parameters, flops, store_bytes or 0,
-                               None if forward is None or pool_size is None else pool_size * forward,
+                               # the teacher also scores the labeled images (the out-of-domain reference)
+                               None if forward is None or pool_size is None else (pool_size + len(labeled)) * forward,
                                "" if pool_size is not None else "pool size unknown until read (tar shards)"))
         costs.append(StageCost(name(round_plan.selection), None, selected, None, None, None,
                                0 if selected is None else round(selected * selected_image_bytes),

@@ -4,8 +4,8 @@
       config.yaml                 the resolved config of the last run command that was accepted
       round-0/teacher/            inputs.json, checkpoints/, metrics.jsonl, final.safetensors, DONE, eval.json
       round-k/labels/             the label store (labels/store.py), stats.json, inputs.json, DONE
-      round-k/selection/          selection.parquet, images.npy, stats.json, inputs.json, DONE
-      round-k/student/            like the teacher
+      round-k/selection/          selection.parquet, images.npy or encoded.bin, stats.json, inputs.json, DONE
+      round-k/student/            like the teacher, and its pseudo-label targets (targets-*.npy)
       round-k/finetune/           like the teacher (only with finetune.epochs > 0)
       summary.json, report.html, report.md, report/ (figures)
 

@@ -13,7 +13,8 @@ The selected images are gathered from the pool once, in store-row order (the ord
 
 Both decode with the same function from the same bytes, so they give the same pixels, and name
 them by the same digest (selection_digest): switching storage resumes a student. Targets stay
-sparse, top-k class ids and probabilities, and become dense one batch at a time.
+sparse, top-k class ids and probabilities, memory-mapped from the student's folder, and become
+dense one batch at a time.
 
 Gathering walks the pool chunk by chunk beside the store's shards (shard s = chunk s) and
 decodes only the selected items, so it costs a fraction of labeling; a pool that changed since
@@ -53,13 +54,13 @@ class PseudoLabeledSet:
     step reads only its own rows."""
 
     images: torch.Tensor | EncodedImages  # uint8 [U, C, H, W]
-    class_ids: torch.Tensor  # int64 [U, k]: each image's target classes
+    class_ids: torch.Tensor  # int [U, k]: each image's target classes
     probs: torch.Tensor  # float32 [U, k]: their probabilities, summing to 1 (k = 1, p = 1: a hard label)
     num_classes: int
     copies: torch.Tensor | None = None  # int64 [U]; None = each image once
     smoothing: float = 0.0  # label smoothing of the dense targets (hard labels: the official code's 0.1)
-    # what names the images without reading them (selection_digest), or None: fingerprints then
-    # hash the pixels themselves
+    # what names the images and targets without reading them (selection_digest and the target
+    # kind), or None: fingerprints then hash the tensors themselves
     digest: str | None = None
 
     def __post_init__(self):
@@ -160,9 +161,11 @@ def selection_digest(store: LabelStore, selection_dir: Path) -> str:
 
 
 def load_pseudo_labeled(store: LabelStore, selection_dir: Path, kind: str, num_classes: int,
-                        label_smoothing: float = 0.0, threads: int = 2) -> PseudoLabeledSet:
+                        label_smoothing: float = 0.0, threads: int = 2,
+                        targets_dir: Path | None = None) -> PseudoLabeledSet:
     """The student's pseudo-labeled set: its images memory-mapped (images.npy) or decoded by rows
-    in `threads` threads (encoded.bin), sparse targets, multiplicities; `label_smoothing` applies
+    in `threads` threads (encoded.bin), sparse targets (memory-mapped from `targets_dir`, the
+    student's folder, when given: LabelStore.topk), multiplicities; `label_smoothing` applies
     when the target kind is a smoothed one (hard labels)."""
     from .targets import TARGET_KINDS
 
@@ -176,8 +179,8 @@ def load_pseudo_labeled(store: LabelStore, selection_dir: Path, kind: str, num_c
     if len(images) != len(rows):
         raise UserError(f"{selection_dir} holds {len(images)} images for {len(rows)} selected; "
                         f"delete {selection_dir} to select again")
-    class_ids, probs = store.topk(rows, kind)
+    class_ids, probs = store.topk(rows, kind, targets_dir)
     return PseudoLabeledSet(images, torch.from_numpy(class_ids), torch.from_numpy(probs), num_classes,
                             torch.from_numpy(copies.astype(np.int64)),
                             label_smoothing if TARGET_KINDS[kind].smoothed else 0.0,
-                            selection_digest(store, selection_dir))
+                            f"{selection_digest(store, selection_dir)}-{kind}")

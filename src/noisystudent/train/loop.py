@@ -93,9 +93,9 @@ def inputs_fingerprint(labeled: ImageSet, pseudo: PseudoLabeledSet | None, confi
     # set's pixels to hash them would cost as much as an epoch
     digest.update((labeled.digest or "").encode())
     tensors = (labeled.labels,) if labeled.digest else (labeled.images, labeled.labels)
-    if pseudo is not None:
-        digest.update((pseudo.digest or "").encode())  # a selection is named by its digest, like a cached set
-        tensors += (() if pseudo.digest else (pseudo.images,)) + (pseudo.class_ids, pseudo.probs, pseudo.rows)
+    if pseudo is not None:  # a selection is named by its digest, like a cached set
+        digest.update((pseudo.digest or "").encode())
+        tensors += () if pseudo.digest else (pseudo.images, pseudo.class_ids, pseudo.probs, pseudo.rows)
     for tensor in tensors:
         for start in range(0, len(tensor), 4096):  # a block at a time: memory-mapped images stay on disk
             digest.update(tensor[start:start + 4096].contiguous().numpy().data)
