@@ -108,11 +108,14 @@ def probe_robustness(model_name: str, test: ImageSet, config: Config, device: to
     from .evaluate import evaluate_model
 
     model = build_model(model_name, test.num_classes, test.channels, **resolutions)
-    # a throwaway pass first: what a process pays once (imports, kernels, the corruption code's
-    # setup) would otherwise land on the smaller subset and flatten the fitted cost per image
+    # a pass of its own first: what a process pays once (imports, kernels, the corruption code's
+    # setup) would otherwise land on the smaller subset and flatten the fitted cost per image;
+    # a run pays it once too, in its first evaluation, so it goes into the cold fit's fixed cost
     warm_up = test.subset(range(min(4, len(test))))
+    started = time.perf_counter()
     evaluate_model(model, warm_up, device, dataclasses.replace(config.evaluate, images=len(warm_up)),
                    folder / "corruptions-warm-up", config.seed)
+    warm_up_seconds = time.perf_counter() - started
     timings = {"cold": [], "warm": []}
     for size in sizes:
         subset = test.subset(range(min(size, len(test))))
@@ -126,6 +129,8 @@ def probe_robustness(model_name: str, test: ImageSet, config: Config, device: to
     for kind, ((n1, t1), (n2, t2)) in timings.items():
         per_image = max(0.0, (t2 - t1) / max(n2 - n1, 1))
         fits[kind] = (max(0.0, t1 - per_image * n1), per_image)
+    fixed, per_image = fits["cold"]
+    fits["cold"] = (fixed + max(0.0, warm_up_seconds - fixed - per_image * len(warm_up)), per_image)
     return fits
 
 
