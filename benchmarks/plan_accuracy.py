@@ -6,7 +6,8 @@ measured time (timings.jsonl), side by side on this machine.
 
 Targets: every stage within +-30% of its measured time, the sum of the stages within +-20%.
 The plan probes a few steps of each model on synthetic data; the run is a fresh one in a
-temporary folder. Writes benchmarks/results/plan_accuracy.json.
+temporary folder. Writes benchmarks/results/plan_accuracy.json (plan_accuracy_<config>.json for
+another config).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def main() -> None:
         print(stages[-1], flush=True)
     estimated = sum(s["estimated_seconds"] or 0 for s in stages)
     actual = sum(s["measured_seconds"] or 0 for s in stages)
-    write_result("plan_accuracy", {
+    write_result("plan_accuracy" if args.config == "smoke" else f"plan_accuracy_{args.config}", {
         "benchmark": "plan_accuracy", **environment(), "seed": SEED, "config": args.config, "stages": stages,
         "stages_within_30_percent": sum(s["within_30_percent"] for s in stages), "stages_total": len(stages),
         "estimated_total_seconds": round(estimated, 1), "measured_total_seconds": round(actual, 1),
