@@ -108,11 +108,20 @@ def out_of_domain_lines() -> list[str]:
     return lines
 
 
+def plan_line(name: str, plan: dict) -> str:
+    return (f"- `noisystudent plan` against the run it planned (`{plan['config']}`, a fresh run on this machine): "
+            f"{plan['estimated_total_seconds']:.0f} s estimated for {plan['measured_total_seconds']:.0f} s of stages "
+            f"(ratio {plan['total_ratio']:.2f}); by stage: "
+            + ", ".join(f"{s['stage']} {s['ratio']:.2f}" for s in plan["stages"] if s["ratio"] is not None)
+            + f"; {plan['stages_within_30_percent']} of {plan['stages_total']} stages within 30% "
+            f"([{name}.json](benchmarks/results/{name}.json)).")
+
+
 def render() -> str:
     demo, robust, shorter = load("demo"), load("robustness"), load("demo_student_7_epochs")
     sweep, ddp = load("teacher_sweep"), load("ddp_overhead")
     select, label = load("select_scale"), load("label_throughput")
-    loop, memory, plan = load("loop_overhead"), load("labeled_memory"), load("plan_accuracy")
+    loop, memory = load("loop_overhead"), load("labeled_memory")
     small, large = sorted(memory["sizes"], key=int)
     lines = [
         f"Fashion-MNIST, 1,000 labels (100 per class), the other 59,000 training images unlabeled, "
@@ -187,20 +196,16 @@ def render() -> str:
         f"- The training loop against a bare PyTorch loop on batches made in advance ({loop['model']}, "
         f"{loop['batch']['labeled']} + {loop['batch']['unlabeled']} images a step, same threads): "
         + "; ".join(f"{LOOP_SETTINGS[name]} {entry['ratio']:.2f}x" for name, entry in loop["settings"].items())
-        + f" ([loop_overhead.json](benchmarks/results/loop_overhead.json)).",
+        + " ([loop_overhead.json](benchmarks/results/loop_overhead.json)).",
         f"- Memory: a short training stage on a labeled folder of {int(small):,} images peaks at "
         f"{memory['sizes'][small]['peak_rss_mb_cached']:.0f} MB, on {int(large):,} images at "
         f"{memory['sizes'][large]['peak_rss_mb_cached']:.0f} MB (+{memory['growth_mb_cached']:.0f} MB; while decoding "
         f"into the cache: +{memory['growth_mb_decoding']:.0f} MB); the {int(large):,} images take "
         f"{memory['sizes'][large]['cache_bytes'] / 2**20:.0f} MiB of cache on disk "
         f"([labeled_memory.json](benchmarks/results/labeled_memory.json)).",
-        f"- `noisystudent plan` against the run it planned (`{plan['config']}`, a fresh run on this machine): "
-        f"{plan['estimated_total_seconds']:.0f} s estimated for {plan['measured_total_seconds']:.0f} s of stages "
-        f"(ratio {plan['total_ratio']:.2f}); by stage: "
-        + ", ".join(f"{s['stage']} {s['ratio']:.2f}" for s in plan["stages"] if s["ratio"] is not None)
-        + f"; {plan['stages_within_30_percent']} of {plan['stages_total']} stages within 30% "
-        f"([plan_accuracy.json](benchmarks/results/plan_accuracy.json)).",
     ]
+    lines += [plan_line(name, load(name)) for name in ("plan_accuracy", "plan_accuracy_demo")
+              if (RESULTS / f"{name}.json").is_file()]
     lines += ablation_lines()
     lines += out_of_domain_lines()
     parity = load("official_parity")

@@ -35,6 +35,9 @@ class DecodedRows:
 
     def __init__(self, count: int, size: int, channels: int, threads: int):
         self.count, self.size, self.channels, self.threads = count, size, channels, max(1, threads)
+        # one pool for every batch (its threads start on first use and end with this object);
+        # thread-safe, so prefetching threads can share it
+        self.workers = ThreadPoolExecutor(self.threads, thread_name_prefix="decode-rows")
 
     @property
     def shape(self) -> torch.Size:
@@ -59,8 +62,7 @@ class DecodedRows:
                 out[position] = decode_image(self.source(indices[position]), self.size, self.channels)
             except BadImage as error:
                 raise self.damaged(indices[position], error) from None
-        with ThreadPoolExecutor(self.threads) as workers:
-            list(workers.map(decode, range(len(indices))))
+        list(self.workers.map(decode, range(len(indices))))
         return torch.from_numpy(out)
 
 
