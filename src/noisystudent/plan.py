@@ -19,7 +19,6 @@ is taken as `selection.images_per_class` x classes when set, else the whole pool
 from __future__ import annotations
 
 import dataclasses
-import io
 import itertools
 import json
 import math
@@ -33,7 +32,7 @@ import torch
 
 from .config import Config, TrainConfig
 from .data import ImageSet, load_splits
-from .data.images import BadImage, decode_image
+from .data.images import BadImage
 from .labels import PseudoLabeledSet
 from .models import (build_model, count_flops, count_parameters, model_resolutions, predict_logits, resolve_device,
                      set_threads)
@@ -145,7 +144,7 @@ def selected_image_cost(pool, storage: str, sample: int = 64) -> tuple[float, fl
         try:
             data = pool.encode(source)
             started = time.perf_counter()
-            decode_image(io.BytesIO(data), pool.image_size, pool.channels)
+            pool.decode_encoded(data)
             seconds.append(time.perf_counter() - started)
         except BadImage:  # skipped at labeling, never selected
             continue

@@ -131,6 +131,10 @@ class Pool:
         except OSError as error:
             raise BadImage(str(error) or type(error).__name__) from None
 
+    def decode_encoded(self, data: bytes) -> np.ndarray:
+        """uint8 [C, H, W] at image_size from bytes `encode` gave; raises BadImage."""
+        return decode_image(io.BytesIO(data), self.image_size, self.channels)
+
     def chunks(self, chunk_size: int) -> Iterator[tuple[int, Iterator[Item]]]:
         """(index, items) per chunk of `chunk_size` items. Read a chunk's items before asking for
         the next chunk; what is left unread is skipped (for WebDataset: read past, not decoded)."""
@@ -194,7 +198,7 @@ class Pool:
             if not encoded:
                 return self.decode(source), None
             data = self.encode(source)
-            return decode_image(io.BytesIO(data), self.image_size, self.channels), data
+            return self.decode_encoded(data), data
         except BadImage as error:
             return error
 

@@ -114,10 +114,9 @@ class EncodedImages(DecodedRows):
                          f"was gathered; the file is damaged: delete {self.folder} to gather the selection again")
 
 
-def write_encoded(folder: Path, encoded_items) -> int:
+def write_encoded(folder: Path, encoded_items) -> None:
     """Write `encoded_items` (an iterable of bytes, in row order) as `folder/encoded.bin` and its
-    offsets, each atomically, the offsets last (an EncodedImages checks that they agree); returns
-    the count."""
+    offsets, each atomically, the offsets last (an EncodedImages checks that they agree)."""
     offsets = [0]
 
     def write_bytes(tmp: Path) -> None:
@@ -132,4 +131,3 @@ def write_encoded(folder: Path, encoded_items) -> int:
 
     atomic_write(folder / ENCODED, write_bytes)
     atomic_write(folder / OFFSETS, write_offsets)
-    return len(offsets) - 1

@@ -270,10 +270,12 @@ class LabelStore:
         from .targets import TARGET_KINDS
 
         files = None if into is None else [Path(into) / name for name in TARGET_FILES]
-        if files and all(file.is_file() for file in files):
-            arrays = [np.load(file, mmap_mode="c") for file in files]  # copy-on-write: torch wants it writable
-            if all(len(array) == len(rows) for array in arrays):
-                return arrays[0], arrays[1]
+
+        def mapped() -> tuple[np.ndarray, np.ndarray]:  # copy-on-write: torch wants them writable
+            return np.load(files[0], mmap_mode="c"), np.load(files[1], mmap_mode="c")
+
+        if files and all(file.is_file() for file in files) and all(len(array) == len(rows) for array in mapped()):
+            return mapped()
         target = TARGET_KINDS[kind]
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
@@ -301,4 +303,4 @@ class LabelStore:
                 array.flush()
 
         atomic_write(files[0], lambda ids_tmp: atomic_write(files[1], lambda probs_tmp: write(ids_tmp, probs_tmp)))
-        return self.topk(rows, kind, into)
+        return mapped()
