@@ -3,9 +3,16 @@
 import json
 from pathlib import Path
 
+import numpy as np
+import torch
+
 from noisystudent.cli import main
 from noisystudent.pipeline import Pipeline
-from noisystudent.plan import plan_costs, selected_image_cost
+import dataclasses
+
+from noisystudent.labels import read_selection
+from noisystudent.pipeline import select_and_gather
+from noisystudent.plan import fit_line, plan_costs, probe_selection, selected_image_cost, write_probe_store
 from noisystudent.runs import plan_run
 from noisystudent.train import steps_for
 
@@ -51,3 +58,30 @@ def test_the_selections_disk_follows_its_storage(tiny_config):
     pool = Pipeline(tiny_config).unlabeled
     assert selected_image_cost(pool, "pixels")[1] == 0, "pixels are read, not decoded"
     assert selected_image_cost(pool, "encoded")[1] > 0, "encoded images are decoded every time a batch reads them"
+
+
+def test_a_line_through_two_timings_is_never_negative():
+    assert fit_line((100, 1.0), (300, 2.0)) == (0.5, 0.005)
+    assert fit_line((100, 1.0), (300, 0.9)) == (1.0, 0.0), "a faster larger probe is noise: no negative slope"
+    assert fit_line((100, 1.0), (100, 1.0)) == (1.0, 0.0), "one size (a pool smaller than the probes): its time"
+    assert fit_line((100, 1.0), (200, 3.0)) == (0.0, 0.02), "no negative fixed cost"
+
+
+def test_the_selection_probe_runs_the_stage_on_a_prefix_of_the_pool(tiny_config, tmp_path):
+    """The probe's store names the pool's first images and its identity, so the stage's own code
+    (filter, balance, gather from the pool) accepts it; the prefix's hidden labels are its own."""
+    pool = Pipeline(tiny_config).unlabeled
+    prefix = dataclasses.replace(pool, limit=64, size=64)
+    assert len(prefix.truth) == 64 and (prefix.truth == pool.truth[:64]).all()
+    store = write_probe_store(prefix, tmp_path / "store", 10, tiny_config.labels, torch.Generator().manual_seed(0))
+    assert len(store) == 64 and list(store.column("id").astype(str)) == pool.images.ids[:64]
+    assert (store.column("confidence") >= tiny_config.selection.confidence_threshold).mean() > 0.9
+    (tmp_path / "selection").mkdir()
+    stats = select_and_gather(store, tmp_path / "selection", prefix, np.zeros(10, np.float32), tiny_config.selection,
+                              10, 16, 0)
+    rows, _ = read_selection(tmp_path / "selection" / "selection.parquet")
+    images = np.load(tmp_path / "selection" / "images.npy")
+    assert stats["unique"] == len(rows) and (images == pool.images.images[rows].numpy()).all()
+    fixed, per_image = probe_selection(tiny_config, pool, 10, tmp_path / "probe", sizes=(32, 128))
+    assert fixed >= 0 and per_image >= 0 and fixed + per_image * pool.size > 0
+    assert not list((tmp_path / "probe").glob("selection-*")), "the probe's selections are removed once timed"

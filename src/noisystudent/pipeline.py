@@ -25,8 +25,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import Config, TrainConfig, dump_yaml
-from .data import OOD_LABEL, ImageSet, load_splits
+from .config import Config, SelectionConfig, TrainConfig, dump_yaml
+from .data import OOD_LABEL, ImageSet, Pool, load_splits
 from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
@@ -63,6 +63,36 @@ def out_of_domain_truth(store: LabelStore, truth: np.ndarray, rows: np.ndarray, 
     return {"in_pool": int(out.sum()), "kept": int((kept & out).sum()), "kept_in_domain": int((kept & ~out).sum()),
             "selected_unique": int(out[rows].sum()), "selected_with_copies": int(copies[out[rows]].sum()),
             "selected_total": int(copies.sum())}
+
+
+def select_and_gather(store: LabelStore, folder: Path, pool: Pool, labeled_energy: np.ndarray,
+                      selection: SelectionConfig, num_classes: int, batch_size: int, seed: int) -> dict:
+    """The selection stage's work, into `folder`: filter and balance (streamed over the store),
+    the stats (with the pool's hidden labels, where it has them), then the selected images
+    gathered in `selection.storage`. `noisystudent plan` times this very function."""
+    quantile = selection.ood_quantile if selection.ood_quantile is not None else OOD_REFERENCE_QUANTILE
+    out_of_domain = OutOfDomain(float(np.quantile(labeled_energy, quantile)), quantile,
+                                drop=selection.ood_quantile is not None)
+    stats = select_from_store(store, folder / SELECTION_FILE, num_classes, selection.confidence_threshold,
+                              selection.images_per_class, selection.mode, seed=seed, out_of_domain=out_of_domain)
+    truth = pool.truth
+    rows, copies = read_selection(folder / SELECTION_FILE)
+    if len(store) == 0:
+        manifest = store.manifest
+        raise UserError(f"no image of the unlabeled pool could be decoded ({manifest['bad_files']} of "
+                        f"{manifest['inputs']} failed, listed in {store.root / 'manifest.json'}); check "
+                        f"data.unlabeled")
+    if len(rows) == 0:
+        also = "" if selection.ood_quantile is None else " and selection.ood_quantile"
+        raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
+                        f"{selection.confidence_threshold}{also}; lower it")
+    if truth is not None:
+        stats["selected_pseudo_label_accuracy"] = in_domain_accuracy(store.column("argmax")[rows], truth[rows], copies)
+        if (truth == OOD_LABEL).any():
+            stats["out_of_domain_truth"] = out_of_domain_truth(store, truth, rows, copies,
+                                                               selection.confidence_threshold, out_of_domain)
+    gather_selected_images(pool, store, folder, batch_size, selection.storage)
+    return stats
 
 
 class Pipeline:
@@ -221,33 +251,9 @@ class Pipeline:
             started = time.perf_counter()
             stage.begin()
             remove_stale_temps(stage.path)  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
-            selection = self.config.selection
-            quantile = selection.ood_quantile if selection.ood_quantile is not None else OOD_REFERENCE_QUANTILE
-            labeled_energy = np.load(store.root / LABELED_ENERGY)
-            out_of_domain = OutOfDomain(float(np.quantile(labeled_energy, quantile)), quantile,
-                                        drop=selection.ood_quantile is not None)
-            stats = select_from_store(store, stage.path / SELECTION_FILE, self.labeled.num_classes,
-                                      selection.confidence_threshold, selection.images_per_class, selection.mode,
-                                      seed=self.config.seed, out_of_domain=out_of_domain)
-            truth = self.unlabeled.truth
-            rows, copies = read_selection(stage.path / SELECTION_FILE)
-            if len(store) == 0:
-                manifest = store.manifest
-                raise UserError(f"no image of the unlabeled pool could be decoded ({manifest['bad_files']} of "
-                                f"{manifest['inputs']} failed, listed in {store.root / 'manifest.json'}); check "
-                                f"data.unlabeled")
-            if len(rows) == 0:
-                also = "" if selection.ood_quantile is None else " and selection.ood_quantile"
-                raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
-                                f"{selection.confidence_threshold}{also}; lower it")
-            if truth is not None:
-                stats["selected_pseudo_label_accuracy"] = in_domain_accuracy(store.column("argmax")[rows], truth[rows],
-                                                                             copies)
-                if (truth == OOD_LABEL).any():
-                    stats["out_of_domain_truth"] = out_of_domain_truth(store, truth, rows, copies,
-                                                                       selection.confidence_threshold, out_of_domain)
-            gather_selected_images(self.unlabeled, store, stage.path, self.config.labels.batch_size,
-                                   self.config.selection.storage)
+            stats = select_and_gather(store, stage.path, self.unlabeled, np.load(store.root / LABELED_ENERGY),
+                                      self.config.selection, self.labeled.num_classes, self.config.labels.batch_size,
+                                      self.config.seed)
             write_json(stage.path / "stats.json", stats)
             stage.mark_done()
             self.record_time(stage, "selection", started)

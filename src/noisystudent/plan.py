@@ -11,9 +11,11 @@ subsets with the run's evaluation settings (a fixed cost plus a cost per image, 
 with an empty corruption cache and once with a warm one (a run generates corrupted test images
 once and reuses them). A training stage is its steps x the measured step time, plus, for a
 student reading `selection.storage=encoded` images, their decoding (timed on a sample of the
-pool). Unknowns are said, not guessed: a pool of
-tar shards has no size before it is read, and a selection's size depends on the teacher, so it
-is taken as `selection.images_per_class` x classes when set, else the whole pool (an upper bound).
+pool). The selection stage is its own code timed on label stores of two prefixes of the pool
+(synthetic predictions, the pool's real images): a fixed cost plus a cost per pool image.
+Unknowns are said, not guessed: a pool of tar shards has no size before it is read, and a
+selection's size depends on the teacher, so it is taken as `selection.images_per_class` x
+classes when set, else the whole pool (an upper bound).
 """
 
 from __future__ import annotations
@@ -22,26 +24,29 @@ import dataclasses
 import itertools
 import json
 import math
+import shutil
 import statistics
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import torch
 
-from .config import Config, TrainConfig
+from .config import Config, LabelConfig, TrainConfig
 from .data import ImageSet, load_splits
 from .data.images import BadImage
 from .labels import PseudoLabeledSet
+from .labels.store import SHARD_INFO, LabelStore, energy, shard_info, shard_name, shard_table, top_k_for, write_manifest
 from .models import (build_model, count_flops, count_parameters, model_resolutions, predict_logits, resolve_device,
                      set_threads)
 from .noise import student_noise
+from .pipeline import select_and_gather
 from .runs import plan_run
 from .train import joint_batch_sizes, steps_for, train_model
 
 STORE_BYTES_PER_CLASS, STORE_BYTES_FIXED = 6, 40  # int32 id + float16 probability per stored class; id, argmax, ...
-SELECTION_SECONDS_PER_IMAGE = 1e-5  # filter + balance over the store and gathering (plan_accuracy.json)
 
 
 @dataclass
@@ -124,13 +129,71 @@ def probe_robustness(model_name: str, test: ImageSet, config: Config, device: to
             started = time.perf_counter()
             evaluate_model(model, subset, device, settings, cache, config.seed)
             timings[kind].append((len(subset), time.perf_counter() - started))
-    fits = {}
-    for kind, ((n1, t1), (n2, t2)) in timings.items():
-        per_image = max(0.0, (t2 - t1) / max(n2 - n1, 1))
-        fits[kind] = (max(0.0, t1 - per_image * n1), per_image)
+    fits = {kind: fit_line(*points) for kind, points in timings.items()}
     fixed, per_image = fits["cold"]
     fits["cold"] = (fixed + max(0.0, warm_up_seconds - fixed - per_image * len(warm_up)), per_image)
     return fits
+
+
+def fit_line(small: tuple[int, float], large: tuple[int, float]) -> tuple[float, float]:
+    """(fixed seconds, seconds per image) through two (images, seconds) timings, neither negative."""
+    (n1, t1), (n2, t2) = small, large
+    per_image = max(0.0, (t2 - t1) / (n2 - n1)) if n2 > n1 else 0.0
+    return max(0.0, t1 - per_image * n1), per_image
+
+
+def write_probe_store(pool, out_dir: Path, num_classes: int, config: LabelConfig,
+                      generator: torch.Generator) -> LabelStore:
+    """A finished label store of `pool` (its real ids and shard size, read without decoding) with
+    synthetic confident predictions: most images above the paper's threshold, as a trained
+    teacher's are."""
+    header = {"teacher_sha256": "probe", "temperature": config.temperature, "top_k": config.top_k,
+              "shard_size": config.shard_size, "pool": pool.identity}
+    infos = []
+    for index, items in pool.chunks(config.shard_size):
+        ids = [image_id for image_id, _ in items]
+        table = shard_table(ids, confident_logits(len(ids), num_classes, generator), config.temperature,
+                            top_k_for(num_classes, config))
+        path = out_dir / shard_name(index)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.replace_schema_metadata({SHARD_INFO: json.dumps({"inputs": len(ids), "bad_files": []})}),
+                       path)
+        infos.append(shard_info(path))
+    write_manifest(out_dir, header, infos)
+    return LabelStore(out_dir)
+
+
+def confident_logits(count: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """Logits whose softmax puts most of the probability on a random class (about 0.8 of it with 10 classes)."""
+    logits = torch.randn(count, num_classes, generator=generator)
+    logits[torch.arange(count), torch.randint(0, num_classes, (count,), generator=generator)] += 4.0
+    return logits
+
+
+def probe_selection(config: Config, pool, num_classes: int, folder: Path,
+                    sizes: tuple[int, int] = (1024, 8192)) -> tuple[float, float]:
+    """The selection stage's (fixed seconds, seconds per pool image): `select_and_gather`, the
+    stage's own code, timed on label stores of two prefixes of the pool (write_probe_store), so
+    the gathering reads the pool's own images in `selection.storage`. Best of 3 where quick."""
+    generator = torch.Generator().manual_seed(config.seed)
+    timings = []
+    for size in sorted({min(pool.size, size) for size in sizes}):
+        prefix = dataclasses.replace(pool, limit=size, size=size)
+        store = write_probe_store(prefix, folder / f"store-{size}", num_classes, config.labels, generator)
+        labeled_energy = energy(confident_logits(1000, num_classes, generator)).numpy()
+        best = math.inf
+        for attempt in range(3):
+            selection = folder / f"selection-{size}-{attempt}"
+            selection.mkdir(parents=True)
+            started = time.perf_counter()
+            select_and_gather(store, selection, prefix, labeled_energy, config.selection, num_classes,
+                              config.labels.batch_size, config.seed)
+            best = min(best, time.perf_counter() - started)
+            shutil.rmtree(selection)  # pixels at a large resolution are GBs
+            if best > 1.0:
+                break
+        timings.append((size, best))
+    return fit_line(timings[0], timings[-1])
 
 
 def selected_image_cost(pool, storage: str, sample: int = 64) -> tuple[float, float]:
@@ -240,9 +303,11 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
                                # the teacher also scores the labeled images (the out-of-domain reference)
                                None if forward is None or pool_size is None else (pool_size + len(labeled)) * forward,
                                "" if pool_size is not None else "pool size unknown until read (tar shards)"))
+        selection_fit = None if pool_size is None else measured(
+            ("selection", config.selection.storage), lambda: probe_selection(config, pool, classes, folder))
         costs.append(StageCost(name(round_plan.selection), None, selected, None, None, None,
                                0 if selected is None else round(selected * selected_image_bytes),
-                               None if pool_size is None else pool_size * SELECTION_SECONDS_PER_IMAGE,
+                               None if selection_fit is None else selection_fit[0] + pool_size * selection_fit[1],
                                selection_note))
         student_train = config.student_for_round(round_plan.index)
         costs.append(training(name(round_plan.student), round_plan.student_model, student_train,

@@ -91,7 +91,7 @@ class Pool:
         """Hidden labels by store row, when known: only an in-memory pool has them, and it skips
         nothing, so its rows are the store's rows; -1 marks an out-of-domain image (no class).
         None for your own images."""
-        return None if self.images is None else self.images.labels.numpy()
+        return None if self.images is None else self.images.labels.numpy()[:self.limit]
 
     def items(self) -> Iterator[Item]:
         if self.images is not None:
