@@ -38,6 +38,7 @@ def test_a_sweep_runs_every_variant_and_seed_once_and_tabulates_paired_differenc
     finals = [summaries["hard", s]["final_top1"] for s in (0, 1)]
     assert table["complete"] and table["variants"]["hard"]["final_top1"]["mean"] == pytest.approx(statistics.fmean(finals))
     assert table["variants"]["hard"]["final_top1"]["std"] == pytest.approx(statistics.stdev(finals))
+    assert table["variants"]["hard"]["final_top1_by_seed"] == finals and table["variants"]["hard"]["seeds"] == [0, 1]
     paired = [summaries["hard", s]["final_top1"] - summaries["full", s]["final_top1"] for s in (0, 1)]
     assert table["variants"]["hard"]["vs_reference"]["mean"] == pytest.approx(statistics.fmean(paired))
     assert "vs_reference" not in table["variants"]["full"]
