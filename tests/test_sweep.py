@@ -71,3 +71,14 @@ def test_the_paper_ablations_sweep_resolves_every_run():
     assert by_name["no-noise-seed0"].noise.dropout == 0 and not by_name["no-noise-seed0"].noise.randaugment
     assert by_name["equal-student-seed2"].models == ["resnet_tiny_32"] and by_name["ratio-7-seed1"].student.unlabeled_ratio == 7
     assert by_name["teacher-noised-labeling-seed0"].noise.labeling and not by_name["full-seed0"].noise.labeling
+
+
+def test_the_supervised_baseline_sweep_trains_teachers_alone_with_and_without_noise():
+    from noisystudent.cli import bundled_config, resolve_config
+    from noisystudent.sweep import load_sweep
+
+    sweep = load_sweep(bundled_config("sweeps/supervised-baseline"), resolve_config)
+    by_name = {run.config.name: run.config for run in sweep.runs}
+    assert len(sweep.runs) == 5 * 3 and all(config.rounds == 0 for config in by_name.values())
+    assert by_name["medium-noised-seed1"].noise.teacher and by_name["medium-noised-seed1"].models == ["resnet_medium_32"]
+    assert not by_name["small-plain-seed0"].noise.teacher and by_name["small-noised-600-seed2"].teacher.epochs == 600
