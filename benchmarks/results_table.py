@@ -66,13 +66,22 @@ def verdict(paired: dict | None, direction: int) -> str:
     return f"{'agrees' if agrees else 'disagrees'}{' (> 2 SE)' if clear else ' (within 2 SE)'}"
 
 
+def carried_note(table: dict) -> str:
+    """Where a sweep's result keeps variants from earlier runs (sweep_table.py --carry-from), which and why they pair."""
+    carried = table.get("carried")
+    if not carried:
+        return ""
+    return (f"; {', '.join(carried['variants'])} at commit `{carried['from_commit'][:7]}`, whose `{table['reference']}` "
+            f"runs these reproduce exactly, so they pair")
+
+
 def ablation_lines() -> list[str]:
     table = load("paper_ablations")
     done = sum(len(entry["seeds"]) for entry in table["variants"].values())
     lines = ["", f"The paper's ablations at the quick demo's scale (`configs/sweeps/paper-ablations.yaml`: 500 labels, "
                  f"a 4,000-image pool, 2 rounds), {'PARTIAL: ' + str(done) + ' of ' + str(done + len(table['missing_runs'])) + ' runs finished' if table['partial'] else 'complete'}"
                  f" ([paper_ablations.json](benchmarks/results/paper_ablations.json), runs made at commit "
-                 f"`{(table['runs_made_with_commit'] or table['commit'])[:7]}`). Final test top-1, mean ± sample std over "
+                 f"`{(table['runs_made_with_commit'] or table['commit'])[:7]}`{carried_note(table)}). Final test top-1, mean ± sample std over "
                  f"seeds; paired difference against `full` on the same seeds:", "",
              "| variant | seeds | final top-1 (%) | vs full (points) | the paper | we |", "|---|---|---|---|---|---|"]
     for variant, entry in table["variants"].items():

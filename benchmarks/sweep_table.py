@@ -10,11 +10,18 @@ variant; `partial: true` and the runs still missing when the sweep has not finis
 run's selection stats are summarized too (kept share; on a mixed pool, the out-of-domain images
 kept and selected, and the estimated out-of-domain share). `--code-commit` records the commit
 the runs were made with when it is not this checkout's.
+
+`--carry-from OLD.json` keeps the variants an earlier result of the same sweep finished and these
+runs do not have (their run folders lost), but only when this sweep's reference variant
+reproduces the earlier one exactly (the same per-seed finals, or where the earlier result has
+none, the same means and spreads of every round): then the two sets of runs draw the same
+numbers and pair. The carried variants say the commit they were made with.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 from pathlib import Path
@@ -46,20 +53,54 @@ def selection_summary(runs: list) -> dict:
     return summary
 
 
+def reproduces(reference: dict, earlier: dict) -> bool:
+    """Whether a variant's entry equals an earlier result's, run for run where both have per-seed finals."""
+    if "final_top1_by_seed" in earlier:
+        return reference["seeds"] == earlier["seeds"] and reference["final_top1_by_seed"] == earlier["final_top1_by_seed"]
+    keys = ("seeds", "teacher_top1", "rounds", "final_top1")
+    return all(reference[key] == earlier[key] for key in keys)
+
+
+def carry(result: dict, earlier: dict) -> None:
+    """Move into `result` the variants `earlier` finished and `result` has no runs of (see --carry-from)."""
+    name = result["reference"]
+    if earlier["sweep"] != result["sweep"] or name not in result["variants"] or name not in earlier["variants"]:
+        raise SystemExit(f"--carry-from: needs the same sweep ({earlier['sweep']} vs {result['sweep']}) with its "
+                         f"reference {name!r} finished in both")
+    if not reproduces(result["variants"][name], earlier["variants"][name]):
+        raise SystemExit(f"--carry-from: {name!r} does not reproduce the earlier result "
+                         f"({result['variants'][name]['final_top1']} now, {earlier['variants'][name]['final_top1']} "
+                         f"then): the runs do not pair; rerun the variants instead")
+    commit = earlier["runs_made_with_commit"] or earlier["commit"]
+    carried = [variant for variant in earlier["variants"] if variant not in result["variants"]]
+    for variant in carried:
+        result["variants"][variant] = {**earlier["variants"][variant], "made_with_commit": commit}
+    result["variants"] = {variant: result["variants"][variant] for variant in earlier["variants"]} | result["variants"]
+    result["missing_runs"] = [run for run in result["missing_runs"] if run.rsplit("-seed", 1)[0] not in carried]
+    result["partial"] = bool(result["missing_runs"])
+    result["complete"] = not result["partial"]
+    result["carried"] = {"from_commit": commit, "variants": carried,
+                         "because": f"{name!r} reproduces the earlier runs exactly"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path)
     parser.add_argument("result", help="name of the JSON under benchmarks/results/")
     parser.add_argument("--code-commit", default=None, help="the commit the runs were made with")
+    parser.add_argument("--carry-from", type=Path, default=None,
+                        help="an earlier result of this sweep whose finished variants to keep (see above)")
     args = parser.parse_args()
     sweep = load_sweep(args.sweep, resolve_config)
     table = summarize(sweep)
     for variant, entry in table["variants"].items():
         entry["selection"] = selection_summary([run for run in sweep.runs if run.variant == variant and run.done])
     missing = [run.config.name for run in sweep.runs if not run.done]
-    write_result(args.result, {"benchmark": args.result, **environment(), "sweep_file": str(args.sweep),
-                               "runs_made_with_commit": args.code_commit, "partial": bool(missing),
-                               "missing_runs": missing, **table})
+    result = {"benchmark": args.result, **environment(), "sweep_file": str(args.sweep),
+              "runs_made_with_commit": args.code_commit, "partial": bool(missing), "missing_runs": missing, **table}
+    if args.carry_from:
+        carry(result, json.loads(args.carry_from.read_text()))
+    write_result(args.result, result)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ import dataclasses
 
 from noisystudent.labels import read_selection
 from noisystudent.pipeline import select_and_gather
-from noisystudent.plan import fit_line, plan_costs, probe_selection, selected_image_cost, write_probe_store
+from noisystudent.data import open_pool
+from noisystudent.labels import pseudo_label
+from noisystudent.plan import ConfidentGuesser, fit_line, plan_costs, probe_selection, selected_image_cost
+from test_folder_data import COLORS, make_tree
 from noisystudent.runs import plan_run
 from noisystudent.train import steps_for
 
@@ -68,12 +71,14 @@ def test_a_line_through_two_timings_is_never_negative():
 
 
 def test_the_selection_probe_runs_the_stage_on_a_prefix_of_the_pool(tiny_config, tmp_path):
-    """The probe's store names the pool's first images and its identity, so the stage's own code
-    (filter, balance, gather from the pool) accepts it; the prefix's hidden labels are its own."""
+    """The probe's store is the label stage's, of the pool's first images, by a stand-in teacher,
+    so the stage's own code (filter, balance, gather from the pool) accepts it; the prefix's
+    hidden labels are its own."""
     pool = Pipeline(tiny_config).unlabeled
     prefix = dataclasses.replace(pool, limit=64, size=64)
     assert len(prefix.truth) == 64 and (prefix.truth == pool.truth[:64]).all()
-    store = write_probe_store(prefix, tmp_path / "store", 10, tiny_config.labels, torch.Generator().manual_seed(0))
+    guesser = ConfidentGuesser(10, torch.Generator().manual_seed(0))
+    store = pseudo_label(guesser, prefix, tiny_config.labels, tmp_path / "store", torch.device("cpu"))
     assert len(store) == 64 and list(store.column("id").astype(str)) == pool.images.ids[:64]
     assert (store.column("confidence") >= tiny_config.selection.confidence_threshold).mean() > 0.9
     (tmp_path / "selection").mkdir()
@@ -85,3 +90,12 @@ def test_the_selection_probe_runs_the_stage_on_a_prefix_of_the_pool(tiny_config,
     fixed, per_image = probe_selection(tiny_config, pool, 10, tmp_path / "probe", sizes=(32, 128))
     assert fixed >= 0 and per_image >= 0 and fixed + per_image * pool.size > 0
     assert not list((tmp_path / "probe").glob("selection-*")), "the probe's selections are removed once timed"
+
+
+def test_the_selection_probe_skips_what_does_not_decode_as_a_run_does(tmp_path, tiny_config):
+    make_tree(tmp_path / "pool", 6, seed=7)
+    (tmp_path / "pool" / "green" / "0.png").write_bytes(b"not an image")
+    pool = open_pool(tmp_path / "pool", 16, 3, 0.5, list(COLORS))
+    tiny_config.selection.storage = "encoded"
+    fixed, per_image = probe_selection(tiny_config, pool, 3, tmp_path / "probe", sizes=(4, 18))
+    assert fixed + per_image * pool.size > 0

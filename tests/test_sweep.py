@@ -38,6 +38,7 @@ def test_a_sweep_runs_every_variant_and_seed_once_and_tabulates_paired_differenc
     finals = [summaries["hard", s]["final_top1"] for s in (0, 1)]
     assert table["complete"] and table["variants"]["hard"]["final_top1"]["mean"] == pytest.approx(statistics.fmean(finals))
     assert table["variants"]["hard"]["final_top1"]["std"] == pytest.approx(statistics.stdev(finals))
+    assert table["variants"]["hard"]["final_top1_by_seed"] == finals and table["variants"]["hard"]["seeds"] == [0, 1]
     paired = [summaries["hard", s]["final_top1"] - summaries["full", s]["final_top1"] for s in (0, 1)]
     assert table["variants"]["hard"]["vs_reference"]["mean"] == pytest.approx(statistics.fmean(paired))
     assert "vs_reference" not in table["variants"]["full"]
@@ -70,3 +71,14 @@ def test_the_paper_ablations_sweep_resolves_every_run():
     assert by_name["no-noise-seed0"].noise.dropout == 0 and not by_name["no-noise-seed0"].noise.randaugment
     assert by_name["equal-student-seed2"].models == ["resnet_tiny_32"] and by_name["ratio-7-seed1"].student.unlabeled_ratio == 7
     assert by_name["teacher-noised-labeling-seed0"].noise.labeling and not by_name["full-seed0"].noise.labeling
+
+
+def test_the_supervised_baseline_sweep_trains_teachers_alone_with_and_without_noise():
+    from noisystudent.cli import bundled_config, resolve_config
+    from noisystudent.sweep import load_sweep
+
+    sweep = load_sweep(bundled_config("sweeps/supervised-baseline"), resolve_config)
+    by_name = {run.config.name: run.config for run in sweep.runs}
+    assert len(sweep.runs) == 5 * 3 and all(config.rounds == 0 for config in by_name.values())
+    assert by_name["medium-noised-seed1"].noise.teacher and by_name["medium-noised-seed1"].models == ["resnet_medium_32"]
+    assert not by_name["small-plain-seed0"].noise.teacher and by_name["small-noised-600-seed2"].teacher.epochs == 600

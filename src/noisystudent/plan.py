@@ -31,14 +31,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
 
-from .config import Config, LabelConfig, TrainConfig
+from .config import Config, TrainConfig
 from .data import ImageSet, load_splits
 from .data.images import BadImage
 from .labels import PseudoLabeledSet
-from .labels.store import SHARD_INFO, LabelStore, energy, shard_info, shard_name, shard_table, top_k_for, write_manifest
+from .labels.store import energy, pseudo_label
 from .models import (build_model, count_flops, count_parameters, model_resolutions, predict_logits, resolve_device,
                      set_threads)
 from .noise import student_noise
@@ -142,25 +141,16 @@ def fit_line(small: tuple[int, float], large: tuple[int, float]) -> tuple[float,
     return max(0.0, t1 - per_image * n1), per_image
 
 
-def write_probe_store(pool, out_dir: Path, num_classes: int, config: LabelConfig,
-                      generator: torch.Generator) -> LabelStore:
-    """A finished label store of `pool` (its real ids and shard size, read without decoding) with
-    synthetic confident predictions: most images above the paper's threshold, as a trained
-    teacher's are."""
-    header = {"teacher_sha256": "probe", "temperature": config.temperature, "top_k": config.top_k,
-              "shard_size": config.shard_size, "pool": pool.identity}
-    infos = []
-    for index, items in pool.chunks(config.shard_size):
-        ids = [image_id for image_id, _ in items]
-        table = shard_table(ids, confident_logits(len(ids), num_classes, generator), config.temperature,
-                            top_k_for(num_classes, config))
-        path = out_dir / shard_name(index)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(table.replace_schema_metadata({SHARD_INFO: json.dumps({"inputs": len(ids), "bad_files": []})}),
-                       path)
-        infos.append(shard_info(path))
-    write_manifest(out_dir, header, infos)
-    return LabelStore(out_dir)
+class ConfidentGuesser(torch.nn.Module):
+    """A stand-in teacher for the selection probe: confident logits on a random class, whatever
+    the image (most images above the paper's threshold, as a trained teacher's are)."""
+
+    def __init__(self, num_classes: int, generator: torch.Generator):
+        super().__init__()
+        self.num_classes, self.generator = num_classes, generator
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return confident_logits(len(images), self.num_classes, self.generator)
 
 
 def confident_logits(count: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
@@ -173,13 +163,16 @@ def confident_logits(count: int, num_classes: int, generator: torch.Generator) -
 def probe_selection(config: Config, pool, num_classes: int, folder: Path,
                     sizes: tuple[int, int] = (1024, 8192)) -> tuple[float, float]:
     """The selection stage's (fixed seconds, seconds per pool image): `select_and_gather`, the
-    stage's own code, timed on label stores of two prefixes of the pool (write_probe_store), so
-    the gathering reads the pool's own images in `selection.storage`. Best of 3 where quick."""
+    stage's own code, timed on label stores of two prefixes of the pool made by a stand-in
+    teacher (ConfidentGuesser), so the gathering reads the pool's own images in
+    `selection.storage`. Best of 3 where quick."""
     generator = torch.Generator().manual_seed(config.seed)
     timings = []
     for size in sorted({min(pool.size, size) for size in sizes}):
         prefix = dataclasses.replace(pool, limit=size, size=size)
-        store = write_probe_store(prefix, folder / f"store-{size}", num_classes, config.labels, generator)
+        # the label stage's own code: undecodable images are left out of the store, as in a run
+        store = pseudo_label(ConfidentGuesser(num_classes, generator), prefix, config.labels, folder / f"store-{size}",
+                             torch.device("cpu"))
         labeled_energy = energy(confident_logits(1000, num_classes, generator)).numpy()
         best = math.inf
         for attempt in range(3):
@@ -216,7 +209,13 @@ def selected_image_cost(pool, storage: str, sample: int = 64) -> tuple[float, fl
 
 
 def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=print) -> list[StageCost]:
-    """One StageCost per stage of the run `config` describes, in run order."""
+    """One StageCost per stage of the run `config` describes, in run order. The probes write into
+    a temporary folder, removed at the end."""
+    with tempfile.TemporaryDirectory(prefix="noisystudent-plan-") as folder:
+        return _plan_costs(config, probe, probe_steps, log, Path(folder))
+
+
+def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path) -> list[StageCost]:
     set_threads(config.threads)
     device = resolve_device(config.device)
     labeled, pool, test = load_splits(config.data, config.seed, cache_dir=config.image_cache())
@@ -229,7 +228,6 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
     plan = plan_run(config)
     costs: list[StageCost] = []
     cache: dict = {}
-    folder = Path(tempfile.mkdtemp(prefix="noisystudent-plan-"))
 
     def resolutions(name: str) -> dict:
         return model_resolutions(name) if config.data.resolution == "model" else {}

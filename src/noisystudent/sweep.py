@@ -148,6 +148,7 @@ def summarize(sweep: Sweep) -> dict:
         entry = {"seeds": seeds, "teacher_top1": _mean_std([s["teacher_top1"] for s in rows]),
                  "rounds": [_mean_std([acc[k] for acc in per_round]) for k in range(1, min(map(len, per_round)))],
                  "final_top1": _mean_std([s["final_top1"] for s in rows]),
+                 "final_top1_by_seed": [s["final_top1"] for s in rows],  # in `seeds` order: pairable later
                  "gain": _mean_std([s["final_top1"] - s["teacher_top1"] for s in rows])}
         paired = [summaries[variant, seed]["final_top1"] - summaries[sweep.reference, seed]["final_top1"]
                   for seed in seeds if (sweep.reference, seed) in summaries]
