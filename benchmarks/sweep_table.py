@@ -16,19 +16,25 @@ runs do not have (their run folders lost), but only when this sweep's reference 
 reproduces the earlier one exactly (the same per-seed finals, or where the earlier result has
 none, the same means and spreads of every round): then the two sets of runs draw the same
 numbers and pair. The carried variants say the commit they were made with.
+
+Each finished run's summary.json and selection stats are kept too, under
+benchmarks/results/sweeps/<name>/<run>/ as in its run folder (a few KB a run): run folders are
+not committed, and copying these back (`cp -rn benchmarks/results/sweeps/<name> runs/sweeps/`)
+makes the sweep count those runs as finished, so a sweep continues on another machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import environment, write_result  # noqa: E402
+from common import RESULTS, environment, write_result  # noqa: E402
 
 from noisystudent.cli import resolve_config  # noqa: E402
 from noisystudent.io import read_json  # noqa: E402
@@ -83,6 +89,20 @@ def carry(result: dict, earlier: dict) -> None:
                          "because": f"{name!r} reproduces the earlier runs exactly"}
 
 
+KEPT = ["summary.json", "round-*/selection/stats.json"]  # what the table reads of a run
+
+
+def keep_runs(sweep, root: Path) -> None:
+    """Copy what the table reads of each finished run to root/<run>/, at the same relative paths."""
+    for run in sweep.runs:
+        if run.done:
+            for pattern in KEPT:
+                for path in run.folder.glob(pattern):
+                    target = root / run.config.name / path.relative_to(run.folder)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, target)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweep", type=Path)
@@ -100,6 +120,7 @@ def main() -> None:
               "runs_made_with_commit": args.code_commit, "partial": bool(missing), "missing_runs": missing, **table}
     if args.carry_from:
         carry(result, json.loads(args.carry_from.read_text()))
+    keep_runs(sweep, RESULTS / "sweeps" / sweep.name)
     write_result(args.result, result)
 
 
