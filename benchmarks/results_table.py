@@ -67,17 +67,22 @@ def verdict(paired: dict | None, direction: int) -> str:
 
 
 def carried_note(table: dict) -> str:
-    """Where a sweep's result keeps variants from earlier runs (sweep_table.py --carry-from), which and why they pair."""
+    """Where a sweep's result keeps variants from earlier runs (sweep_table.py --carry-from), which and how they pair."""
     carried = table.get("carried")
     if not carried:
         return ""
-    return (f"; {', '.join(carried['variants'])} at commit `{carried['from_commit'][:7]}`, whose `{table['reference']}` "
-            f"runs these reproduce exactly, so they pair")
+    commit, reference = carried["from_commit"][:7], table["reference"]
+    if carried["pairs_with_these_runs"]:
+        return f"; {', '.join(carried['variants'])} at commit `{commit}`, whose `{reference}` runs these reproduce exactly"
+    return (f"; {', '.join(carried['variants'])} from earlier runs at commit `{commit}` on another machine, paired "
+            f"against that machine's `{reference}` (row `{reference} (earlier runs)`): the same commit and seeds gave "
+            f"other numbers there, so the two sets are not paired with each other")
 
 
 def ablation_lines() -> list[str]:
     table = load("paper_ablations")
-    done = sum(len(entry["seeds"]) for entry in table["variants"].values())
+    done = sum(len(entry["seeds"]) for variant, entry in table["variants"].items()
+               if not variant.endswith("(earlier runs)"))  # a carried reference repeats runs the sweep has
     lines = ["", f"The paper's ablations at the quick demo's scale (`configs/sweeps/paper-ablations.yaml`: 500 labels, "
                  f"a 4,000-image pool, 2 rounds), {'PARTIAL: ' + str(done) + ' of ' + str(done + len(table['missing_runs'])) + ' runs finished' if table['partial'] else 'complete'}"
                  f" ([paper_ablations.json](benchmarks/results/paper_ablations.json), runs made at commit "
@@ -91,7 +96,7 @@ def ablation_lines() -> list[str]:
             f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
         finding, direction = PAPER_FINDINGS.get(variant, ("the reference", 0))
         lines.append(f"| {variant} | {len(entry['seeds'])} | {100 * final['mean']:.2f}{spread} | {difference} | "
-                     f"{finding} | {'-' if variant == table['reference'] else verdict(paired, direction)} |")
+                     f"{finding} | {'-' if variant.startswith(table['reference']) and not paired else verdict(paired, direction)} |")
     return lines
 
 

@@ -12,10 +12,11 @@ kept and selected, and the estimated out-of-domain share). `--code-commit` recor
 the runs were made with when it is not this checkout's.
 
 `--carry-from OLD.json` keeps the variants an earlier result of the same sweep finished and these
-runs do not have (their run folders lost), but only when this sweep's reference variant
-reproduces the earlier one exactly (the same per-seed finals, or where the earlier result has
-none, the same means and spreads of every round): then the two sets of runs draw the same
-numbers and pair. The carried variants say the commit they were made with.
+runs do not have (their run folders lost), with the commit they were made with. Where this
+sweep's reference variant reproduces the earlier one exactly (the same per-seed finals, or where
+the earlier result has none, the same means and spreads of every round), the two sets of runs
+draw the same numbers and pair; where it does not, the earlier reference is kept beside it and
+each set is paired only within itself.
 
 Each finished run's summary.json and selection stats are kept too, under
 benchmarks/results/sweeps/<name>/<run>/ as in its run folder (a few KB a run): run folders are
@@ -68,25 +69,31 @@ def reproduces(reference: dict, earlier: dict) -> bool:
 
 
 def carry(result: dict, earlier: dict) -> None:
-    """Move into `result` the variants `earlier` finished and `result` has no runs of (see --carry-from)."""
+    """Move into `result` the variants `earlier` finished and `result` has no runs of (see --carry-from).
+    Their paired differences stay against the reference runs made with them: where this sweep's
+    reference does not reproduce those exactly (another machine's kernels), that reference is
+    carried too, as `<reference> (earlier runs)`, and the two sets are not paired with each other."""
     name = result["reference"]
     if earlier["sweep"] != result["sweep"] or name not in result["variants"] or name not in earlier["variants"]:
         raise SystemExit(f"--carry-from: needs the same sweep ({earlier['sweep']} vs {result['sweep']}) with its "
                          f"reference {name!r} finished in both")
-    if not reproduces(result["variants"][name], earlier["variants"][name]):
-        raise SystemExit(f"--carry-from: {name!r} does not reproduce the earlier result "
-                         f"({result['variants'][name]['final_top1']} now, {earlier['variants'][name]['final_top1']} "
-                         f"then): the runs do not pair; rerun the variants instead")
     commit = earlier["runs_made_with_commit"] or earlier["commit"]
+    pairs = reproduces(result["variants"][name], earlier["variants"][name])
     carried = [variant for variant in earlier["variants"] if variant not in result["variants"]]
+    variants = dict(result["variants"])
     for variant in carried:
-        result["variants"][variant] = {**earlier["variants"][variant], "made_with_commit": commit}
-    result["variants"] = {variant: result["variants"][variant] for variant in earlier["variants"]} | result["variants"]
+        variants[variant] = {**earlier["variants"][variant], "made_with_commit": commit}
+    order = list(earlier["variants"]) + [variant for variant in result["variants"] if variant not in earlier["variants"]]
+    result["variants"] = {variant: variants[variant] for variant in order}
+    if not pairs:
+        result["variants"][f"{name} (earlier runs)"] = {**earlier["variants"][name], "made_with_commit": commit}
     result["missing_runs"] = [run for run in result["missing_runs"] if run.rsplit("-seed", 1)[0] not in carried]
     result["partial"] = bool(result["missing_runs"])
     result["complete"] = not result["partial"]
-    result["carried"] = {"from_commit": commit, "variants": carried,
-                         "because": f"{name!r} reproduces the earlier runs exactly"}
+    result["carried"] = {"from_commit": commit, "variants": carried, "pairs_with_these_runs": pairs,
+                         "because": f"{name!r} reproduces the earlier runs exactly" if pairs else
+                         f"{name!r} does not reproduce the earlier runs exactly (another machine), so the carried "
+                         f"variants are paired against the earlier runs' {name!r}, carried as '{name} (earlier runs)'"}
 
 
 KEPT = ["summary.json", "round-*/selection/stats.json"]  # what the table reads of a run
