@@ -28,6 +28,8 @@ def test_end_to_end_on_tiny_data_then_rerun_does_no_work(tiny_config):
     assert (run_dir / "round-1/selection/selection.parquet").is_file()
     assert (run_dir / "config.yaml").is_file() and (run_dir / "summary.json").is_file()
     assert len(summary["rounds"]) == 1
+    assert summary["provenance"]["machine"]["threads"] == tiny_config.threads == 2
+    assert len(summary["provenance"]["machine"]["numerics"]) == 12 and summary["provenance"]["code"]
     assert summary["teacher_top1"] == json.loads((run_dir / "round-0/teacher/eval.json").read_text())["top1"]
     assert summary["teacher_top1"] > 0.3, "the tiny classes are learnable (chance: 0.1)"
     round_1 = summary["rounds"][0]

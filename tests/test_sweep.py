@@ -82,3 +82,23 @@ def test_the_supervised_baseline_sweep_trains_teachers_alone_with_and_without_no
     assert len(sweep.runs) == 5 * 3 and all(config.rounds == 0 for config in by_name.values())
     assert by_name["medium-noised-seed1"].noise.teacher and by_name["medium-noised-seed1"].models == ["resnet_medium_32"]
     assert not by_name["small-plain-seed0"].noise.teacher and by_name["small-noised-600-seed2"].teacher.epochs == 600
+
+
+def test_the_numerics_fingerprint_is_stable_and_leaves_the_random_state_alone():
+    import torch
+
+    from noisystudent.provenance import machine_key, numerics_fingerprint
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        torch.manual_seed(3)
+        expected = torch.rand(4)
+        torch.manual_seed(3)
+        one = numerics_fingerprint(torch.device("cpu"))
+        assert torch.equal(torch.rand(4), expected), "the fingerprint must not move the run's random stream"
+        assert numerics_fingerprint(torch.device("cpu")) == one and len(one) == 12
+    finally:
+        torch.set_num_threads(threads)
+    assert machine_key({"provenance": {"machine": {"numerics": one}}}) == one
+    assert machine_key({"name": "made before provenance was recorded"}) == "unrecorded"

@@ -36,6 +36,7 @@ from .labels import (SELECTION_FILE, LabelStore, OutOfDomain, PseudoLabeledSet, 
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
                      predict_logits, resolve_device, set_threads)
 from .noise import RandAugment, student_noise
+from .provenance import provenance
 from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, Stage, plan_run, run_dir, teacher_dir
 from .summary import fraction, format_summary, robustness_summary, round_summary
 from .train import train_model
@@ -298,7 +299,8 @@ class Pipeline:
             rounds.append(round_summary(round_plan, teacher_eval, output_eval, self.round_stats(round_plan)))
             teacher_stage, teacher_eval = round_plan.output[0], output_eval
         first_teacher = read_json(plan.teacher_eval.marker)
-        summary = {"name": config.name, "device": str(self.device), "teacher_top1": first_teacher["top1"],
+        summary = {"name": config.name, "device": str(self.device), "provenance": provenance(self.device),
+                   "teacher_top1": first_teacher["top1"],
                    "final_top1": teacher_eval["top1"], "rounds": rounds,
                    "robustness": {"teacher": robustness_summary(first_teacher),
                                   "student": robustness_summary(teacher_eval)}}
