@@ -66,44 +66,55 @@ def verdict(paired: dict | None, direction: int) -> str:
     return f"{'agrees' if agrees else 'disagrees'}{' (> 2 SE)' if clear else ' (within 2 SE)'}"
 
 
+def sweep_status(table: dict) -> str:
+    """"complete", or how many runs are finished and how many more the sweep needs."""
+    done = sum(len(entry["seeds"]) for variant, entry in table["variants"].items()
+               if not variant.startswith(f"{table['reference']} ("))  # a carried reference repeats runs
+    if not table["partial"]:
+        return f"complete, {done} runs"
+    return f"PARTIAL: {done} runs finished, {sum(table['missing'].values())} more to make"
+
+
 def carried_note(table: dict) -> str:
-    """Where a sweep's result keeps variants from earlier runs (sweep_table.py --carry-from), which and how they pair."""
-    carried = table.get("carried")
+    """Where a sweep's result keeps variants from earlier runs (sweep_table.py --carry-from)."""
+    carried = [variant for variant in table.get("carried", {}).get("variants", [])
+               if not variant.startswith(f"{table['reference']} (")]
     if not carried:
         return ""
-    commit, reference = carried["from_commit"][:7], table["reference"]
-    if carried["pairs_with_these_runs"]:
-        return f"; {', '.join(carried['variants'])} at commit `{commit}`, whose `{reference}` runs these reproduce exactly"
-    return (f"; {', '.join(carried['variants'])} from earlier runs at commit `{commit}` on another machine, paired "
-            f"against that machine's `{reference}` (row `{reference} (earlier runs)`): the same commit and seeds gave "
-            f"other numbers there, so the two sets are not paired with each other")
+    return (f"; {', '.join(carried)} carried from earlier runs at commit `{table['carried']['from_commit'][:7]}` "
+            f"on another machine")
 
 
 def ablation_lines() -> list[str]:
     table = load("paper_ablations")
-    done = sum(len(entry["seeds"]) for variant, entry in table["variants"].items()
-               if not variant.endswith("(earlier runs)"))  # a carried reference repeats runs the sweep has
+    reference = table["reference"]
     lines = ["", f"The paper's ablations at the quick demo's scale (`configs/sweeps/paper-ablations.yaml`: 500 labels, "
-                 f"a 4,000-image pool, 2 rounds), {'PARTIAL: ' + str(done) + ' of ' + str(done + len(table['missing_runs'])) + ' runs finished' if table['partial'] else 'complete'}"
-                 f" ([paper_ablations.json](benchmarks/results/paper_ablations.json), runs made at commit "
-                 f"`{(table['runs_made_with_commit'] or table['commit'])[:7]}`{carried_note(table)}). Final test top-1, mean ± sample std over "
-                 f"seeds; paired difference against `full` on the same seeds:", "",
-             "| variant | seeds | final top-1 (%) | vs full (points) | the paper | we |", "|---|---|---|---|---|---|"]
+                 f"a 4,000-image pool, 2 rounds), {sweep_status(table)} "
+                 f"([paper_ablations.json](benchmarks/results/paper_ablations.json), runs made at commit "
+                 f"`{(table['runs_made_with_commit'] or table['commit'])[:7]}` and later{carried_note(table)}). "
+                 f"Final test top-1, mean ± sample std over seeds; paired difference against `{reference}` on the same "
+                 f"seed, each pair made on one machine (the same seed gives other numbers on another CPU, so "
+                 f"`{reference}` runs again on each machine a sweep continues on):", "",
+             f"| variant | seeds | final top-1 (%) | vs {reference} (points) | the paper | we |", "|---|---|---|---|---|---|"]
+    footnotes = {}
     for variant, entry in table["variants"].items():
         final, paired = entry["final_top1"], entry.get("vs_reference")
         spread = f" ± {100 * final['std']:.2f}" if final["std"] is not None else ""
         difference = "-" if not paired else f"{100 * paired['mean']:+.2f}" + (
             f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+        against = entry.get("paired_against")
+        if paired and against and against != reference:
+            difference += footnotes.setdefault(against, "†" * (len(footnotes) + 1))
         finding, direction = PAPER_FINDINGS.get(variant, ("the reference", 0))
         lines.append(f"| {variant} | {len(entry['seeds'])} | {100 * final['mean']:.2f}{spread} | {difference} | "
-                     f"{finding} | {'-' if variant.startswith(table['reference']) and not paired else verdict(paired, direction)} |")
-    return lines
+                     f"{finding} | {'-' if variant.startswith(reference) and not paired else verdict(paired, direction)} |")
+    lines += [""] + [f"{mark} paired against `{row}`: that machine's own runs of the reference." for row, mark in footnotes.items()]
+    return lines if footnotes else lines[:-1]
 
 
 def out_of_domain_lines() -> list[str]:
     table = load("out_of_domain")
-    done = sum(len(entry["seeds"]) for entry in table["variants"].values())
-    status = f"PARTIAL: {done} of {done + len(table['missing_runs'])} runs finished" if table["partial"] else "complete"
+    status = sweep_status(table)
     lines = ["", f"Out-of-domain pool: the quick demo (one round) with rendered characters as 20% of the pool "
                  f"(`configs/sweeps/out-of-domain.yaml`), {status} "
                  f"([out_of_domain.json](benchmarks/results/out_of_domain.json)). Out-of-domain images kept by the "

@@ -6,17 +6,16 @@
 Reads the finished runs under runs/sweeps/<name>/ (nothing runs) and writes
 benchmarks/results/<result>.json: per variant the mean and sample std over seeds of the
 round-0 teacher, every round and the gain, and the paired difference against the reference
-variant; `partial: true` and the runs still missing when the sweep has not finished. Each
-run's selection stats are summarized too (kept share; on a mixed pool, the out-of-domain images
-kept and selected, and the estimated out-of-domain share). `--code-commit` records the commit
-the runs were made with when it is not this checkout's.
+variant (pairs made on one machine: noisystudent.sweep.summarize); `partial: true` and the runs
+each variant still needs when the sweep has not finished. Each run's selection stats are
+summarized too (kept share; on a mixed pool, the out-of-domain images kept and selected, and the
+estimated out-of-domain share). Runs record the commit they were made with; `--code-commit`
+names it for runs made before they did.
 
-`--carry-from OLD.json` keeps the variants an earlier result of the same sweep finished and these
-runs do not have (their run folders lost), with the commit they were made with. Where this
-sweep's reference variant reproduces the earlier one exactly (the same per-seed finals, or where
-the earlier result has none, the same means and spreads of every round), the two sets of runs
-draw the same numbers and pair; where it does not, the earlier reference is kept beside it and
-each set is paired only within itself.
+`--carry-from OLD.json` keeps the variants an earlier result of the same sweep has and these
+runs do not (their run folders lost), each with the commit it was made with and the reference
+row it is paired against: this sweep's reference where that includes the earlier reference's
+runs exactly, else the earlier reference, kept beside it as `<reference> (earlier runs)`.
 
 Each finished run's summary.json and selection stats are kept too, under
 benchmarks/results/sweeps/<name>/<run>/ as in its run folder (a few KB a run): run folders are
@@ -61,39 +60,55 @@ def selection_summary(runs: list) -> dict:
 
 
 def reproduces(reference: dict, earlier: dict) -> bool:
-    """Whether a variant's entry equals an earlier result's, run for run where both have per-seed finals."""
+    """Whether a reference variant's runs include an earlier result's, run for run where that has
+    per-seed finals (the kept runs of another machine, copied back, do)."""
     if "final_top1_by_seed" in earlier:
-        return reference["seeds"] == earlier["seeds"] and reference["final_top1_by_seed"] == earlier["final_top1_by_seed"]
+        ours = dict(zip(reference["seeds"], reference["final_top1_by_seed"]))
+        return all(ours.get(seed) == final for seed, final in zip(earlier["seeds"], earlier["final_top1_by_seed"]))
     keys = ("seeds", "teacher_top1", "rounds", "final_top1")
     return all(reference[key] == earlier[key] for key in keys)
 
 
+def paired_against(earlier: dict, variant: str, reference_row: str) -> str | None:
+    """The row a carried variant's paired difference was taken against: recorded on the entry, or in
+    the older results (one `carried` record for the whole file) read from there."""
+    entry, legacy = earlier["variants"][variant], earlier.get("carried")
+    if "paired_against" in entry or variant.startswith(f"{earlier['reference']} ("):
+        return entry.get("paired_against")
+    if isinstance(legacy, dict) and variant in legacy.get("variants", []) and not legacy.get("pairs_with_these_runs"):
+        return f"{earlier['reference']} (earlier runs)"
+    return reference_row
+
+
 def carry(result: dict, earlier: dict) -> None:
-    """Move into `result` the variants `earlier` finished and `result` has no runs of (see --carry-from).
-    Their paired differences stay against the reference runs made with them: where this sweep's
-    reference does not reproduce those exactly (another machine's kernels), that reference is
-    carried too, as `<reference> (earlier runs)`, and the two sets are not paired with each other."""
+    """Move into `result` the variants `earlier` has and `result` has no runs of (see --carry-from).
+    Each keeps the commit it was made with and names the reference row it is paired against: this
+    sweep's reference where that includes the earlier reference's runs exactly, else the earlier
+    reference, carried beside it as `<reference> (earlier runs)` (another machine's kernels)."""
     name = result["reference"]
     if earlier["sweep"] != result["sweep"] or name not in result["variants"] or name not in earlier["variants"]:
         raise SystemExit(f"--carry-from: needs the same sweep ({earlier['sweep']} vs {result['sweep']}) with its "
                          f"reference {name!r} finished in both")
     commit = earlier["runs_made_with_commit"] or earlier["commit"]
-    pairs = reproduces(result["variants"][name], earlier["variants"][name])
     carried = [variant for variant in earlier["variants"] if variant not in result["variants"]]
+    reference_row = name
+    if not reproduces(result["variants"][name], earlier["variants"][name]):
+        reference_row = next(row for row in (f"{name} (earlier runs{suffix})" for suffix in ("", " 2", " 3", " 4", " 5"))
+                             if row not in earlier["variants"])
+        carried.append(reference_row)
     variants = dict(result["variants"])
     for variant in carried:
-        variants[variant] = {**earlier["variants"][variant], "made_with_commit": commit}
-    order = list(earlier["variants"]) + [variant for variant in result["variants"] if variant not in earlier["variants"]]
+        source = earlier["variants"][name if variant == reference_row else variant]
+        variants[variant] = {**source, "made_with_commit": source.get("made_with_commit", commit),
+                             "paired_against": None if variant == reference_row else
+                             paired_against(earlier, variant, reference_row)}
+    order = [v for v in earlier["variants"] if v in variants] + [v for v in variants if v not in earlier["variants"]]
     result["variants"] = {variant: variants[variant] for variant in order}
-    if not pairs:
-        result["variants"][f"{name} (earlier runs)"] = {**earlier["variants"][name], "made_with_commit": commit}
-    result["missing_runs"] = [run for run in result["missing_runs"] if run.rsplit("-seed", 1)[0] not in carried]
-    result["partial"] = bool(result["missing_runs"])
+    for variant in carried:
+        result["missing"].pop(variant, None)
+    result["partial"] = bool(result["missing"])
     result["complete"] = not result["partial"]
-    result["carried"] = {"from_commit": commit, "variants": carried, "pairs_with_these_runs": pairs,
-                         "because": f"{name!r} reproduces the earlier runs exactly" if pairs else
-                         f"{name!r} does not reproduce the earlier runs exactly (another machine), so the carried "
-                         f"variants are paired against the earlier runs' {name!r}, carried as '{name} (earlier runs)'"}
+    result["carried"] = {"from_commit": commit, "variants": carried}
 
 
 KEPT = ["summary.json", "round-*/selection/stats.json"]  # what the table reads of a run
@@ -121,10 +136,11 @@ def main() -> None:
     sweep = load_sweep(args.sweep, resolve_config)
     table = summarize(sweep)
     for variant, entry in table["variants"].items():
+        entry["code_by_seed"] = [args.code_commit if code == "unrecorded" and args.code_commit else code
+                                 for code in entry["code_by_seed"]]
         entry["selection"] = selection_summary([run for run in sweep.runs if run.variant == variant and run.done])
-    missing = [run.config.name for run in sweep.runs if not run.done]
     result = {"benchmark": args.result, **environment(), "sweep_file": str(args.sweep),
-              "runs_made_with_commit": args.code_commit, "partial": bool(missing), "missing_runs": missing, **table}
+              "runs_made_with_commit": args.code_commit, "partial": bool(table["missing"]), **table}
     if args.carry_from:
         carry(result, json.loads(args.carry_from.read_text()))
     keep_runs(sweep, RESULTS / "sweeps" / sweep.name)

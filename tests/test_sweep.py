@@ -51,6 +51,21 @@ def test_a_sweep_runs_every_variant_and_seed_once_and_tabulates_paired_differenc
     assert "1 to run" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in root.glob("full-seed*/summary.json")} == before
 
+    # a run made on another machine (another numerics fingerprint) does not pair with this machine's reference
+    moved = json.loads((root / "hard-seed1" / "summary.json").read_text())
+    moved["provenance"]["machine"]["numerics"] = "another-cpu"
+    (root / "hard-seed1" / "summary.json").write_text(json.dumps(moved))
+    assert main(["sweep", str(path)]) == 0 and "0 to run" in capsys.readouterr().out
+    table = json.loads((root / "table.json").read_text())
+    hard = table["variants"]["hard"]
+    assert hard["seeds"] == [0, 1] and hard["paired_seeds"] == [0] and hard["vs_reference"]["n"] == 1
+    assert hard["vs_reference"]["mean"] == pytest.approx(paired[0]) and hard["machine_by_seed"][1] == "another-cpu"
+    assert not table["complete"] and table["missing"] == {"hard": 1} and "hard: 1 more runs to pair" in (root / "table.md").read_text()
+    # continuing there on a new seed: only the asked runs are made, and the table reads every finished run
+    assert main(["sweep", str(path), "--dry-run", "--variants", "full", "--seeds", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "full-seed2: to run" in out and "hard-seed2" not in out and out.count("to run") == 1
+
 
 def test_a_bad_sweep_file_is_refused_naming_the_variant(tmp_path, tiny_idx_root, capsys):
     path = write_sweep(tmp_path, tiny_idx_root, "  full: []\n  broken: [noise.dropout=2]\n")

@@ -50,6 +50,16 @@ def resolve_config(config: Path | None) -> Path | None:
     return bundled if bundled.is_file() else config
 
 
+def comma_list(kind):
+    """An argparse type: "a,b,c" -> [kind(a), kind(b), kind(c)]."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(item) for item in text.split(",") if item.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of {kind.__name__}") from None
+    return parse
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .pipeline import run
@@ -127,7 +137,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import describe, load_sweep, run_sweep
 
-    sweep = load_sweep(args.sweep, resolve_config)
+    sweep = load_sweep(args.sweep, resolve_config, args.variants, args.seeds)
     if args.dry_run:
         print("\n".join(describe(sweep)))
         return 0
@@ -291,11 +301,19 @@ def build_parser() -> argparse.ArgumentParser:
                     "table.md / table.json (mean and sample std over seeds of every round and the gain, paired\n"
                     "differences against the reference variant), plot.png and report.html. The sweep file's\n"
                     "format is in noisystudent/sweep.py; configs/sweeps/ has the paper's ablations.\n\n"
+                    "Paired differences pair runs made on the same machine only (the same seed gives other\n"
+                    "numbers on another CPU); to continue a sweep elsewhere, run the reference and the\n"
+                    "remaining variants there on new seeds.\n\n"
                     "example:\n  noisystudent sweep configs/sweeps/paper-ablations.yaml --dry-run\n"
-                    "  noisystudent sweep configs/sweeps/paper-ablations.yaml --jobs 2")
+                    "  noisystudent sweep configs/sweeps/paper-ablations.yaml --jobs 2\n"
+                    "  noisystudent sweep configs/sweeps/paper-ablations.yaml --variants full,rounds-3 --seeds 3,4,5")
     sweep.add_argument("sweep", type=Path, help="sweep YAML file")
     sweep.add_argument("--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs, which are finished, and the time left")
+    sweep.add_argument("--variants", type=comma_list(str), default=None,
+                       help="run only these variants (comma-separated; the table still shows every finished run)")
+    sweep.add_argument("--seeds", type=comma_list(int), default=None,
+                       help="run these seeds instead of the file's (comma-separated), e.g. on another machine")
     sweep.set_defaults(func=cmd_sweep)
 
     plan = commands.add_parser(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import html
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +39,7 @@ from pathlib import Path
 from .config import Config, dump_yaml, load_config, read_yaml_mapping
 from .errors import UserError
 from .io import atomic_write, read_json, write_json, write_text
+from .provenance import machine_key
 from .runs import SUMMARY
 
 
@@ -61,11 +63,19 @@ class Sweep:
     name: str
     root: Path
     reference: str
-    runs: list[SweepRun]
+    variants: list[str]  # every variant of the file, in its order
+    seeds: list[int]  # the file's seeds: how many runs each variant wants
+    runs: list[SweepRun]  # the runs this invocation makes (all, or the --variants/--seeds asked for)
 
 
-def load_sweep(path: Path, resolve_config) -> Sweep:
-    """Read and check a sweep file; every run's config is resolved (and validated) up front."""
+RUN_FOLDER = re.compile(r"(?P<variant>.+)-seed(?P<seed>\d+)")
+
+
+def load_sweep(path: Path, resolve_config, variants_to_run: list[str] | None = None,
+               seeds_to_run: list[int] | None = None) -> Sweep:
+    """Read and check a sweep file; every run's config is resolved (and validated) up front.
+    `variants_to_run` / `seeds_to_run` narrow or move the runs to make (to continue a sweep on
+    another machine on new seeds: see `summarize`); the table reads every finished run regardless."""
     spec = read_yaml_mapping(path, "sweep file")
     known = {"name", "base", "overrides", "seeds", "reference", "variants", "runs_dir"}
     if set(spec) - known:
@@ -83,16 +93,21 @@ def load_sweep(path: Path, resolve_config) -> Sweep:
     base = resolve_config(Path(spec["base"])) if spec.get("base") else None
     shared = [str(o) for o in spec.get("overrides", [])]
     root = Path(spec.get("runs_dir", "runs")) / "sweeps" / name
+    unknown = sorted(set(variants_to_run or []) - set(variants))
+    if unknown:
+        raise UserError(f"sweep {name}: no variant {', '.join(map(repr, unknown))}; its variants: {', '.join(variants)}")
     runs = []
     for variant, overrides in variants.items():
-        for seed in seeds:
+        if variants_to_run and variant not in variants_to_run:
+            continue
+        for seed in seeds_to_run or seeds:
             try:
                 config = load_config(base, shared + [str(o) for o in overrides] + [
                     f"seed={seed}", f"runs_dir={root}", f"name={variant}-seed{seed}"])
             except UserError as error:
                 raise UserError(f"sweep {name}, variant {variant!r}: {error}") from None
             runs.append(SweepRun(variant, seed, config))
-    return Sweep(name, root, reference, runs)
+    return Sweep(name, root, reference, list(variants), seeds, runs)
 
 
 def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
@@ -133,29 +148,51 @@ def _mean_std(values: list[float]) -> dict:
             "n": len(values)}
 
 
+def finished_runs(sweep: Sweep) -> dict[tuple[str, int], dict]:
+    """Every finished run under the sweep's folder, of any seed: {(variant, seed): its summary}."""
+    found = {}
+    for summary_path in sorted(sweep.root.glob(f"*/{SUMMARY}")):
+        match = RUN_FOLDER.fullmatch(summary_path.parent.name)
+        if match and match["variant"] in sweep.variants:
+            found[match["variant"], int(match["seed"])] = read_json(summary_path)
+    return found
+
+
 def summarize(sweep: Sweep) -> dict:
     """Per variant: mean and sample std over seeds of each round's top-1 and the gain; paired
-    differences of the final top-1 against the reference variant (same seeds)."""
-    summaries = {(run.variant, run.seed): read_json(run.folder / SUMMARY) for run in sweep.runs if run.done}
-    variants = list(dict.fromkeys(run.variant for run in sweep.runs))
-    table = {"sweep": sweep.name, "reference": sweep.reference, "variants": {}}
-    for variant in variants:
+    differences of the final top-1 against the reference variant on the same seed.
+
+    A pair needs both runs made on the same machine (the same numerics fingerprint, provenance.py):
+    across machines the same seed does not give the same model, so such a pair would measure the
+    machines. A sweep continued on another machine therefore runs the reference again there, on
+    new seeds (`--seeds`), and every variant it adds pairs with those. A variant is complete when
+    it has as many runs (paired runs, for all but the reference) as the sweep file has seeds."""
+    summaries = finished_runs(sweep)
+    table = {"sweep": sweep.name, "reference": sweep.reference, "variants": {}, "missing": {}}
+    for variant in sweep.variants:
         seeds = sorted(seed for (v, seed) in summaries if v == variant)
+        rows = [summaries[variant, seed] for seed in seeds]
+        paired_seeds = [seed for seed in seeds if (sweep.reference, seed) in summaries
+                        and machine_key(summaries[sweep.reference, seed]) == machine_key(summaries[variant, seed])]
+        counted = len(seeds) if variant == sweep.reference else len(paired_seeds)
+        if counted < len(sweep.seeds):
+            table["missing"][variant] = len(sweep.seeds) - counted
         if not seeds:
             continue
-        rows = [summaries[variant, seed] for seed in seeds]
         per_round = [[s["teacher_top1"]] + [r["student_top1"] for r in s["rounds"]] for s in rows]
         entry = {"seeds": seeds, "teacher_top1": _mean_std([s["teacher_top1"] for s in rows]),
                  "rounds": [_mean_std([acc[k] for acc in per_round]) for k in range(1, min(map(len, per_round)))],
                  "final_top1": _mean_std([s["final_top1"] for s in rows]),
                  "final_top1_by_seed": [s["final_top1"] for s in rows],  # in `seeds` order: pairable later
-                 "gain": _mean_std([s["final_top1"] - s["teacher_top1"] for s in rows])}
-        paired = [summaries[variant, seed]["final_top1"] - summaries[sweep.reference, seed]["final_top1"]
-                  for seed in seeds if (sweep.reference, seed) in summaries]
-        if variant != sweep.reference and paired:
-            entry["vs_reference"] = _mean_std(paired)
+                 "gain": _mean_std([s["final_top1"] - s["teacher_top1"] for s in rows]),
+                 "machine_by_seed": [machine_key(s) for s in rows],
+                 "code_by_seed": [s.get("provenance", {}).get("code", "unrecorded") for s in rows]}
+        if variant != sweep.reference and paired_seeds:
+            entry["vs_reference"] = _mean_std([summaries[variant, seed]["final_top1"] -
+                                               summaries[sweep.reference, seed]["final_top1"] for seed in paired_seeds])
+            entry["paired_seeds"] = paired_seeds
         table["variants"][variant] = entry
-    table["complete"] = len(summaries) == len(sweep.runs)
+    table["complete"] = not table["missing"]
     return table
 
 
@@ -173,7 +210,8 @@ def write_table(sweep: Sweep) -> dict:
     header = ["variant", "seeds", "round-0 teacher (%)", "final (%)", "gain (points)", f"vs {sweep.reference} (points)"]
     lines = [f"# Sweep `{sweep.name}`" + ("" if table["complete"] else " (partial: some runs are not finished)"), "",
              "Mean ± sample standard deviation over seeds; the last column is the paired difference of the final "
-             "top-1 against the reference on the same seeds.", "",
+             "top-1 against the reference on the same seeds, each pair made on one machine."
+             + "".join(f" {variant}: {count} more runs to pair." for variant, count in table["missing"].items()), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for variant, entry in table["variants"].items():
         lines.append(f"| {variant} | {len(entry['seeds'])} | {_cell(entry['teacher_top1'])} | {_cell(entry['final_top1'])} "
