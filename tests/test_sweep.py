@@ -87,6 +87,10 @@ def test_the_paper_ablations_sweep_resolves_every_run():
     assert by_name["equal-student-seed2"].models == ["resnet_tiny_32"] and by_name["ratio-7-seed1"].student.unlabeled_ratio == 7
     assert by_name["teacher-noised-labeling-seed0"].noise.labeling and not by_name["full-seed0"].noise.labeling
 
+    continued = load_sweep(bundled_config("sweeps/paper-ablations"), resolve_config, ["rounds-3", "full"], [7, 8])
+    assert [run.config.name for run in continued.runs] == ["rounds-3-seed7", "rounds-3-seed8", "full-seed7", "full-seed8"]
+    assert continued.seeds == [0, 1, 2] and len(continued.variants) == 15
+
 
 def test_the_supervised_baseline_sweep_trains_teachers_alone_with_and_without_noise():
     from noisystudent.cli import bundled_config, resolve_config

@@ -311,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--jobs", type=int, default=1, help="runs at once (CPU threads are split between them)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs, which are finished, and the time left")
     sweep.add_argument("--variants", type=comma_list(str), default=None,
-                       help="run only these variants (comma-separated; the table still shows every finished run)")
+                       help="run only these variants, in this order (comma-separated; the table still shows every finished run)")
     sweep.add_argument("--seeds", type=comma_list(int), default=None,
                        help="run these seeds instead of the file's (comma-separated), e.g. on another machine")
     sweep.set_defaults(func=cmd_sweep)

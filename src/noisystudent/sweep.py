@@ -74,7 +74,7 @@ RUN_FOLDER = re.compile(r"(?P<variant>.+)-seed(?P<seed>\d+)")
 def load_sweep(path: Path, resolve_config, variants_to_run: list[str] | None = None,
                seeds_to_run: list[int] | None = None) -> Sweep:
     """Read and check a sweep file; every run's config is resolved (and validated) up front.
-    `variants_to_run` / `seeds_to_run` narrow or move the runs to make (to continue a sweep on
+    `variants_to_run` / `seeds_to_run` narrow, order or move the runs to make (to continue a sweep on
     another machine on new seeds: see `summarize`); the table reads every finished run regardless."""
     spec = read_yaml_mapping(path, "sweep file")
     known = {"name", "base", "overrides", "seeds", "reference", "variants", "runs_dir"}
@@ -97,9 +97,10 @@ def load_sweep(path: Path, resolve_config, variants_to_run: list[str] | None = N
     if unknown:
         raise UserError(f"sweep {name}: no variant {', '.join(map(repr, unknown))}; its variants: {', '.join(variants)}")
     runs = []
-    for variant, overrides in variants.items():
-        if variants_to_run and variant not in variants_to_run:
-            continue
+    # Runs are made in the order --variants names them (the file's order otherwise), so a sweep
+    # continued on another machine makes its most wanted comparisons first.
+    for variant in variants_to_run or variants:
+        overrides = variants[variant]
         for seed in seeds_to_run or seeds:
             try:
                 config = load_config(base, shared + [str(o) for o in overrides] + [
