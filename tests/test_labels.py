@@ -12,7 +12,7 @@ from noisystudent.data import ImageSet, memory_pool
 from noisystudent.errors import UserError
 from noisystudent.labels import LabelStore, pseudo_label, read_selection, select_from_store
 from noisystudent.labels.store import shard_name, shard_table, write_manifest
-from noisystudent.models import build_model
+from noisystudent.models import build_model, predict_logits
 from noisystudent.labels import dense_targets
 
 
@@ -283,8 +283,12 @@ def test_a_noised_teacher_labels_differently_reproducibly_and_into_its_own_store
     model = build_model("resnet_tiny_32", 10, 1, dropout=0.5, survival_prob=0.5)
     running = {name: value.clone() for name, value in model.state_dict().items() if "running" in name}
     noise = StudentNoise(0.5, 0.5, RandAugment(2, 10, pixels="relative"))
+    probe = torch.randint(0, 256, (8, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    clean_logits = predict_logits(model, probe, 8, torch.device("cpu"))
     clean = pseudo_label(model, pool, config, tmp_path / "clean", torch.device("cpu"))
     noised = pseudo_label(model, pool, config, tmp_path / "noised", torch.device("cpu"), noise=noise)
+    assert torch.equal(predict_logits(model, probe, 8, torch.device("cpu")), clean_logits), \
+        "after noised labeling the same model predicts un-noised (the pipeline's labeled energies use it)"
     again = pseudo_label(model, pool, config, tmp_path / "again", torch.device("cpu"), noise=noise)
     assert not np.allclose(clean.column("confidence"), noised.column("confidence"))
     assert np.array_equal(noised.column("confidence"), again.column("confidence")), "seeded"

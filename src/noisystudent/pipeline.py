@@ -32,7 +32,7 @@ from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
 from .io import read_json, remove_stale_temps, write_json, write_text
 from .labels import (SELECTION_FILE, LabelStore, OutOfDomain, PseudoLabeledSet, energy, gather_selected_images,
-                     label_with_weights, load_pseudo_labeled, read_selection, select_from_store)
+                     load_labeling_teacher, load_pseudo_labeled, pseudo_label, read_selection, select_from_store)
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
                      predict_logits, resolve_device, set_threads)
 from .noise import RandAugment, student_noise
@@ -224,8 +224,9 @@ class Pipeline:
                 stage.begin()
             self.distributed.barrier()
             noise = student_noise(self.config.noise) if self.config.noise.labeling else None  # an ablation only
-            store = label_with_weights(teacher_dir, self.unlabeled, self.config.labels, stage.path, self.device,
-                                       self.distributed, noise)
+            teacher, teacher_hash = load_labeling_teacher(teacher_dir, noise)
+            store = pseudo_label(teacher, self.unlabeled, self.config.labels, stage.path, self.device,
+                                 teacher_hash=teacher_hash, distributed=self.distributed, noise=noise)
             if self.distributed.is_main:
                 truth = self.unlabeled.truth  # only Fashion-MNIST's pool has one; your own images do not
                 manifest = store.manifest
@@ -236,8 +237,9 @@ class Pipeline:
                     stats["out_of_domain_in_pool"] = int((truth == OOD_LABEL).sum())
                 # the teacher's out-of-domain scores on images it knows are in domain: the
                 # selection's reference for its out-of-domain threshold
-                logits = predict_logits(load_exported(teacher_dir), self.labeled.images, self.config.labels.batch_size,
-                                        self.device, desc="labeled energies")
+                # (in eval mode: un-noised, also in the noised-labeling ablation)
+                logits = predict_logits(teacher, self.labeled.images, self.config.labels.batch_size, self.device,
+                                        desc="labeled energies")
                 np.save(stage.path / LABELED_ENERGY, energy(logits).numpy())
                 write_json(stage.path / "stats.json", stats)
                 stage.mark_done()

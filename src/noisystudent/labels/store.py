@@ -200,10 +200,19 @@ def label_with_weights(weights: Path, pool: Pool, config: LabelConfig, out_dir: 
     """pseudo_label with exported weights (a stage folder or its .safetensors), rebuilt without
     noise (dropout 0, stochastic depth off; with `noise`, the noised-teacher ablation's), the
     weights file's hash as the teacher's identity."""
+    teacher, teacher_hash = load_labeling_teacher(weights, noise)
+    return pseudo_label(teacher, pool, config, out_dir, device, teacher_hash=teacher_hash,
+                        distributed=distributed, noise=noise)
+
+
+def load_labeling_teacher(weights: Path, noise: StudentNoise | None = None) -> tuple[torch.nn.Module, str]:
+    """The teacher of exported weights (a stage folder or its .safetensors) built for labeling:
+    without noise, or with `noise`'s dropout and stochastic depth for the noised-teacher ablation
+    (active only in pseudo_label's noised inference; eval mode switches them off). With the
+    weights file's hash, the teacher's identity in the store."""
     path = exported_weights_file(weights)
     teacher = load_exported(path) if noise is None else load_exported(path, noise.dropout, noise.survival_prob)
-    return pseudo_label(teacher, pool, config, out_dir, device, teacher_hash=file_sha256(path),
-                        distributed=distributed, noise=noise)
+    return teacher, file_sha256(path)
 
 
 def write_manifest(out_dir: Path, header: dict, shard_infos: list[dict]) -> None:
