@@ -105,7 +105,7 @@ def ablation_lines() -> list[str]:
         against = entry.get("paired_against")
         if paired and against and against != reference:
             difference += footnotes.setdefault(against, "†" * (len(footnotes) + 1))
-        finding, direction = PAPER_FINDINGS.get(variant, ("the reference", 0))
+        finding, direction = PAPER_FINDINGS.get(variant.split(" (earlier runs")[0], ("the reference", 0))
         lines.append(f"| {variant} | {len(entry['seeds'])} | {100 * final['mean']:.2f}{spread} | {difference} | "
                      f"{finding} | {'-' if variant.startswith(reference) and not paired else verdict(paired, direction)} |")
     lines += [""] + [f"{mark} paired against `{row}`: that machine's own runs of the reference." for row, mark in footnotes.items()]

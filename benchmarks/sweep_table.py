@@ -38,13 +38,13 @@ from common import RESULTS, environment, write_result  # noqa: E402
 
 from noisystudent.cli import resolve_config  # noqa: E402
 from noisystudent.io import read_json  # noqa: E402
-from noisystudent.sweep import load_sweep, summarize  # noqa: E402
+from noisystudent.sweep import finished_run_folders, load_sweep, summarize  # noqa: E402
 
 
-def selection_summary(runs: list) -> dict:
-    """Mean over a variant's finished runs of round 1's selection numbers."""
-    stats = [read_json(run.folder / "round-1" / "selection" / "stats.json") for run in runs
-             if (run.folder / "round-1" / "selection" / "stats.json").is_file()]
+def selection_summary(folders: list[Path]) -> dict:
+    """Mean over a variant's finished runs (their folders) of round 1's selection numbers."""
+    stats = [read_json(folder / "round-1" / "selection" / "stats.json") for folder in folders
+             if (folder / "round-1" / "selection" / "stats.json").is_file()]
     if not stats:
         return {}
     mean = lambda values: round(statistics.fmean(values), 4)  # noqa: E731
@@ -80,49 +80,59 @@ def paired_against(earlier: dict, variant: str, reference_row: str) -> str | Non
     return reference_row
 
 
-def carry(result: dict, earlier: dict) -> None:
-    """Move into `result` the variants `earlier` has and `result` has no runs of (see --carry-from).
-    Each keeps the commit it was made with and names the reference row it is paired against: this
-    sweep's reference where that includes the earlier reference's runs exactly, else the earlier
-    reference, carried beside it as `<reference> (earlier runs)` (another machine's kernels)."""
+def earlier_row(name: str, taken) -> str:
+    """The first free `<name> (earlier runs[ n])` row name."""
+    return next(row for row in (f"{name} (earlier runs{suffix})" for suffix in ("", " 2", " 3", " 4", " 5"))
+                if row not in taken)
+
+
+def carry(result: dict, earlier: dict, file_order: list[str]) -> None:
+    """Move into `result` the variants of `earlier` whose runs `result` does not include (see
+    --carry-from): a variant `result` has no runs of keeps its name; one it has other runs of (made
+    again on another machine) is kept beside them as `<variant> (earlier runs)`, and so is the
+    reference when its runs differ. Each keeps the commit it was made with and names the reference
+    row it is paired against: this sweep's reference where that includes the earlier reference's
+    runs exactly, else the earlier reference's row (another machine's kernels)."""
     name = result["reference"]
     if earlier["sweep"] != result["sweep"] or name not in result["variants"] or name not in earlier["variants"]:
         raise SystemExit(f"--carry-from: needs the same sweep ({earlier['sweep']} vs {result['sweep']}) with its "
                          f"reference {name!r} finished in both")
     commit = earlier["runs_made_with_commit"] or earlier["commit"]
-    carried = [variant for variant in earlier["variants"] if variant not in result["variants"]]
-    reference_row = name
-    if not reproduces(result["variants"][name], earlier["variants"][name]):
-        reference_row = next(row for row in (f"{name} (earlier runs{suffix})" for suffix in ("", " 2", " 3", " 4", " 5"))
-                             if row not in earlier["variants"])
-        carried.append(reference_row)
+    carried = {}  # row in result -> variant in earlier
+    for variant, entry in earlier["variants"].items():
+        if variant not in result["variants"]:
+            carried[variant] = variant
+        elif not reproduces(result["variants"][variant], entry):
+            carried[earlier_row(variant, set(earlier["variants"]) | set(result["variants"]) | set(carried))] = variant
+    reference_row = next((row for row, variant in carried.items() if variant == name), name)
     variants = dict(result["variants"])
-    for variant in carried:
-        source = earlier["variants"][name if variant == reference_row else variant]
-        variants[variant] = {**source, "made_with_commit": source.get("made_with_commit", commit),
-                             "paired_against": None if variant == reference_row else
-                             paired_against(earlier, variant, reference_row)}
-    order = [v for v in earlier["variants"] if v in variants] + [v for v in variants if v not in earlier["variants"]]
-    result["variants"] = {variant: variants[variant] for variant in order}
-    for variant in carried:
-        result["missing"].pop(variant, None)
+    for row, variant in carried.items():
+        source = earlier["variants"][variant]
+        variants[row] = {**source, "made_with_commit": source.get("made_with_commit", commit),
+                         "paired_against": None if variant == name else paired_against(earlier, variant, reference_row)}
+    # rows in the sweep file's order; a variant's earlier runs (and the earlier reference) right after it
+    base = lambda row: row.split(" (earlier runs")[0]  # noqa: E731
+    position = {variant: index for index, variant in enumerate(file_order)}
+    rows = sorted(variants, key=lambda row: (position.get(base(row), len(position)), row != base(row), row))
+    result["variants"] = {row: variants[row] for row in rows}
+    for row in carried:
+        result["missing"].pop(row, None)
     result["partial"] = bool(result["missing"])
     result["complete"] = not result["partial"]
-    result["carried"] = {"from_commit": commit, "variants": carried}
+    result["carried"] = {"from_commit": commit, "variants": list(carried)}
 
 
 KEPT = ["summary.json", "round-*/selection/stats.json"]  # what the table reads of a run
 
 
-def keep_runs(sweep, root: Path) -> None:
+def keep_runs(folders: dict, root: Path) -> None:
     """Copy what the table reads of each finished run to root/<run>/, at the same relative paths."""
-    for run in sweep.runs:
-        if run.done:
-            for pattern in KEPT:
-                for path in run.folder.glob(pattern):
-                    target = root / run.config.name / path.relative_to(run.folder)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(path, target)
+    for folder in folders.values():
+        for pattern in KEPT:
+            for path in folder.glob(pattern):
+                target = root / folder.name / path.relative_to(folder)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
 
 
 def main() -> None:
@@ -134,16 +144,16 @@ def main() -> None:
                         help="an earlier result of this sweep whose finished variants to keep (see above)")
     args = parser.parse_args()
     sweep = load_sweep(args.sweep, resolve_config)
-    table = summarize(sweep)
+    table, folders = summarize(sweep), finished_run_folders(sweep)
     for variant, entry in table["variants"].items():
         entry["code_by_seed"] = [args.code_commit if code == "unrecorded" and args.code_commit else code
                                  for code in entry["code_by_seed"]]
-        entry["selection"] = selection_summary([run for run in sweep.runs if run.variant == variant and run.done])
+        entry["selection"] = selection_summary([folders[variant, seed] for seed in entry["seeds"]])
     result = {"benchmark": args.result, **environment(), "sweep_file": str(args.sweep),
               "runs_made_with_commit": args.code_commit, "partial": bool(table["missing"]), **table}
     if args.carry_from:
-        carry(result, json.loads(args.carry_from.read_text()))
-    keep_runs(sweep, RESULTS / "sweeps" / sweep.name)
+        carry(result, json.loads(args.carry_from.read_text()), sweep.variants)
+    keep_runs(folders, RESULTS / "sweeps" / sweep.name)
     write_result(args.result, result)
 
 

@@ -121,3 +121,41 @@ def test_the_numerics_fingerprint_is_stable_and_leaves_the_random_state_alone():
         torch.set_num_threads(threads)
     assert machine_key({"provenance": {"machine": {"numerics": one}}}) == one
     assert machine_key({"name": "made before provenance was recorded"}) == "unrecorded"
+
+
+def _entry(seeds, finals, per_seed=True, **extra):
+    stats = {"mean": statistics.fmean(finals), "std": statistics.stdev(finals), "n": len(finals)}
+    return {"seeds": seeds, "teacher_top1": stats, "rounds": [stats], "final_top1": stats,
+            **({"final_top1_by_seed": finals} if per_seed else {}), **extra}
+
+
+def test_a_result_carries_the_earlier_runs_it_does_not_include_beside_the_new_ones():
+    """benchmarks/sweep_table.py --carry-from: what the README's ablation table shows when a sweep
+    continues on another machine (its runs there pair only with that machine's reference)."""
+    import sys
+    sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+    from sweep_table import carry
+
+    earlier = {"sweep": "s", "reference": "full", "runs_made_with_commit": "aaa", "commit": "bbb", "variants": {
+        "full": _entry([0, 1], [0.70, 0.72]),
+        "no-noise": _entry([0, 1], [0.74, 0.75], per_seed=False, paired_against="full (earlier runs)"),
+        "full (earlier runs)": _entry([0, 1], [0.71, 0.73], paired_against=None),
+        "hard-labels": _entry([0, 1], [0.69, 0.71]),
+    }}
+    result = {"sweep": "s", "reference": "full", "missing": {"no-noise": 1}, "variants": {
+        "full": _entry([0, 1, 3], [0.70, 0.72, 0.69]),  # includes the earlier runs (kept, copied back)
+        "no-noise": _entry([3, 4], [0.66, 0.68]),  # made again on this machine
+        "hard-labels": _entry([0, 1], [0.69, 0.71]),  # the same runs
+    }}
+    carry(result, earlier, ["full", "no-noise", "hard-labels"])
+    assert list(result["variants"]) == ["full", "full (earlier runs)", "no-noise", "no-noise (earlier runs)", "hard-labels"]
+    assert result["carried"] == {"from_commit": "aaa", "variants": ["no-noise (earlier runs)", "full (earlier runs)"]}
+    assert result["variants"]["no-noise (earlier runs)"]["paired_against"] == "full (earlier runs)"
+    assert result["variants"]["no-noise"] == _entry([3, 4], [0.66, 0.68]) and result["missing"] == {"no-noise": 1}
+
+    moved = {"sweep": "s", "reference": "full", "missing": {}, "variants": {"full": _entry([5, 6], [0.60, 0.62])}}
+    carry(moved, earlier, ["full", "no-noise", "hard-labels"])  # the earlier reference is not among these runs
+    assert moved["variants"]["full (earlier runs 2)"]["paired_against"] is None
+    assert moved["variants"]["hard-labels"]["paired_against"] == "full (earlier runs 2)"
+    assert moved["variants"]["no-noise"]["paired_against"] == "full (earlier runs)"
+    assert not moved["partial"] and moved["complete"]

@@ -149,14 +149,20 @@ def _mean_std(values: list[float]) -> dict:
             "n": len(values)}
 
 
-def finished_runs(sweep: Sweep) -> dict[tuple[str, int], dict]:
-    """Every finished run under the sweep's folder, of any seed: {(variant, seed): its summary}."""
+def finished_run_folders(sweep: Sweep) -> dict[tuple[str, int], Path]:
+    """Every finished run under the sweep's folder, of any seed (not only the runs this invocation
+    makes): {(variant, seed): its folder}."""
     found = {}
     for summary_path in sorted(sweep.root.glob(f"*/{SUMMARY}")):
         match = RUN_FOLDER.fullmatch(summary_path.parent.name)
         if match and match["variant"] in sweep.variants:
-            found[match["variant"], int(match["seed"])] = read_json(summary_path)
+            found[match["variant"], int(match["seed"])] = summary_path.parent
     return found
+
+
+def finished_runs(sweep: Sweep) -> dict[tuple[str, int], dict]:
+    """{(variant, seed): its summary} of every finished run under the sweep's folder."""
+    return {key: read_json(folder / SUMMARY) for key, folder in finished_run_folders(sweep).items()}
 
 
 def summarize(sweep: Sweep) -> dict:
