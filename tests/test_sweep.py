@@ -81,15 +81,17 @@ def test_the_paper_ablations_sweep_resolves_every_run():
     from noisystudent.sweep import load_sweep
 
     sweep = load_sweep(bundled_config("sweeps/paper-ablations"), resolve_config)
-    assert len(sweep.runs) == 15 * 3 and sweep.reference == "full"
+    assert len(sweep.runs) == 17 * 3 and sweep.reference == "full"
     by_name = {run.config.name: run.config for run in sweep.runs}
     assert by_name["no-noise-seed0"].noise.dropout == 0 and not by_name["no-noise-seed0"].noise.randaugment
     assert by_name["equal-student-seed2"].models == ["resnet_tiny_32"] and by_name["ratio-7-seed1"].student.unlabeled_ratio == 7
+    same_steps = by_name["ratio-1-same-steps-seed0"].student
+    assert same_steps.epoch_unit == "labeled" and abs(same_steps.epochs * 500 / same_steps.batch_size - 1640) < 1
     assert by_name["teacher-noised-labeling-seed0"].noise.labeling and not by_name["full-seed0"].noise.labeling
 
     continued = load_sweep(bundled_config("sweeps/paper-ablations"), resolve_config, ["rounds-3", "full"], [7, 8])
     assert [run.config.name for run in continued.runs] == ["rounds-3-seed7", "rounds-3-seed8", "full-seed7", "full-seed8"]
-    assert continued.seeds == [0, 1, 2] and len(continued.variants) == 15
+    assert continued.seeds == [0, 1, 2] and len(continued.variants) == 17
 
 
 def test_the_supervised_baseline_sweep_trains_teachers_alone_with_and_without_noise():
