@@ -59,14 +59,14 @@ def selection_summary(folders: list[Path]) -> dict:
     return summary
 
 
-def reproduces(reference: dict, earlier: dict) -> bool:
-    """Whether a reference variant's runs include an earlier result's, run for run where that has
+def reproduces(ours: dict, earlier: dict) -> bool:
+    """Whether a variant's runs include an earlier result's of it, run for run where that has
     per-seed finals (the kept runs of another machine, copied back, do)."""
     if "final_top1_by_seed" in earlier:
-        ours = dict(zip(reference["seeds"], reference["final_top1_by_seed"]))
-        return all(ours.get(seed) == final for seed, final in zip(earlier["seeds"], earlier["final_top1_by_seed"]))
+        by_seed = dict(zip(ours["seeds"], ours["final_top1_by_seed"]))
+        return all(by_seed.get(seed) == final for seed, final in zip(earlier["seeds"], earlier["final_top1_by_seed"]))
     keys = ("seeds", "teacher_top1", "rounds", "final_top1")
-    return all(reference[key] == earlier[key] for key in keys)
+    return all(ours[key] == earlier[key] for key in keys)
 
 
 def paired_against(earlier: dict, variant: str, reference_row: str) -> str | None:
