@@ -74,7 +74,7 @@ def sweep_status(table: dict) -> str:
                if not variant.startswith(f"{table['reference']} ("))  # a carried reference repeats runs
     if not table["partial"]:
         return f"complete, {done} runs"
-    return f"PARTIAL: {done} runs finished, {sum(table['missing'].values())} more to make"
+    return f"PARTIAL: {done} run{'s' * (done != 1)} finished, {sum(table['missing'].values())} more to make"
 
 
 def carried_note(table: dict) -> str:
@@ -134,6 +134,33 @@ def out_of_domain_lines() -> list[str]:
                      f"| {100 * final['mean']:.2f}{spread} | {difference} |")
     return lines
 
+
+def mean_std(summary: dict) -> str:
+    return f"{100 * summary['mean']:.2f}" + (f" ± {100 * summary['std']:.2f}" if summary["std"] is not None else "")
+
+
+def rounds_table_lines(name: str, intro: str) -> list[str]:
+    """A sweep's result as its teacher, each round and the paired difference against the reference,
+    for the sweeps whose question is how far a setting goes rather than a claim of the paper."""
+    path = RESULTS / f"{name}.json"
+    if not path.is_file():
+        return []
+    table = load(name)
+    reference = table["reference"]
+    rounds = max(len(entry["rounds"]) for entry in table["variants"].values())
+    lines = ["", f"{intro}, {sweep_status(table)} ([{name}.json](benchmarks/results/{name}.json)); top-1 (%), mean ± "
+                 f"sample std over seeds, and the final model's paired difference against `{reference}` on the same seeds "
+                 f"(pairs made on one machine):", "",
+             "| variant | seeds | teacher | " + "".join(f"round {k} | " for k in range(1, rounds + 1))
+             + f"vs {reference} (points) |", "|---|---|---|" + "---|" * rounds + "---|"]
+    for variant, entry in table["variants"].items():
+        paired = entry.get("vs_reference")
+        difference = "-" if not paired else f"{100 * paired['mean']:+.2f}" + (
+            f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+        cells = [mean_std(summary) for summary in entry["rounds"]] + ["-"] * (rounds - len(entry["rounds"]))
+        lines.append(f"| {variant} | {len(entry['seeds'])} | {mean_std(entry['teacher_top1'])} | "
+                     + "".join(f"{cell} | " for cell in cells) + f"{difference} |")
+    return lines
 
 def plan_line(name: str, plan: dict) -> str:
     return (f"- `noisystudent plan` against the run it planned (`{plan['config']}`, a fresh run on this machine): "
@@ -235,6 +262,11 @@ def render() -> str:
               if (RESULTS / f"{name}.json").is_file()]
     lines += ablation_lines()
     lines += out_of_domain_lines()
+    lines += rounds_table_lines("supervised_baseline", "The supervised baseline the demo's gain is measured against "
+                                "(`configs/sweeps/supervised-baseline.yaml`: the round-0 teacher alone on the same 1,000 "
+                                "labels, with and without the student's noise, at both of the demo's architectures)")
+    lines += rounds_table_lines("demo_levers", "Levers toward 90% on the demo (`configs/sweeps/demo-levers.yaml`: "
+                                "the demo's own scale, each variant the same student images per round)")
     parity = load("official_parity")
     lines += [
         "",

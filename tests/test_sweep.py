@@ -105,6 +105,23 @@ def test_the_supervised_baseline_sweep_trains_teachers_alone_with_and_without_no
     assert not by_name["small-plain-seed0"].noise.teacher and by_name["small-noised-600-seed2"].teacher.epochs == 600
 
 
+def test_the_demo_levers_sweep_gives_each_ratio_the_demos_pool_images_per_round():
+    from noisystudent.cli import bundled_config, resolve_config
+    from noisystudent.sweep import load_sweep
+    from noisystudent.train.batches import joint_batch_sizes
+    from noisystudent.train.loop import steps_for
+
+    sweep = load_sweep(bundled_config("sweeps/demo-levers"), resolve_config)
+    images_per_round = {}
+    for run in sweep.runs:
+        student = run.config.student_for_round(1)
+        steps, _ = steps_for(student, 1000, 59000)
+        images_per_round[run.variant] = steps * sum(joint_batch_sizes(student.batch_size, student.unlabeled_ratio))
+    # the ratio variants change how the compute is cut into steps, not how much of it there is
+    assert {name: round(images / images_per_round["demo"], 2) for name, images in images_per_round.items()} == {
+        "demo": 1.0, "noised-teacher": 1.0, "ratio-2": 1.0, "ratio-1": 1.0}
+
+
 def test_the_numerics_fingerprint_is_stable_and_leaves_the_random_state_alone():
     import torch
 
