@@ -26,6 +26,18 @@ def pct(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
 
 
+def mean_std(summary: dict) -> str:
+    """A mean and sample std over seeds (fractions) as points: '87.42 ± 0.31', or '87.42' for one seed."""
+    return f"{100 * summary['mean']:.2f}" + (f" ± {100 * summary['std']:.2f}" if summary["std"] is not None else "")
+
+
+def paired_difference(paired: dict | None) -> str:
+    """A paired difference against the reference as signed points, '-' where there is no pair."""
+    if not paired:
+        return "-"
+    return f"{100 * paired['mean']:+.2f}" + (f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+
+
 LOOP_SETTINGS = {"no_augmentation_prefetch0": "without augmentation, batches built on demand",
                  "no_augmentation_prefetch2": "prefetching 2",
                  "randaugment_prefetch0": "with crop, flip and RandAugment, on demand",
@@ -101,14 +113,12 @@ def ablation_lines() -> list[str]:
     footnotes = {}
     for variant, entry in table["variants"].items():
         final, paired = entry["final_top1"], entry.get("vs_reference")
-        spread = f" ± {100 * final['std']:.2f}" if final["std"] is not None else ""
-        difference = "-" if not paired else f"{100 * paired['mean']:+.2f}" + (
-            f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+        difference = paired_difference(paired)
         against = entry.get("paired_against")
         if paired and against and against != reference:
             difference += footnotes.setdefault(against, "†" * (len(footnotes) + 1))
         finding, direction = PAPER_FINDINGS.get(variant.split(" (earlier runs")[0], ("the reference", 0))
-        lines.append(f"| {variant} | {len(entry['seeds'])} | {100 * final['mean']:.2f}{spread} | {difference} | "
+        lines.append(f"| {variant} | {len(entry['seeds'])} | {mean_std(final)} | {difference} | "
                      f"{finding} | {'-' if variant.startswith(reference) and not paired else verdict(paired, direction)} |")
     lines += [""] + [f"{mark} paired against `{row}`: that machine's own runs of the reference." for row, mark in footnotes.items()]
     return lines if footnotes else lines[:-1]
@@ -126,24 +136,17 @@ def out_of_domain_lines() -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for variant, entry in table["variants"].items():
         selection, final, paired = entry["selection"], entry["final_top1"], entry.get("vs_reference")
-        spread = f" ± {100 * final['std']:.2f}" if final["std"] is not None else ""
-        difference = "-" if not paired else f"{100 * paired['mean']:+.2f}" + (
-            f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+        difference = paired_difference(paired)
         lines.append(f"| {variant} | {len(entry['seeds'])} | {selection['ood_kept']:.0f} of {selection['ood_in_pool']:.0f} "
                      f"| {100 * selection['ood_share_of_selection']:.1f}% | {100 * selection['estimated_ood_share']:.1f}% "
-                     f"| {100 * final['mean']:.2f}{spread} | {difference} |")
+                     f"| {mean_std(final)} | {difference} |")
     return lines
-
-
-def mean_std(summary: dict) -> str:
-    return f"{100 * summary['mean']:.2f}" + (f" ± {100 * summary['std']:.2f}" if summary["std"] is not None else "")
 
 
 def rounds_table_lines(name: str, intro: str) -> list[str]:
     """A sweep's result as its teacher, each round and the paired difference against the reference,
     for the sweeps whose question is how far a setting goes rather than a claim of the paper."""
-    path = RESULTS / f"{name}.json"
-    if not path.is_file():
+    if not (RESULTS / f"{name}.json").is_file():
         return []
     table = load(name)
     reference = table["reference"]
@@ -155,12 +158,12 @@ def rounds_table_lines(name: str, intro: str) -> list[str]:
              + f"vs {reference} (points) |", "|---|---|---|" + "---|" * rounds + "---|"]
     for variant, entry in table["variants"].items():
         paired = entry.get("vs_reference")
-        difference = "-" if not paired else f"{100 * paired['mean']:+.2f}" + (
-            f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+        difference = paired_difference(paired)
         cells = [mean_std(summary) for summary in entry["rounds"]] + ["-"] * (rounds - len(entry["rounds"]))
         lines.append(f"| {variant} | {len(entry['seeds'])} | {mean_std(entry['teacher_top1'])} | "
                      + "".join(f"{cell} | " for cell in cells) + f"{difference} |")
     return lines
+
 
 def plan_line(name: str, plan: dict) -> str:
     return (f"- `noisystudent plan` against the run it planned (`{plan['config']}`, a fresh run on this machine): "
