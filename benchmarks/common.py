@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
+REFERENCE_WORKLOAD = "torchvision resnet18, random 32 px batches of 64, SGD"
 
 
 def environment() -> dict:
@@ -70,6 +71,6 @@ def reference_speed(seconds: float = 60.0, seed: int = 0) -> dict:
     while time.perf_counter() - started < seconds:
         step()
         steps += 1
-    return {"workload": "torchvision resnet18, random 32 px batches of 64, SGD", "seconds": seconds,
+    return {"workload": REFERENCE_WORKLOAD, "seconds": seconds,
             "images_per_second": round(64 * steps / (time.perf_counter() - started), 1),
             "threads": torch.get_num_threads()}

@@ -165,6 +165,33 @@ def rounds_table_lines(name: str, intro: str) -> list[str]:
     return lines
 
 
+def demo_seeds_lines() -> list[str]:
+    """The demo's seeds against the 90% target and each machine's scaled budget."""
+    if not (RESULTS / "demo_seeds.json").is_file():
+        return []
+    table = load("demo_seeds")
+    state = (f"PARTIAL: {len(table['seeds'])} of {table['seeds_wanted']} seeds" if table["partial"]
+             else f"{len(table['seeds'])} seeds")
+    rounds = max(len(entry["rounds"]) for entry in table["seeds"].values())
+    lines = ["", f"The demo against its target ({pct(table['target_top1'])} as the mean of {table['seeds_wanted']} seeds, "
+                 f"each run within {table['budget_minutes_on_reference']:.0f} min scaled by the reference workload's speed), "
+                 f"{state}, with `{' '.join(table['overrides']) or 'configs/demo.yaml as it is'}` "
+                 f"([demo_seeds.json](benchmarks/results/demo_seeds.json), "
+                 f"[demo_seeds.png](benchmarks/results/demo_seeds.png)):", "",
+             "| seed | precision | teacher | " + "".join(f"round {k} | " for k in range(1, rounds + 1))
+             + "stage minutes | budget here | reference img/s before / after |",
+             "|---|---|---|" + "---|" * rounds + "---|---|---|"]
+    for seed, entry in table["seeds"].items():
+        lines.append(f"| {seed} | {entry['provenance']['machine']['precision']} | {pct(entry['teacher_top1'])} | "
+                     + "".join(f"{pct(top1)} | " for top1 in entry["rounds"])
+                     + f"{entry['stage_minutes']:.1f} | {entry['budget_minutes']:.1f} | "
+                       f"{entry['reference_images_per_second']['before']:.0f} / {entry['reference_images_per_second']['after']:.0f} |")
+    lines += ["", f"Final top-1 {mean_std(table['final_top1'])} (%) over {table['final_top1']['n']} seed(s); "
+                  f"every run within its budget: {'yes' if table['all_within_budget'] else 'no'}; "
+                  f"target met: {'yes' if table['target_met'] else 'no'}."]
+    return lines
+
+
 def plan_line(name: str, plan: dict) -> str:
     return (f"- `noisystudent plan` against the run it planned (`{plan['config']}`, a fresh run on this machine): "
             f"{plan['estimated_total_seconds']:.0f} s estimated for {plan['measured_total_seconds']:.0f} s of stages "
@@ -178,7 +205,7 @@ def render() -> str:
     demo, robust, shorter = load("demo"), load("robustness"), load("demo_student_7_epochs")
     sweep, ddp = load("teacher_sweep"), load("ddp_overhead")
     select, label = load("select_scale"), load("label_throughput")
-    loop, memory = load("loop_overhead"), load("labeled_memory")
+    loop, memory, precision = load("loop_overhead"), load("labeled_memory"), load("cpu_precision")
     small, large = sorted(memory["sizes"], key=int)
     lines = [
         f"Fashion-MNIST, 1,000 labels (100 per class), the other 59,000 training images unlabeled, "
@@ -254,6 +281,14 @@ def render() -> str:
         f"{loop['batch']['labeled']} + {loop['batch']['unlabeled']} images a step, same threads): "
         + "; ".join(f"{LOOP_SETTINGS[name]} {entry['ratio']:.2f}x" for name, entry in loop["settings"].items())
         + " ([loop_overhead.json](benchmarks/results/loop_overhead.json)).",
+        f"- bf16 autocast against fp32 on this CPU ("
+        + ("with native bf16 units, so `precision=auto` takes bf16; " if precision["cpu_bf16"]["avx512_bf16"]
+           or precision["cpu_bf16"]["amx"] else "without bf16 units, so `precision=auto` stays fp32; ")
+        + f"{precision['batch']['labeled']} + {precision['batch']['unlabeled']} images a step with RandAugment, medians of "
+        f"{precision['repeats']} paired repeats): "
+        + "; ".join(f"{name} training {entry['training']['bf16_speedup']:.2f}x, labeling "
+                    f"{entry['labeling']['bf16_speedup']:.2f}x" for name, entry in precision["models"].items())
+        + " ([cpu_precision.json](benchmarks/results/cpu_precision.json)).",
         f"- Memory: a short training stage on a labeled folder of {int(small):,} images peaks at "
         f"{memory['sizes'][small]['peak_rss_mb_cached']:.0f} MB, on {int(large):,} images at "
         f"{memory['sizes'][large]['peak_rss_mb_cached']:.0f} MB (+{memory['growth_mb_cached']:.0f} MB; while decoding "
@@ -265,6 +300,7 @@ def render() -> str:
               if (RESULTS / f"{name}.json").is_file()]
     lines += ablation_lines()
     lines += out_of_domain_lines()
+    lines += demo_seeds_lines()
     lines += rounds_table_lines("supervised_baseline", "The supervised baseline the demo's gain is measured against "
                                 "(`configs/sweeps/supervised-baseline.yaml`: the round-0 teacher alone on the same 1,000 "
                                 "labels, with and without the student's noise, at both of the demo's architectures)")

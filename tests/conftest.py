@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import importlib
 import struct
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import numpy as np
 import pytest
 
 from noisystudent.config import Config, load_config
+
+# the module, not the `inference` context manager noisystudent.models exports under its name
+inference = importlib.import_module("noisystudent.models.inference")
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:
@@ -26,6 +30,15 @@ def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         y, x = 4 + row * 12 + rng.integers(-1, 2), 1 + col * 5 + rng.integers(-1, 2)
         images[i, y:y + 8, x:x + 5] = rng.integers(180, 256)
     return images
+
+
+@pytest.fixture(autouse=True)
+def cpu_without_native_bf16(monkeypatch):
+    """Every test sees a CPU without bf16 units, so precision=auto computes in fp32 on any machine
+    (a test may not depend on the CPU model); tests of bf16 ask for it by name. The process's
+    precision is restored after each test, whatever the test or the run it made set."""
+    monkeypatch.setattr(inference, "_cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(inference, "_precision", inference._precision)
 
 
 @pytest.fixture(scope="session")

@@ -259,6 +259,8 @@ CASES = {
     "report folder cannot be written": Case(report_cannot_write, r"report.*must be writable"),
     "weights with other tensors": Case(weights_with_other_tensors, r"tensors are not those of its described model"),
     "threads=-1": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "threads=-1"], None), r"'threads': must be >= 1"),
+    "precision=fp16": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "precision=fp16"], None),
+                           r"'precision': must be auto, bf16 or fp32"),
     "teacher.epochs=.inf": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "teacher.epochs=.inf"], None),
                                 r"'teacher\.epochs': must be a finite number"),
     "config is a directory": Case(config_is_a_directory, r"is a directory; give a YAML file"),

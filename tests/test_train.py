@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 
@@ -11,7 +13,9 @@ from noisystudent.train import BatchBuilder, learning_rate, sample_indices, soft
 from noisystudent.train import batches as batches_module
 from noisystudent.train import loop as loop_module
 from noisystudent.train import objective, optim
-from noisystudent.models import load_exported
+
+inference = importlib.import_module("noisystudent.models.inference")  # the module, not the context manager
+from noisystudent.models import load_exported, resolved_precision, set_precision
 
 
 def labeled_set(n=40, seed=0):
@@ -116,9 +120,11 @@ def _crash_then_resume(stage_dir, config, labeled, pseudo, monkeypatch, crash_at
     monkeypatch.setattr(objective, "soft_cross_entropy", real_loss)
 
 
-def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, monkeypatch, precision):
     labeled, pseudo = labeled_set(), pseudo_set()
     config = TrainConfig(epochs=2, batch_size=8, unlabeled_ratio=2, checkpoint_every=3, warmup_epochs=0.5)
+    set_precision(precision)
     straight = _train(tmp_path / "straight", config, labeled, pseudo)
     _crash_then_resume(tmp_path / "resumed", config, labeled, pseudo, monkeypatch, crash_at_call=8)
     assert (tmp_path / "resumed" / "checkpoints" / "last.pt").is_file()
@@ -303,3 +309,34 @@ def test_prefetch_passes_errors_on_and_stops_early_without_hanging():
 def test_stop_flags_are_read_in_one_go():
     from noisystudent.distributed import SINGLE
     assert SINGLE.any_of(torch.tensor(False), True, torch.tensor(True), device=torch.device("cpu")) == [False, True, True]
+
+
+def test_bf16_autocast_trains_in_bf16_with_fp32_weights(tmp_path):
+    """The step's convolutions run in bf16 (so the weights differ from fp32 training's, by a little),
+    while the weights, their gradients and the exported file stay fp32."""
+    labeled, pseudo = labeled_set(), pseudo_set()
+    config = TrainConfig(epochs=1, batch_size=8, unlabeled_ratio=2)
+    weights = {}
+    for precision in ("fp32", "bf16"):
+        set_precision(precision)
+        weights[precision] = _train(tmp_path / precision, config, labeled, pseudo).state_dict()
+        assert all(w.dtype == torch.float32 for w in weights[precision].values() if w.is_floating_point())
+    float_names = [k for k, w in weights["fp32"].items() if w.is_floating_point()]
+    gaps = [(weights["bf16"][k] - weights["fp32"][k]).abs().max().item() for k in float_names]
+    assert max(gaps) > 0, "bf16 autocast changed nothing: it did not reach the training step"
+    assert max(gaps) < 0.05, "bf16 and fp32 training take the same path, apart from rounding"
+
+
+def test_auto_precision_is_bf16_where_the_hardware_computes_it_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    set_precision("auto")
+    assert resolved_precision(cpu) == "fp32", "a CPU without bf16 units (conftest) emulates bf16, slower than fp32"
+    monkeypatch.setattr(inference, "_cpu_has_native_bf16", lambda: True)
+    assert resolved_precision(cpu) == "bf16"
+    assert resolved_precision(torch.device("cuda")) == "bf16" and resolved_precision(torch.device("mps")) == "fp32"
+    set_precision("fp32")
+    assert resolved_precision(cpu) == resolved_precision(torch.device("cuda")) == "fp32"
+    set_precision("bf16")
+    assert resolved_precision(cpu) == "bf16"
+    with pytest.raises(UserError, match="precision 'fp16' is not one of auto, bf16, fp32"):
+        set_precision("fp16")

@@ -79,10 +79,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_splits
     from .evaluate import evaluate_weights
-    from .models import resolve_device, set_threads
+    from .models import resolve_device, set_precision, set_threads
 
     config = load_config(args.config, args.overrides)
     set_threads(config.threads)
+    set_precision(config.precision)
     device = resolve_device(config.device)
     _, _, test = load_splits(config.data, config.seed, test_only=True, cache_dir=config.image_cache())
 

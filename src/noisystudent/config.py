@@ -204,6 +204,9 @@ class Config:
     # another channel count, an adapted first convolution.
     init: list[str | None] = field(default_factory=list)
     threads: int | None = None  # torch CPU threads; None = torch's default
+    # auto | bf16 | fp32: compute in bf16 autocast (fp32 weights) or fp32. auto: bf16 on CUDA and on
+    # CPUs with native bf16 units (AVX512-BF16, AMX: 1.3-1.4x faster training), fp32 elsewhere
+    precision: str = "auto"
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TrainConfig = field(default_factory=TrainConfig)
     student: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=3.0, warmup_epochs=0.2))
@@ -245,6 +248,7 @@ class Config:
              "must be a plain directory name (no '/')"),
             ("rounds", self.rounds >= 0, "must be >= 0"),
             ("threads", self.threads is None or self.threads >= 1, "must be >= 1, or null for torch's default"),
+            ("precision", self.precision in ("auto", "bf16", "fp32"), "must be auto, bf16 or fp32"),
             ("models", len(self.models) >= 1, "needs at least the teacher's model name"),
             ("init", len(self.init) <= self.rounds + 1, "has more entries than models trained (rounds + 1)"),
             ("data.channels", self.data.channels in (1, 3), "must be 1 or 3"),

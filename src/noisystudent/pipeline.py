@@ -34,7 +34,7 @@ from .io import read_json, remove_stale_temps, write_json, write_text
 from .labels import (SELECTION_FILE, LabelStore, OutOfDomain, PseudoLabeledSet, energy, gather_selected_images,
                      load_labeling_teacher, load_pseudo_labeled, pseudo_label, read_selection, select_from_store)
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
-                     predict_logits, resolve_device, set_threads)
+                     predict_logits, resolve_device, resolved_precision, set_precision, set_threads)
 from .noise import RandAugment, student_noise
 from .provenance import provenance
 from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, Stage, plan_run, run_dir, teacher_dir
@@ -107,6 +107,7 @@ class Pipeline:
         self.run_dir = run_dir(config)
         self.device = resolve_device(device_name)
         set_threads(config.threads)
+        set_precision(config.precision)
         self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed,
                                                               cache_dir=config.image_cache())
 
@@ -290,7 +291,8 @@ class Pipeline:
             write_text(self.run_dir / CONFIG, dump_yaml(config))
         self.distributed.barrier()
         pool = "streamed" if self.unlabeled.size is None else self.unlabeled.size
-        self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device}; labeled "
+        self.log(f"noisystudent run '{config.name}' -> {self.run_dir} on {self.device} "
+                 f"({resolved_precision(self.device)}); labeled "
                  f"{len(self.labeled)}, unlabeled {pool}, test {len(self.test)}")
         self.log("round 0")
         teacher_eval = self.teacher_stage((plan.teacher, plan.teacher_eval))

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .models import autocast, resolved_precision
+
 
 def _code_version() -> str:
     """The git commit of this checkout (+dirty when it has uncommitted changes), else the package version."""
@@ -53,8 +55,9 @@ def _cpu_name() -> str:
 
 def numerics_fingerprint(device: torch.device) -> str:
     """A hash of one seeded training step's loss and gradients, computed with this process's threads
-    on `device`; the global random state is left as it was."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    and precision (bf16 runs never pair with fp32 ones) on `device`; the global random state is left
+    as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), autocast(device):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
                               nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
@@ -70,17 +73,18 @@ def numerics_fingerprint(device: torch.device) -> str:
 
 
 @functools.lru_cache(maxsize=None)
-def _machine(device: str, threads: int) -> dict:
+def _machine(device: str, threads: int, precision: str) -> dict:
     torch_device = torch.device(device)
     name = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else _cpu_name()
-    return {"device": name, "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__,
-            "numerics": numerics_fingerprint(torch_device)}
+    return {"device": name, "cores": os.cpu_count(), "threads": threads, "precision": precision,
+            "torch": torch.__version__, "numerics": numerics_fingerprint(torch_device)}
 
 
 def provenance(device: torch.device) -> dict:
-    """{"code": commit or version, "machine": {device name, cores, threads, torch, numerics}}.
+    """{"code": commit or version, "machine": {device name, cores, threads, precision, torch, numerics}}.
     `machine["numerics"]` is what a sweep pairs runs by."""
-    return {"code": _code_version(), "machine": _machine(str(device), torch.get_num_threads())}
+    return {"code": _code_version(),
+            "machine": _machine(str(device), torch.get_num_threads(), resolved_precision(device))}
 
 
 def machine_key(summary: dict) -> str:

@@ -39,9 +39,37 @@ def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+_precision = "auto"  # set_precision's; every autocast reads it, as torch's own precision settings
+
+
+def _cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX units: there our training stage runs 1.3-1.4x and labeling 2-2.6x faster
+    in bf16 than in fp32 (resnet_small_32 and resnet_medium_32, benchmarks/results/cpu_precision.json);
+    elsewhere oneDNN emulates bf16, slower than fp32."""
+    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+
+
+def set_precision(name: str) -> None:
+    """The process's compute precision (`precision` in the config): bf16 autocast (parameters,
+    optimizer state and losses stay fp32; bf16 needs no loss scaling) or fp32. `auto` is bf16 on
+    CUDA and on a CPU with native bf16 units, fp32 elsewhere."""
+    global _precision
+    if name not in PRECISIONS:
+        raise UserError(f"precision {name!r} is not one of {', '.join(PRECISIONS)}")
+    _precision = name
+
+
+def resolved_precision(device: torch.device) -> str:
+    """bf16 or fp32: what `autocast(device)` computes in under the process's precision."""
+    if _precision != "auto":
+        return _precision
+    native = device.type == "cuda" or (device.type == "cpu" and _cpu_has_native_bf16())
+    return "bf16" if native else "fp32"
+
+
 def autocast(device: torch.device):
-    # bf16 needs no loss scaling; on CPUs without bf16 units it is slower, so only on CUDA.
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolved_precision(device) == "bf16")
 
 
 @contextmanager
