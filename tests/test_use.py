@@ -58,6 +58,21 @@ def test_predict_writes_the_top_classes_by_name_with_the_models_own_preprocessin
     assert main(argv + ["--overwrite"]) == 0
 
 
+def test_predict_in_bf16_ranks_like_fp32_within_bf16_rounding(tmp_path, weights):
+    """`--precision bf16` really runs the model in bf16 (its probabilities are not fp32's) and
+    lands within bf16's rounding of fp32's."""
+    make_tree(tmp_path / "images", 3, seed=5)
+    by_precision = {}
+    for precision in ("fp32", "bf16"):
+        output = tmp_path / f"{precision}.jsonl"
+        assert main(["predict", str(weights), str(tmp_path / "images"), "--output", str(output), "--top-k", "3",
+                     "--precision", precision]) == 0
+        by_precision[precision] = {r["id"]: r["probabilities"] for r in map(json.loads, output.read_text().splitlines())}
+    fp32, bf16 = by_precision["fp32"], by_precision["bf16"]
+    assert fp32.keys() == bf16.keys() and len(fp32) == 9
+    assert all(bf16[i] == pytest.approx(fp32[i], abs=0.03) for i in fp32)
+    assert any(bf16[i] != fp32[i] for i in fp32)
+
 def test_predict_refuses_what_it_cannot_use_and_leaves_no_partial_output(tmp_path, weights, capsys):
     (tmp_path / "empty").mkdir()
     (tmp_path / "not-weights.safetensors").write_bytes(b"\x00" * 64)

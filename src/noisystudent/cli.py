@@ -106,9 +106,11 @@ def cmd_label(args: argparse.Namespace) -> int:
     from .data import load_splits
     from .distributed import init_from_environment
     from .labels import label_with_weights
-    from .models import resolve_device
+    from .models import resolve_device, set_precision, set_threads
 
     config = load_config(args.config, args.overrides)
+    set_threads(config.threads)
+    set_precision(config.precision)
     distributed, device_name = init_from_environment(config.device)
     _, unlabeled, _ = load_splits(config.data, config.seed, cache_dir=config.image_cache())
     store = label_with_weights(args.teacher, unlabeled, config.labels, args.output, resolve_device(device_name),
@@ -122,9 +124,10 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     from .distributed import init_from_environment
-    from .models import resolve_device
+    from .models import resolve_device, set_precision
     from .predict import predict_to_file
 
+    set_precision(args.precision)
     distributed, device_name = init_from_environment(args.device)  # under torchrun: each rank its chunks
     result = predict_to_file(args.weights, args.source, args.output, resolve_device(device_name), args.batch_size,
                              args.top_k, args.max_bad_fraction, args.decode_threads, args.image_size, args.overwrite,
@@ -284,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    predict.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                         help="bf16 autocast or fp32; auto (default): bf16 on GPUs and CPUs with bf16 units")
     predict.add_argument("--max-bad-fraction", type=float, default=0.01,
                          help="undecodable images tolerated before stopping (default 0.01)")
     predict.add_argument("--decode-threads", type=int, default=2, help="threads decoding ahead (default 2)")
