@@ -100,9 +100,12 @@ def test_the_supervised_baseline_sweep_trains_teachers_alone_with_and_without_no
 
     sweep = load_sweep(bundled_config("sweeps/supervised-baseline"), resolve_config)
     by_name = {run.config.name: run.config for run in sweep.runs}
-    assert len(sweep.runs) == 5 * 3 and all(config.rounds == 0 for config in by_name.values())
+    assert len(sweep.runs) == 7 * 3 and all(config.rounds == 0 for config in by_name.values())
     assert by_name["medium-noised-seed1"].noise.teacher and by_name["medium-noised-seed1"].models == ["resnet_medium_32"]
     assert not by_name["small-plain-seed0"].noise.teacher and by_name["small-noised-600-seed2"].teacher.epochs == 600
+    assert by_name["small-noised-1200-seed1"].teacher.epochs == 1200
+    ema = by_name["small-noised-ema-seed0"]
+    assert ema.noise.teacher and ema.teacher.ema_decay == 0.999 and by_name["small-noised-seed0"].teacher.ema_decay == 0
 
 
 def test_the_demo_levers_sweep_gives_each_ratio_the_demos_pool_images_per_round():
@@ -117,9 +120,13 @@ def test_the_demo_levers_sweep_gives_each_ratio_the_demos_pool_images_per_round(
         student = run.config.student_for_round(1)
         steps, _ = steps_for(student, 1000, 59000)
         images_per_round[run.variant] = steps * sum(joint_batch_sizes(student.batch_size, student.unlabeled_ratio))
-    # the ratio variants change how the compute is cut into steps, not how much of it there is
+    # the ratio variants change how the compute is cut into steps, not how much of it there is;
+    # teacher-600 pays for its teacher's 400 more epochs with 14% fewer student images
     assert {name: round(images / images_per_round["demo"], 2) for name, images in images_per_round.items()} == {
-        "demo": 1.0, "noised-teacher": 1.0, "ratio-2": 1.0, "ratio-1": 1.0}
+        "demo": 1.0, "noised-teacher": 1.0, "ratio-2": 1.0, "ratio-1": 1.0, "ratio-1-hard": 1.0,
+        "ratio-1-magnitude-5": 1.0, "teacher-600": 0.86}
+    by_name = {run.config.name: run.config for run in sweep.runs}
+    assert by_name["teacher-600-seed0"].teacher.epochs == 600 and by_name["ratio-1-hard-seed0"].labels.kind == "hard"
 
 
 def test_the_numerics_fingerprint_is_stable_and_leaves_the_random_state_alone():
