@@ -319,7 +319,8 @@ def render() -> str:
     lines += demo_seeds_lines()
     lines += rounds_table_lines("supervised_baseline", "The supervised baseline the demo's gain is measured against "
                                 "(`configs/sweeps/supervised-baseline.yaml`: the round-0 teacher alone on the same 1,000 "
-                                "labels, with and without the student's noise, at both of the demo's architectures, longer schedules and EMA)")
+                                "labels, with and without the student's noise, at both of the demo's architectures, "
+                                "longer schedules and EMA)")
     lines += rounds_table_lines("demo_levers", "Levers toward 90% on the demo (`configs/sweeps/demo-levers.yaml`: "
                                 "the demo's own scale, each variant's changes in its comment there)")
     parity = load("official_parity")

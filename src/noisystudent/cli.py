@@ -79,11 +79,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import load_config
     from .data import load_splits
     from .evaluate import evaluate_weights
-    from .models import resolve_device, set_precision, set_threads
+    from .models import resolve_device, set_compute
 
     config = load_config(args.config, args.overrides)
-    set_threads(config.threads)
-    set_precision(config.precision)
+    set_compute(config.threads, config.precision)
     device = resolve_device(config.device)
     _, _, test = load_splits(config.data, config.seed, test_only=True, cache_dir=config.image_cache())
 
@@ -106,11 +105,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     from .data import load_splits
     from .distributed import init_from_environment
     from .labels import label_with_weights
-    from .models import resolve_device, set_precision, set_threads
+    from .models import resolve_device, set_compute
 
     config = load_config(args.config, args.overrides)
-    set_threads(config.threads)
-    set_precision(config.precision)
+    set_compute(config.threads, config.precision)
     distributed, device_name = init_from_environment(config.device)
     _, unlabeled, _ = load_splits(config.data, config.seed, cache_dir=config.image_cache())
     store = label_with_weights(args.teacher, unlabeled, config.labels, args.output, resolve_device(device_name),
@@ -205,6 +203,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .config import PRECISIONS
+
     parser = argparse.ArgumentParser(prog="noisystudent", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=5, help="classes per image (default 5)")
     predict.add_argument("--batch-size", type=int, default=256, help="images per forward pass (default 256)")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
-    predict.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+    predict.add_argument("--precision", default="auto", choices=PRECISIONS,
                          help="bf16 autocast or fp32; auto (default): bf16 on GPUs and CPUs with bf16 units")
     predict.add_argument("--max-bad-fraction", type=float, default=0.01,
                          help="undecodable images tolerated before stopping (default 0.01)")

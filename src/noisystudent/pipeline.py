@@ -34,7 +34,7 @@ from .io import read_json, remove_stale_temps, write_json, write_text
 from .labels import (SELECTION_FILE, LabelStore, OutOfDomain, PseudoLabeledSet, energy, gather_selected_images,
                      load_labeling_teacher, load_pseudo_labeled, pseudo_label, read_selection, select_from_store)
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
-                     predict_logits, resolve_device, resolved_precision, set_precision, set_threads)
+                     predict_logits, resolve_device, resolved_precision, set_compute)
 from .noise import RandAugment, student_noise
 from .provenance import provenance
 from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, Stage, plan_run, run_dir, teacher_dir
@@ -106,8 +106,7 @@ class Pipeline:
         self.log = log if self.distributed.is_main else (lambda line: None)
         self.run_dir = run_dir(config)
         self.device = resolve_device(device_name)
-        set_threads(config.threads)
-        set_precision(config.precision)
+        set_compute(config.threads, config.precision)
         self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed,
                                                               cache_dir=config.image_cache())
 

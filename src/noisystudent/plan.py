@@ -39,7 +39,7 @@ from .data.images import BadImage
 from .labels import PseudoLabeledSet
 from .labels.store import energy, pseudo_label
 from .models import (build_model, count_flops, count_parameters, model_resolutions, predict_logits, resolve_device,
-                     set_precision, set_threads)
+                     set_compute)
 from .noise import student_noise
 from .pipeline import select_and_gather
 from .runs import plan_run
@@ -216,8 +216,7 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
 
 
 def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path) -> list[StageCost]:
-    set_threads(config.threads)
-    set_precision(config.precision)
+    set_compute(config.threads, config.precision)
     device = resolve_device(config.device)
     labeled, pool, test = load_splits(config.data, config.seed, cache_dir=config.image_cache())
     classes, shapes = labeled.num_classes, (labeled.channels, config.data.image_size, config.data.image_size)

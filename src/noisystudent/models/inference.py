@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import torch
 from tqdm.auto import tqdm
 
+from ..config import PRECISIONS
 from ..errors import UserError
 
 
@@ -31,6 +32,13 @@ def set_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
+def set_compute(threads: int | None, precision: str) -> None:
+    """The config's process-wide compute settings (`threads`, `precision`), set by every command
+    that trains or runs a model before it does."""
+    set_threads(threads)
+    set_precision(precision)
+
+
 def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     """uint8 [N, C, H, W] (or float already in [0, 1]) -> float [0, 1] on device, channels_last
     (faster convolutions on CPU and GPU)."""
@@ -39,7 +47,6 @@ def to_model_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last)
 
 
-PRECISIONS = ("auto", "bf16", "fp32")
 _precision = "auto"  # set_precision's; every autocast reads it, as torch's own precision settings
 
 
