@@ -124,9 +124,11 @@ def test_the_demo_levers_sweep_gives_each_ratio_the_demos_pool_images_per_round(
     # teacher-600 pays for its teacher's 400 more epochs with 14% fewer student images
     assert {name: round(images / images_per_round["demo"], 2) for name, images in images_per_round.items()} == {
         "demo": 1.0, "noised-teacher": 1.0, "ratio-2": 1.0, "ratio-1": 1.0, "ratio-1-hard": 1.0,
-        "ratio-1-magnitude-5": 1.0, "teacher-600": 0.86}
+        "ratio-1-magnitude-5": 1.0, "teacher-600": 0.86, "ratio-1-no-dropout": 1.0, "ratio-1-input-noise-only": 1.0}
     by_name = {run.config.name: run.config for run in sweep.runs}
     assert by_name["teacher-600-seed0"].teacher.epochs == 600 and by_name["ratio-1-hard-seed0"].labels.kind == "hard"
+    assert by_name["ratio-1-no-dropout-seed0"].noise.dropout == 0 and by_name["ratio-1-no-dropout-seed0"].noise.survival_prob == 0.8
+    assert by_name["ratio-1-input-noise-only-seed0"].noise.survival_prob == 1.0
 
 
 def test_the_numerics_fingerprint_is_stable_and_leaves_the_random_state_alone():
