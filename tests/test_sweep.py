@@ -1,7 +1,11 @@
 """A sweep runs variants x seeds as ordinary runs, resumably, and tabulates them with error bars."""
 
 import json
+import signal
 import statistics
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -65,6 +69,26 @@ def test_a_sweep_runs_every_variant_and_seed_once_and_tabulates_paired_differenc
     assert main(["sweep", str(path), "--dry-run", "--variants", "full", "--seeds", "2"]) == 0
     out = capsys.readouterr().out
     assert "full-seed2: to run" in out and "hard-seed2" not in out and out.count("to run") == 1
+
+
+@pytest.mark.slow
+def test_sigterm_to_a_sweep_stops_its_running_runs_at_a_checkpoint(tmp_path, tiny_idx_root):
+    """A scheduler kills the sweep process, not its runs: the sweep passes SIGTERM on, so each run
+    checkpoints and stops instead of running on orphaned, and the sweep exits 143."""
+    path = write_sweep(tmp_path, tiny_idx_root, "  full: []\n  long: [teacher.epochs=2000, teacher.checkpoint_every=5]\n")
+    checkpoint = tmp_path / "runs" / "sweeps" / "tiny" / "long-seed0" / "round-0" / "teacher" / "checkpoints" / "last.pt"
+    sweep = subprocess.Popen([sys.executable, "-m", "noisystudent.cli", "sweep", str(path), "--seeds", "0", "--variants", "long"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not checkpoint.exists() and sweep.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    sweep.send_signal(signal.SIGTERM)
+    out, err = sweep.communicate(timeout=120)
+    assert sweep.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "long-seed0: stopped by SIGTERM" in out
+    log = (tmp_path / "runs" / "sweeps" / "tiny" / "logs" / "long-seed0.log").read_text()
+    assert "stopped by SIGTERM after step" in log, "the run itself got the signal and saved its checkpoint"
+    assert not (checkpoint.parent.parent / "DONE").exists()
 
 
 def test_a_bad_sweep_file_is_refused_naming_the_variant(tmp_path, tiny_idx_root, capsys):

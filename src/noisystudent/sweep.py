@@ -28,9 +28,11 @@ import base64
 import html
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -112,12 +114,16 @@ def load_sweep(path: Path, resolve_config, variants_to_run: list[str] | None = N
 
 
 def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
-    """Run every unfinished run (`jobs` at once), then write the table, plot and report."""
+    """Run every unfinished run (`jobs` at once), then write the table, plot and report.
+
+    SIGTERM (a scheduler's preemption, a plain `kill`) is passed on to the running runs, which
+    checkpoint and stop, and no new run starts: killing the sweep alone would leave them running on."""
     pending = [run for run in sweep.runs if not run.done]
     log(f"sweep {sweep.name}: {len(sweep.runs)} runs, {len(sweep.runs) - len(pending)} finished, "
         f"{len(pending)} to run, {jobs} at a time -> {sweep.root}")
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    failures = []
+    failures, running, stopping = [], set(), threading.Event()
+    guard = threading.Lock()  # a run starts either before SIGTERM (and is passed it) or not at all
 
     def execute(run: SweepRun) -> None:
         config_path = sweep.root / "configs" / f"{run.config.name}.yaml"
@@ -126,17 +132,46 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
         with open(log_path, "a") as handle:
-            code = subprocess.call([sys.executable, "-m", "noisystudent.cli", "run", str(config_path),
-                                    *([] if run.config.threads else [f"threads={threads}"])],
-                                   stdout=handle, stderr=subprocess.STDOUT)
+            with guard:
+                if stopping.is_set():
+                    return
+                child = subprocess.Popen([sys.executable, "-m", "noisystudent.cli", "run", str(config_path),
+                                          *([] if run.config.threads else [f"threads={threads}"])],
+                                         stdout=handle, stderr=subprocess.STDOUT)
+                running.add(child)
+            code = child.wait()
+            with guard:
+                running.discard(child)
         minutes = (time.perf_counter() - started) / 60
-        if code != 0:
+        if stopping.is_set():
+            outcome = "stopped by SIGTERM, resumes with the same command"
+        elif code != 0:
             failures.append(run.config.name)
-        log(f"  {run.config.name}: {'done' if code == 0 else f'failed (exit {code}, see {log_path})'} "
-            f"in {minutes:.1f} min")
+            outcome = f"failed (exit {code}, see {log_path})"
+        else:
+            outcome = "done"
+        log(f"  {run.config.name}: {outcome} in {minutes:.1f} min")
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        list(pool.map(execute, pending))
+    def pass_on_sigterm(signum, frame) -> None:
+        with guard:
+            stopping.set()
+            for child in running:
+                child.send_signal(signal.SIGTERM)
+
+    # signal handlers can only be set from the main thread (a sweep run inside another program's thread keeps its own)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, pass_on_sigterm) if in_main_thread else None
+    try:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            list(pool.map(execute, pending))
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+    if stopping.is_set():
+        from .train import Preempted
+
+        raise Preempted(f"sweep {sweep.name} stopped by SIGTERM: the running runs saved their checkpoints; "
+                        f"run the same command again to continue (finished runs are kept)")
     table = write_table(sweep)
     if failures:
         raise UserError(f"{len(failures)} runs failed ({', '.join(failures)}); their logs are in {sweep.root / 'logs'}; "
