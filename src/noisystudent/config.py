@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-PRECISIONS = ("auto", "bf16", "fp32")  # compute precision: models.set_precision says what each means
-
 import yaml
 
 from .errors import ConfigError, UserError
+
+PRECISIONS = ("auto", "bf16", "fp32")  # compute precision: models.set_precision says what each means
 
 # The ImageNet-C benchmark corruptions (evaluate/corruptions.py holds the implementation).
 CORRUPTION_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
@@ -250,7 +250,8 @@ class Config:
              "must be a plain directory name (no '/')"),
             ("rounds", self.rounds >= 0, "must be >= 0"),
             ("threads", self.threads is None or self.threads >= 1, "must be >= 1, or null for torch's default"),
-            ("precision", self.precision in PRECISIONS, "must be auto, bf16 or fp32"),
+            ("precision", self.precision in PRECISIONS,
+             f"must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}"),
             ("models", len(self.models) >= 1, "needs at least the teacher's model name"),
             ("init", len(self.init) <= self.rounds + 1, "has more entries than models trained (rounds + 1)"),
             ("data.channels", self.data.channels in (1, 3), "must be 1 or 3"),

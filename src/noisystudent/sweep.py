@@ -143,13 +143,13 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
             with guard:
                 running.discard(child)
         minutes = (time.perf_counter() - started) / 60
-        if stopping.is_set():
+        if code == 0:
+            outcome = "done"
+        elif stopping.is_set():
             outcome = "stopped by SIGTERM, resumes with the same command"
-        elif code != 0:
+        else:
             failures.append(run.config.name)
             outcome = f"failed (exit {code}, see {log_path})"
-        else:
-            outcome = "done"
         log(f"  {run.config.name}: {outcome} in {minutes:.1f} min")
 
     def pass_on_sigterm(signum, frame) -> None:
