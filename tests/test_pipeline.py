@@ -1,8 +1,10 @@
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from noisystudent.cli import main
 from noisystudent.config import load_config
@@ -182,3 +184,45 @@ def test_the_teacher_trains_noised_only_when_asked(tiny_config, monkeypatch):
         assert (randaugment is not None) == noised
         assert (model.backbone.drop_rate == 0.5) == noised and (max(stochastic_depth_rates(model.backbone)) > 0) == noised
         assert ("dropout" in plan_run(tiny_config).teacher.inputs["noise"]) == noised, "teacher noise is an input"
+
+
+def test_a_student_with_init_teacher_starts_from_the_teacher_that_labeled_its_pool(tiny_config, monkeypatch):
+    from noisystudent import pipeline as pipeline_module
+    from noisystudent.models import build_model, load_initial_weights
+
+    tiny_config.rounds, tiny_config.teacher.epochs, tiny_config.selection.confidence_threshold = 0, 2, 0.0
+    run(tiny_config, log=lambda line: None)  # the round-0 teacher, trained for real
+    teacher_dir = Path(tiny_config.runs_dir) / tiny_config.name / "round-0" / "teacher"
+    teacher = build_model("resnet_tiny_32", 10, 1)
+    load_initial_weights(teacher, str(teacher_dir))
+
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def record(model, labeled, train, stage_dir, seed, device, **options):
+        built.append(model)
+        raise Stop
+
+    monkeypatch.setattr(pipeline_module, "train_model", record)
+    tiny_config.rounds = 1
+    for init in (None, "teacher"):
+        tiny_config.init = [None, init]
+        shutil.rmtree(teacher_dir.parent.parent / "round-1" / "student", ignore_errors=True)  # began with the other init
+        with pytest.raises(Stop):
+            run(tiny_config, log=lambda line: None)
+        student, expected = built[-1].backbone.state_dict(), teacher.backbone.state_dict()
+        same = [torch.equal(student[key], expected[key]) for key in expected if key.endswith("weight")]
+        assert all(same) == (init == "teacher") and any(same) == (init == "teacher"), init
+
+
+def test_init_teacher_needs_a_teacher_of_the_same_model(tiny_config):
+    from noisystudent.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"init\[0\].*round-0 teacher has none"):
+        load_config(overrides=["init=[teacher]"])
+    with pytest.raises(ConfigError, match=r"init\[2\].*resnet_medium_32.*not its teacher's model.*resnet_small_32"):
+        load_config(overrides=["rounds=2", "models=[resnet_small_32,resnet_small_32,resnet_medium_32]",
+                               "init=[null,teacher,teacher]"])
+    load_config(overrides=["rounds=2", "models=[resnet_small_32]", "init=[null,teacher,teacher]"])

@@ -23,6 +23,7 @@ import yaml
 from .errors import ConfigError, UserError
 
 PRECISIONS = ("auto", "bf16", "fp32")  # compute precision: models.set_precision says what each means
+INIT_FROM_TEACHER = "teacher"  # an `init` entry: start a student from the teacher that labeled its pool
 
 # The ImageNet-C benchmark corruptions (evaluate/corruptions.py holds the implementation).
 CORRUPTION_NAMES = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
@@ -203,7 +204,9 @@ class Config:
     # Initial weights of models[k], in the same order (missing or null: random): a run's stage folder
     # or exported file, a local .safetensors / .pth of that architecture, or a timm hub name such as
     # timm/tf_efficientnet_b0.ns_jft_in1k (needs internet). Another class count gets a new classifier;
-    # another channel count, an adapted first convolution.
+    # another channel count, an adapted first convolution. `teacher` (rounds >= 1): the round's own
+    # teacher, the model that labeled its pool, when both are the same model: a student that starts
+    # where its teacher ended needs fewer passes than one from scratch (the paper trains from scratch)
     init: list[str | None] = field(default_factory=list)
     threads: int | None = None  # torch CPU threads; None = torch's default
     # auto | bf16 | fp32: compute in bf16 autocast (fp32 weights) or fp32. auto: bf16 on CUDA and on
@@ -240,7 +243,8 @@ class Config:
         return from_dict({**to_dict(self.student), **changes}, TrainConfig, f"student_rounds[{round_index - 1}].")
 
     def init_for_round(self, round_index: int) -> str | None:
-        """The initial weights of round `round_index`'s model (`init`), or None for random ones."""
+        """The initial weights of round `round_index`'s model (`init`): a source, INIT_FROM_TEACHER, or
+        None for random ones."""
         return self.init[round_index] if round_index < len(self.init) else None
 
     def validate(self) -> "Config":
@@ -254,6 +258,12 @@ class Config:
              f"must be {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}"),
             ("models", len(self.models) >= 1, "needs at least the teacher's model name"),
             ("init", len(self.init) <= self.rounds + 1, "has more entries than models trained (rounds + 1)"),
+            ("init[0]", self.init_for_round(0) != INIT_FROM_TEACHER,
+             f"cannot be {INIT_FROM_TEACHER}: the round-0 teacher has none (give weights or null)"),
+            *((f"init[{k}]", self.model_for_round(k) == self.model_for_round(k - 1),
+               f"is {INIT_FROM_TEACHER}, but round {k}'s student ({self.model_for_round(k)}) is not its teacher's "
+               f"model ({self.model_for_round(k - 1)}); give both the same model, or null")
+              for k in range(1, self.rounds + 1) if self.init_for_round(k) == INIT_FROM_TEACHER),
             ("data.channels", self.data.channels in (1, 3), "must be 1 or 3"),
             ("data.max_bad_fraction", 0 <= self.data.max_bad_fraction <= 1, "must be in [0, 1]"),
             ("data.decode_threads", self.data.decode_threads >= 0, "must be >= 0 (0 decodes in the main thread)"),
@@ -478,8 +488,12 @@ def dump_yaml(config: Config) -> str:
 
 
 def _lookup(config: Any, dotted: str) -> Any:
+    """The value at a dotted key; a part may index a list (`init[2]`)."""
     for part in dotted.split("."):
-        config = getattr(config, part)
+        name, _, index = part.partition("[")
+        config = getattr(config, name)
+        if index:
+            config = config[int(index.rstrip("]"))]
     return config
 
 

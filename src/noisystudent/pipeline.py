@@ -25,7 +25,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import Config, SelectionConfig, TrainConfig, dump_yaml
+from .config import INIT_FROM_TEACHER, Config, SelectionConfig, TrainConfig, dump_yaml
 from .data import OOD_LABEL, ImageSet, Pool, load_splits
 from .distributed import init_from_environment
 from .errors import UserError
@@ -152,14 +152,17 @@ class Pipeline:
         self.distributed.barrier()
         return read_json(evaluation.marker)
 
-    def build(self, round_index: int, **noise) -> torch.nn.Module:
-        """Round `round_index`'s model for this run's data, from its `init` weights when given; its
-        classes (by name) and image size travel with its weights."""
+    def build(self, round_index: int, teacher: Path | None = None, **noise) -> torch.nn.Module:
+        """Round `round_index`'s model for this run's data, from its `init` weights when given (the
+        round's `teacher` folder for init `teacher`); its classes (by name) and image size travel
+        with its weights."""
         name = self.config.model_for_round(round_index)
         resolutions = model_resolutions(name) if self.config.data.resolution == "model" else {}
         model = build_model(name, self.labeled.num_classes, self.labeled.channels, classes=self.labeled.classes,
                             image_size=self.config.data.image_size, **resolutions, **noise)
         init = self.config.init_for_round(round_index)
+        if init == INIT_FROM_TEACHER:
+            init = str(teacher)
         if init is not None:
             load_initial_weights(model, init)
         return model
@@ -173,10 +176,10 @@ class Pipeline:
                                 randaugment=noise.randaugment if noise else None)
 
     def student_stage(self, stages: tuple[Stage, Stage], round_index: int, store: LabelStore,
-                      selection_dir: Path) -> dict:
+                      selection_dir: Path, teacher: Path) -> dict:
         """A noised student on joint batches of labeled and pseudo-labeled images."""
         noise = student_noise(self.config.noise)
-        make = lambda: self.build(round_index, **noise.model_kwargs)  # noqa: E731
+        make = lambda: self.build(round_index, teacher, **noise.model_kwargs)  # noqa: E731
         train = self.config.student_for_round(round_index)
         pseudo = None
         if not stages[0].is_done():
@@ -280,9 +283,9 @@ class Pipeline:
             check_student_size(config.model_for_round(k - 1), config.model_for_round(k), self.labeled.num_classes,
                                self.labeled.channels, config.allow_smaller_student, config.data.image_size)
         for k, init in enumerate(config.init):  # a missing file stops the run now, not after a round
-            if init is not None and not init.startswith("timm/") and not Path(init).exists():
-                raise UserError(f"init[{k}]: {init} not found; give a run's stage folder, a weights file or a timm "
-                                f"hub name (timm/...)")
+            if init not in (None, INIT_FROM_TEACHER) and not init.startswith("timm/") and not Path(init).exists():
+                raise UserError(f"init[{k}]: {init} not found; give a run's stage folder, a weights file, a timm "
+                                f"hub name (timm/...) or {INIT_FROM_TEACHER} (the round's own teacher)")
         plan = plan_run(config)
         plan.check()  # every stage on disk against this config, before anything is written
         if self.distributed.is_main:
@@ -323,7 +326,8 @@ class Pipeline:
         selection_stats = self.selection_stage(plan.selection, store)
         self.log(f"  pseudo labels: accuracy {fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
                  f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
-        output_eval = self.student_stage((plan.student, plan.student_eval), plan.index, store, plan.selection.path)
+        output_eval = self.student_stage((plan.student, plan.student_eval), plan.index, store, plan.selection.path,
+                                         teacher.path)
         if plan.finetune is not None:
             output_eval = self.finetune_stage((plan.finetune, plan.finetune_eval), plan.student.path, plan.index)
         return output_eval
