@@ -150,13 +150,15 @@ def test_the_demo_levers_sweep_gives_each_ratio_the_demos_pool_images_per_round(
     assert {name: round(images / images_per_round["demo"], 2) for name, images in images_per_round.items()} == {
         "demo": 1.0, "noised-teacher": 1.0, "ratio-2": 1.0, "ratio-1": 1.0, "ratio-1-hard": 1.0,
         "ratio-1-magnitude-5": 1.0, "teacher-600": 0.86, "ratio-1-no-dropout": 1.0, "ratio-1-input-noise-only": 1.0,
-        "init-teacher-3-rounds": 0.8, "init-teacher-medium": 0.63}
+        "init-teacher-3-rounds": 0.8, "init-teacher-medium": 0.63,
+        "init-teacher-5-rounds": 0.46}
     by_name = {run.config.name: run.config for run in sweep.runs}
     assert by_name["teacher-600-seed0"].teacher.epochs == 600 and by_name["ratio-1-hard-seed0"].labels.kind == "hard"
     assert by_name["ratio-1-no-dropout-seed0"].noise.dropout == 0 and by_name["ratio-1-no-dropout-seed0"].noise.survival_prob == 0.8
     assert by_name["ratio-1-input-noise-only-seed0"].noise.survival_prob == 1.0
     three_rounds, medium = by_name["init-teacher-3-rounds-seed0"], by_name["init-teacher-medium-seed0"]
     assert three_rounds.rounds == 3 and three_rounds.init_for_round(3) == "teacher"
+    assert by_name["init-teacher-5-rounds-seed0"].init_for_round(5) == "teacher"
     assert medium.model_for_round(0) == medium.model_for_round(2) == "resnet_medium_32" and medium.init_for_round(2) == "teacher"
 
 
