@@ -323,6 +323,9 @@ def render() -> str:
                                 "longer schedules and EMA)")
     lines += rounds_table_lines("demo_levers", "Levers toward 90% on the demo (`configs/sweeps/demo-levers.yaml`: "
                                 "the demo's own scale, each variant's changes in its comment there)")
+    lines += rounds_table_lines("student_ceiling", "What a demo student could reach with perfect labels "
+                                "(`configs/sweeps/student-ceiling.yaml`: its model on all 60,000 true labels, for the "
+                                "images one demo student sees; not the method, its upper bound at the demo's minutes)")
     parity = load("official_parity")
     lines += [
         "",

@@ -218,3 +218,22 @@ def test_a_result_carries_the_earlier_runs_it_does_not_include_beside_the_new_on
     assert moved["variants"]["hard-labels"]["paired_against"] == "full (earlier runs 2)"
     assert moved["variants"]["no-noise"]["paired_against"] == "full (earlier runs)"
     assert not moved["partial"] and moved["complete"]
+
+
+def test_the_student_ceiling_sweep_trains_on_true_labels_for_one_demo_students_images():
+    from noisystudent.cli import bundled_config, resolve_config
+    from noisystudent.sweep import load_sweep
+    from noisystudent.train.batches import joint_batch_sizes
+    from noisystudent.train.loop import steps_for
+
+    ceiling = load_sweep(bundled_config("sweeps/student-ceiling"), resolve_config)
+    levers = load_sweep(bundled_config("sweeps/demo-levers"), resolve_config, ["ratio-1"], [0])
+    student = levers.runs[0].config.student_for_round(1)
+    steps, _ = steps_for(student, 1000, 59000)
+    student_images = steps * sum(joint_batch_sizes(student.batch_size, student.unlabeled_ratio))
+    for run in ceiling.runs:
+        config = run.config
+        assert config.rounds == 0 and config.data.labels_per_class == 6000 and config.noise.teacher
+        teacher_steps, _ = steps_for(config.teacher, 60000, None)
+        assert abs(teacher_steps * config.teacher.batch_size / student_images - 1) < 0.001, run.variant
+    assert {run.config.model_for_round(0) for run in ceiling.runs} == {"resnet_small_32", "resnet_medium_32"}
