@@ -140,10 +140,20 @@ def test_student_size_also_compares_flops_at_the_training_resolution():
 
 
 def test_small_image_models_run_at_28_and_32_px():
-    for name in ("resnet_tiny_32", "resnet_small_32"):
+    for name in ("resnet_tiny_32", "resnet_small_32", "resnet_slim_32"):
         model = build_model(name, 10, 1).eval()
         for size in (28, 32):
             assert model(torch.rand(2, 1, size, size)).shape == (2, 10)
+
+
+def test_slim_keeps_the_full_resolution_at_about_smalls_flops():
+    from noisystudent.models.registry import count_flops, count_parameters
+
+    slim, small = (build_model(name, 10, 1) for name in ("resnet_slim_32", "resnet_small_32"))
+    assert slim.backbone.conv1.stride == (1, 1) and small.backbone.conv1.stride == (2, 2)
+    slim_flops, small_flops = (count_flops(name, 10, 1, 32) for name in ("resnet_slim_32", "resnet_small_32"))
+    assert 1.2 < slim_flops / small_flops < 1.4  # equal stages; timm's 64-wide stem at 4x the positions
+    assert count_parameters("resnet_slim_32", 10, 1) < count_parameters("resnet_small_32", 10, 1) / 3
 
 
 def test_readme_model_table_is_generated_from_the_registry():

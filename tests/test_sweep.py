@@ -236,4 +236,5 @@ def test_the_student_ceiling_sweep_trains_on_true_labels_for_one_demo_students_i
         assert config.rounds == 0 and config.data.labels_per_class == 6000 and config.noise.teacher
         teacher_steps, _ = steps_for(config.teacher, 60000, None)
         assert abs(teacher_steps * config.teacher.batch_size / student_images - 1) < 0.001, run.variant
-    assert {run.config.model_for_round(0) for run in ceiling.runs} == {"resnet_small_32", "resnet_medium_32"}
+    assert {run.config.model_for_round(0) for run in ceiling.runs} == {"resnet_small_32", "resnet_medium_32",
+                                                                         "resnet_slim_32"}
