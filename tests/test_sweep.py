@@ -124,10 +124,11 @@ def test_the_supervised_baseline_sweep_trains_teachers_alone_with_and_without_no
 
     sweep = load_sweep(bundled_config("sweeps/supervised-baseline"), resolve_config)
     by_name = {run.config.name: run.config for run in sweep.runs}
-    assert len(sweep.runs) == 7 * 3 and all(config.rounds == 0 for config in by_name.values())
+    assert len(sweep.runs) == 8 * 3 and all(config.rounds == 0 for config in by_name.values())
     assert by_name["medium-noised-seed1"].noise.teacher and by_name["medium-noised-seed1"].models == ["resnet_medium_32"]
     assert not by_name["small-plain-seed0"].noise.teacher and by_name["small-noised-600-seed2"].teacher.epochs == 600
     assert by_name["small-noised-1200-seed1"].teacher.epochs == 1200
+    assert by_name["small-noised-2400-seed2"].teacher.epochs == 2400
     ema = by_name["small-noised-ema-seed0"]
     assert ema.noise.teacher and ema.teacher.ema_decay == 0.999 and by_name["small-noised-seed0"].teacher.ema_decay == 0
 
