@@ -192,8 +192,8 @@ def _small_resnet(variant: str, pretrained: bool, channels: tuple[int, ...], lay
     model = build_model_with_cfg(ResNet, variant, pretrained, block=BasicBlock, layers=layers, channels=channels,
                                  **kwargs)
     stem = model.conv1
-    model.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, kernel_size=3, stride=stem_stride, padding=1, bias=False,
-                            device=stem.weight.device, dtype=stem.weight.dtype)
+    model.conv1 = nn.Conv2d(stem.in_channels, stem.out_channels, kernel_size=3, stride=stem_stride, padding=1,
+                            bias=False, device=stem.weight.device, dtype=stem.weight.dtype)
     model.maxpool = nn.Identity()
     return model
 
