@@ -156,6 +156,32 @@ def test_slim_keeps_the_full_resolution_at_about_smalls_flops():
     assert count_parameters("resnet_slim_32", 10, 1) < count_parameters("resnet_small_32", 10, 1) / 3
 
 
+def test_airnets_take_the_papers_model_noise_and_grow_along_their_family():
+    from noisystudent.models.registry import count_flops
+
+    names = ("airnet_small_32", "airnet_medium_32", "airnet_wide_32")
+    for name in names:
+        model = build_model(name, 10, 1, dropout=0.5, survival_prob=0.8)
+        assert timm.is_model(MODELS[name].timm_name)
+        assert model.eval()(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+        # one stochastic-depth block per conv group, linear from 0 to exactly 1 - survival at the last
+        assert stochastic_depth_rates(model.backbone) == pytest.approx([0.0, 0.1, 0.2])
+        assert model.backbone.drop_rate == 0.5
+    for smaller, larger in zip(names, names[1:]):  # each may be the student of the one before
+        check_student_size(smaller, larger, 10, 1, allow_smaller=False, resolution=32)
+        assert count_flops(larger, 10, 1, 32) > 2 ** 0.5 * count_flops(smaller, 10, 1, 32)
+
+
+def test_airnet_noise_is_off_in_eval_and_on_in_training():
+    torch.manual_seed(0)
+    model = build_model("airnet_small_32", 10, 1, dropout=0.5, survival_prob=0.8)
+    images = torch.rand(64, 1, 32, 32)
+    model.eval()
+    assert torch.equal(model(images), model(images))  # un-noised: what labels the pool
+    model.train()
+    assert not torch.allclose(model(images), model(images))  # dropout and stochastic depth draw new masks
+
+
 def test_readme_model_table_is_generated_from_the_registry():
     from pathlib import Path
 
