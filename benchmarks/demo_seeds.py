@@ -3,6 +3,7 @@
     python benchmarks/demo_seeds.py                  # 3 seeds of configs/demo.yaml: ~1.5-3 h on 2 cores
     python benchmarks/demo_seeds.py --seeds 0 1      # resumable: finished seeds are kept
     python benchmarks/demo_seeds.py --seeds 2        # later, elsewhere: joins the seeds the JSON holds
+    taskset -c 1 python benchmarks/demo_seeds.py --threads 1 --seeds 1   # beside seed 0 on core 0
 
 Times the fixed reference workload (common.reference_speed: 60 s of a bare resnet18 loop) before
 and after each seed's run and scales that run's budget by the mean: BUDGET_MINUTES on a machine as fast as REFERENCE_SPEED,
@@ -32,6 +33,7 @@ from common import REFERENCE_WORKLOAD, RESULTS, environment, reference_speed, wr
 from noisystudent.cli import bundled_config  # noqa: E402
 from noisystudent.config import load_config, to_dict  # noqa: E402
 from noisystudent.errors import UserError  # noqa: E402
+from noisystudent.models import set_threads  # noqa: E402
 from noisystudent.pipeline import run  # noqa: E402
 
 BUDGET_MINUTES, TARGET_TOP1, SEEDS_WANTED = 45.0, 0.90, 3
@@ -92,6 +94,7 @@ def measure(config, runs_dir: Path) -> dict:
     """Run (or resume) one seed's demo and time it against this machine's budget. The reference
     workload runs right before and right after, and the budget scales by their mean: a shared
     machine's speed drifts (the same 2-core machine timed 221 and 486 images/s 45 minutes apart)."""
+    set_threads(config.threads)  # the reference workload runs at the run's thread count
     before = reference_speed()["images_per_second"]
     started = time.perf_counter()
     summary = run(config)
@@ -112,11 +115,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(SEEDS_WANTED)))
     parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "benchmarks")
+    parser.add_argument("--threads", type=int, help="torch threads per run (one run per core: 1); not a setting "
+                                                      "of the demo, so not recorded among the overrides")
     parser.add_argument("overrides", nargs="*", help="config overrides for every seed")
     args = parser.parse_args()
     try:
         configs = {seed: load_config(bundled_config("demo"), [*args.overrides, f"seed={seed}",
-                                                              f"runs_dir={args.runs_dir}", f"name=demo-seed{seed}"])
+                                                              f"runs_dir={args.runs_dir}", f"name=demo-seed{seed}",
+                                                              f"threads={args.threads or 'null'}"])
                    for seed in args.seeds}
     except UserError as error:
         print(f"demo_seeds: error: {error}", file=sys.stderr)
@@ -129,7 +135,8 @@ def main() -> int:
             continue
         per_seed[seed] = measure(config, args.runs_dir)
         print(seed, per_seed[seed], flush=True)
-    per_seed = dict(sorted(per_seed.items()))
+    # another call (on the other core, say) may have finished seeds meanwhile: keep them too
+    per_seed = dict(sorted({**earlier_seeds(settings), **per_seed}.items()))
     finals = [entry["final_top1"] for entry in per_seed.values()]
     mean = statistics.fmean(finals)
     plot(per_seed, RESULTS / "demo_seeds.png")

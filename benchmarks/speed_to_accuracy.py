@@ -51,9 +51,9 @@ RECIPES: dict[str, dict] = {
                       "teacher.label_smoothing=0.1", "teacher.weight_decay_norms=false"],
     },
     "resnet_small_32": {
-        "about": "today's demo teacher: resnet_small_32 with configs/demo.yaml's teacher settings "
-                 "(batch 64, lr 0.05, no label smoothing)",
-        "overrides": ["models=resnet_small_32"],
+        "about": "the demo's teacher before AirNet: resnet_small_32, batch 64, lr 0.05, no label smoothing",
+        "overrides": ["models=resnet_small_32", "teacher.batch_size=64", "teacher.lr=0.05", "teacher.label_smoothing=0.0",
+                      "teacher.weight_decay_norms=true"],
     },
 }
 EPOCHS = (2, 4, 8)  # schedule lengths, in passes over the 60,000 images; the last is the final point (3 seeds)
