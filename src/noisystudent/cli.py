@@ -11,6 +11,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from . import __version__
 from .errors import UserError
 
 OVERRIDES_HELP = "dotted overrides, e.g. student.unlabeled_ratio=7 noise.dropout=0 models=resnet_small_32,resnet_medium_32"
@@ -207,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="noisystudent", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"noisystudent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
