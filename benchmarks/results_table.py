@@ -1,21 +1,24 @@
-"""README's results section, rendered from the committed JSON under benchmarks/results/.
+"""The result tables of README.md and docs/, rendered from the committed JSON under benchmarks/results/.
 
-    python benchmarks/results_table.py           # print it
-    python benchmarks/results_table.py --write   # replace the block in README.md
+    python benchmarks/results_table.py           # print every block
+    python benchmarks/results_table.py --write   # replace each block in its file
 
-A test keeps README's block equal to this rendering, so every number quoted there comes from a
-committed result file.
+Each block sits between `<!-- NAME:start -->` and `<!-- NAME:end -->` in its file (BLOCKS). A test
+keeps every block equal to this rendering, so every number quoted there comes from a committed
+result file. A new result is a function returning its lines, added to its block in BLOCKS (the
+README's headline table takes a row function in HEADLINE_ROWS).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
-RESULTS = Path(__file__).parent / "results"
-README = Path(__file__).parent.parent / "README.md"
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+ROOT = Path(__file__).parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
 
 
 def load(name: str) -> dict:
@@ -217,7 +220,8 @@ def plan_line(name: str, plan: dict) -> str:
             f"([{name}.json](benchmarks/results/{name}.json)).")
 
 
-def render() -> str:
+def results_lines() -> list[str]:
+    """docs/results.md: every benchmark's table but the paper's claims, which docs/paper-fidelity.md holds."""
     demo, robust, shorter = load("demo"), load("robustness"), load("demo_student_7_epochs")
     sweep, ddp = load("teacher_sweep"), load("ddp_overhead")
     select, label = load("select_scale"), load("label_throughput")
@@ -314,8 +318,6 @@ def render() -> str:
     ]
     lines += [plan_line(name, load(name)) for name in ("plan_accuracy", "plan_accuracy_demo")
               if (RESULTS / f"{name}.json").is_file()]
-    lines += ablation_lines()
-    lines += out_of_domain_lines()
     lines += demo_seeds_lines()
     lines += rounds_table_lines("supervised_baseline", "The supervised baseline the demo's gain is measured against "
                                 "(`configs/sweeps/supervised-baseline.yaml`: the round-0 teacher alone on the same 1,000 "
@@ -326,11 +328,13 @@ def render() -> str:
     lines += rounds_table_lines("student_ceiling", "What a demo student could reach with perfect labels "
                                 "(`configs/sweeps/student-ceiling.yaml`: its model on all 60,000 true labels, for the "
                                 "images one demo student sees; not the method, its upper bound at the demo's minutes)")
+    return lines
+
+
+def parity_lines() -> list[str]:
+    """docs/paper-fidelity.md: where our formulas differ from the official code's."""
     parity = load("official_parity")
-    lines += [
-        "",
-        "### Where we differ from the official code, and why",
-        "",
+    return [
         f"`benchmarks/official_parity.py` re-derives each official formula from its source and compares it with ours "
         f"on a hand-made case ([official_parity.json](benchmarks/results/official_parity.json), commit "
         f"`{parity['commit'][:7]}`): {parity['matched']} of {parity['rows_total']} rows match (RandAugment at M=27, "
@@ -339,27 +343,122 @@ def render() -> str:
         "",
         "| item | ours | official code | why |",
         "|---|---|---|---|",
-    ]
-    lines += [f"| {r['item']} | {r['ours']} | {r['official']} | {r['why']} |" for r in parity["rows"] if not r["match"]]
-    return "\n".join(lines)
+    ] + [f"| {r['item']} | {r['ours']} | {r['official']} | {r['why']} |" for r in parity["rows"] if not r["match"]]
 
 
-def replace_block(text: str, block: str) -> str:
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    return f"{head}{START}\n{block}\n{END}{tail}"
+# ---------------------------------------------------------------------------------------------
+# README's headline: teacher, students, the supervised baseline and the ceiling, over seeds
+
+
+def over_seeds(values: list[float]) -> dict:
+    """Mean and sample std over seeds, the form of a sweep's summaries (std None for one seed)."""
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
+            "n": len(values)}
+
+
+def demo_rows() -> list[tuple[str, str, dict]]:
+    """The demo's teacher and each round's student over the seeds of demo_seeds.json."""
+    table = load("demo_seeds")
+    models, seeds = table["config"]["models"], list(table["seeds"].values())
+    rows = [(f"teacher `{models[0]}`", "the labeled images alone",
+             over_seeds([entry["teacher_top1"] for entry in seeds]))]
+    rows += [(f"student round {k} `{models[k]}`", "labeled images + the previous model's pseudo labels, noised",
+              over_seeds([entry["rounds"][k - 1] for entry in seeds])) for k in range(1, len(models))]
+    return rows
+
+
+def supervised_rows() -> list[tuple[str, str, dict]]:
+    """The supervised baseline's best variant among those with the most seeds, and its best overall."""
+    variants = load("supervised_baseline")["variants"]
+    most_seeds = max(entry["teacher_top1"]["n"] for entry in variants.values())
+    best = lambda names: max(names, key=lambda name: variants[name]["teacher_top1"]["mean"])  # noqa: E731
+    shown = dict.fromkeys([best([name for name, entry in variants.items() if entry["teacher_top1"]["n"] == most_seeds]),
+                           best(variants)])
+    return [(f"supervised `{name}`", "the labeled images alone, the teacher's model with the student's noise",
+             variants[name]["teacher_top1"]) for name in shown]
+
+
+def ceiling_rows() -> list[tuple[str, str, dict]]:
+    table = load("student_ceiling")
+    reference = table["reference"]
+    return [(f"ceiling `{reference}`", "all 60,000 training images with their true labels: the bound",
+             table["variants"][reference]["teacher_top1"])]
+
+
+HEADLINE_ROWS = (demo_rows, supervised_rows, ceiling_rows)
+
+
+def headline_lines() -> list[str]:
+    seeds, single = load("demo_seeds"), load("demo")
+    demo_final = seeds["final_top1"]["mean"]
+    supervised = max((row for row in supervised_rows()), key=lambda row: row[2]["mean"])
+    minutes = [entry["stage_minutes"] for entry in seeds["seeds"].values()]
+    per_class = seeds["config"]["data"]["labels_per_class"]
+    lines = [f"Fashion-MNIST, {10 * per_class:,} labels ({per_class} per class), the other {60_000 - 10 * per_class:,} "
+             f"training images as the unlabeled pool; top-1 on the test set, mean ± sample std over seeds "
+             "([demo_seeds.json](benchmarks/results/demo_seeds.json), "
+             "[supervised_baseline.json](benchmarks/results/supervised_baseline.json), "
+             "[student_ceiling.json](benchmarks/results/student_ceiling.json)):", "",
+             "| model | trained on | seeds | top-1 (%) |", "|---|---|---|---|"]
+    lines += [f"| {model} | {trained_on} | {summary['n']} | {mean_std(summary)} |"
+              for row_function in HEADLINE_ROWS for model, trained_on, summary in row_function()]
+    lines += ["", f"The demo rows ran `configs/demo.yaml` with `{' '.join(seeds['overrides'])}`, each seed in "
+                  f"{min(minutes):.1f} to {max(minutes):.1f} min of stages on {seeds['machine']['cpu_count']} CPU "
+                  f"cores. The final student ends {100 * (demo_final - seeds['teacher_top1_mean']):+.2f} points above "
+                  f"its teacher and {100 * (demo_final - supervised[2]['mean']):+.2f} above the best supervised "
+                  f"baseline (unpaired: other seeds and machines). `make demo` runs `configs/demo.yaml` as it is: "
+                  f"one seed ended at {pct(single['final_top1'])} in {single['wall_seconds'] / 60:.1f} min "
+                  f"([demo.json](benchmarks/results/demo.json), commit `{single['commit'][:7]}`)."]
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# The blocks and their files
+
+PAPER_FIDELITY = ROOT / "docs" / "paper-fidelity.md"
+BLOCKS = {  # name: (the file holding it, its lines)
+    "headline": (README, headline_lines),
+    "results": (ROOT / "docs" / "results.md", results_lines),
+    "ablations": (PAPER_FIDELITY, ablation_lines),
+    "out-of-domain": (PAPER_FIDELITY, out_of_domain_lines),
+    "parity": (PAPER_FIDELITY, parity_lines),
+}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+
+
+def render(name: str) -> str:
+    """A block's Markdown; links to the results are written from its file's folder."""
+    path, lines = BLOCKS[name]
+    text = "\n".join(lines()).strip()
+    return text.replace("](benchmarks/", f"]({'../' * len(path.relative_to(ROOT).parent.parts)}benchmarks/")
+
+
+def block_in(text: str, name: str) -> str:
+    start, end = markers(name)
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
+
+
+def replace_block(text: str, name: str, block: str) -> str:
+    start, end = markers(name)
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}\n{block}\n{end}{tail}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write", action="store_true", help="replace the results block in README.md")
+    parser.add_argument("--write", action="store_true", help="replace each block in its file")
     args = parser.parse_args()
-    block = render()
-    if args.write:
-        README.write_text(replace_block(README.read_text(), block))
-        print(f"wrote the results block of {README}")
-    else:
-        print(block)
+    for name, (path, _) in BLOCKS.items():
+        block = render(name)
+        if args.write:
+            path.write_text(replace_block(path.read_text(), name, block))
+            print(f"wrote the {name} block of {path.relative_to(ROOT)}")
+        else:
+            print(f"{markers(name)[0]}  ({path.relative_to(ROOT)})\n{block}\n")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from noisystudent.pipeline import Pipeline
 import dataclasses
 
 from noisystudent.labels import read_selection
-from noisystudent.pipeline import select_and_gather
+from noisystudent.labels import select_and_gather
 from noisystudent.data import open_pool
 from noisystudent.labels import pseudo_label
 from noisystudent.plan import ConfidentGuesser, fit_line, plan_costs, probe_selection, selected_image_cost
@@ -45,6 +45,21 @@ def test_plan_with_a_probe_times_every_stage(tiny_config, capsys):
     assert all(cost["seconds"] is not None and cost["seconds"] > 0 for cost in costs)
     student = next(cost for cost in costs if cost["stage"] == "round-1/student")
     assert student["images"] == student["steps"] * (32 + 96), "a student step: labeled + 3x pseudo-labeled images"
+
+
+def test_a_fine_tune_is_priced_as_the_pipeline_trains_it(tiny_config):
+    """At its own resolution (FLOPs there) and with the TrainConfig the pipeline trains it with:
+    pricing it at the student's resolution put the paper's L2 fine-tune (475 -> 800 px) ~2.8x low."""
+    from noisystudent.models import count_flops
+
+    tiny_config.finetune.epochs, tiny_config.finetune.resolution = 1.0, 48
+    costs = {cost.stage: cost for cost in plan_costs(tiny_config, probe=False, log=lambda line: None)}
+    student, finetune = costs["round-1/student"], costs["round-1/finetune"]
+    model = tiny_config.model_for_round(1)
+    assert finetune.flops_per_image == count_flops(model, 10, 1, 48) > student.flops_per_image
+    steps, _ = steps_for(tiny_config.finetune_training(1), 100, None)  # 10 labels per class
+    assert finetune.steps == steps and finetune.images == steps * tiny_config.finetune.batch_size
+    assert costs["round-1/finetune (eval)"].flops_per_image == finetune.flops_per_image
 
 
 def test_the_selections_disk_follows_its_storage(tiny_config):

@@ -190,7 +190,7 @@ def _entry(seeds, finals, per_seed=True, **extra):
 
 
 def test_a_result_carries_the_earlier_runs_it_does_not_include_beside_the_new_ones():
-    """benchmarks/sweep_table.py --carry-from: what the README's ablation table shows when a sweep
+    """benchmarks/sweep_table.py --carry-from: what docs/paper-fidelity.md's ablation table shows when a sweep
     continues on another machine (its runs there pair only with that machine's reference)."""
     import sys
     sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))

@@ -2,6 +2,7 @@
 config as a documented starting point, bundled configs by name."""
 
 import csv
+import importlib
 import json
 
 import pyarrow.parquet as pq
@@ -151,7 +152,8 @@ def test_torchscript_export_runs_without_noisystudent_and_carries_the_descriptio
 def test_predict_resumes_by_chunk_and_never_joins_parts_of_other_weights(tmp_path, weights, monkeypatch, capsys):
     """Stopped after its first chunk, a rerun predicts only the missing chunks and writes the
     file a straight run writes; parts left by other weights are discarded, not joined."""
-    from noisystudent import predict as predict_module
+    # the module, not the `predict` function the package exports under its name
+    predict_module = importlib.import_module("noisystudent.predict")
     make_tree(tmp_path / "images", 3, seed=5)  # 9 images: chunks of 4, 4, 1
     argv = lambda out: ["predict", str(weights), str(tmp_path / "images"), "--output", str(out),  # noqa: E731
                         "--chunk-size", "4"]

@@ -11,6 +11,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
+from . import __version__
 from .errors import UserError
 
 OVERRIDES_HELP = "dotted overrides, e.g. student.unlabeled_ratio=7 noise.dropout=0 models=resnet_small_32,resnet_medium_32"
@@ -77,17 +78,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import json
 
     from .config import load_config
-    from .data import load_splits
     from .evaluate import evaluate_weights
-    from .models import resolve_device, set_compute
+    from .session import start_session
 
     config = load_config(args.config, args.overrides)
-    set_compute(config.threads, config.precision)
-    device = resolve_device(config.device)
-    _, _, test = load_splits(config.data, config.seed, test_only=True, cache_dir=config.image_cache())
+    session = start_session(config, test_only=True)
 
     def evaluate(path: Path, baseline: dict | None = None) -> dict:
-        result = evaluate_weights(path, test, device, config.evaluate, config.corruption_cache(), config.seed, baseline)
+        result = evaluate_weights(path, session.test, session.device, config.evaluate, config.corruption_cache(),
+                                  config.seed, baseline)
         return {"checkpoint": str(path), **result}
 
     result = evaluate(args.checkpoint, None if args.baseline is None else evaluate(args.baseline))
@@ -102,16 +101,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .data import load_splits
     from .distributed import init_from_environment
     from .labels import label_with_weights
-    from .models import resolve_device, set_compute
+    from .session import start_session
 
     config = load_config(args.config, args.overrides)
-    set_compute(config.threads, config.precision)
     distributed, device_name = init_from_environment(config.device)
-    _, unlabeled, _ = load_splits(config.data, config.seed, cache_dir=config.image_cache())
-    store = label_with_weights(args.teacher, unlabeled, config.labels, args.output, resolve_device(device_name),
+    session = start_session(config, device_name)
+    store = label_with_weights(args.teacher, session.unlabeled, config.labels, args.output, session.device,
                                distributed)
     if distributed.is_main:
         manifest = store.manifest
@@ -207,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="noisystudent", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"noisystudent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(

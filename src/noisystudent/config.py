@@ -242,6 +242,17 @@ class Config:
         changes = self.student_rounds[round_index - 1]
         return from_dict({**to_dict(self.student), **changes}, TrainConfig, f"student_rounds[{round_index - 1}].")
 
+    def finetune_training(self, round_index: int) -> TrainConfig:
+        """Round `round_index`'s FixRes fine-tune as a training setting, one for the pipeline that
+        trains it and the plan that prices it: passes over the labeled images, no warm-up or label
+        smoothing, the round's student weight decay, and their center crop at the test resolution
+        with data.resolution=model (else the images as stored, resized inside the model)."""
+        finetune = self.finetune
+        return TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
+                           lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0,
+                           augment=self.data.resolution == "model", crop="center",
+                           weight_decay=self.student_for_round(round_index).weight_decay)
+
     def init_for_round(self, round_index: int) -> str | None:
         """The initial weights of round `round_index`'s model (`init`): a source, INIT_FROM_TEACHER, or
         None for random ones."""

@@ -25,75 +25,25 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .config import INIT_FROM_TEACHER, Config, SelectionConfig, TrainConfig, dump_yaml
-from .data import OOD_LABEL, ImageSet, Pool, load_splits
+from .config import INIT_FROM_TEACHER, Config, TrainConfig, dump_yaml
+from .data import OOD_LABEL, ImageSet, load_splits
 from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
 from .io import read_json, remove_stale_temps, write_json, write_text
-from .labels import (SELECTION_FILE, LabelStore, OutOfDomain, PseudoLabeledSet, energy, gather_selected_images,
-                     load_labeling_teacher, load_pseudo_labeled, pseudo_label, read_selection, select_from_store)
+from .labels import (LabelStore, PseudoLabeledSet, energy, in_domain_accuracy, load_labeling_teacher,
+                     load_pseudo_labeled, pseudo_label, select_and_gather)
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
-                     predict_logits, resolve_device, resolved_precision, set_compute)
+                     predict_logits, resolved_precision)
 from .noise import RandAugment, student_noise
 from .provenance import provenance
 from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, Stage, plan_run, run_dir, teacher_dir
+from .session import start_session
 from .summary import fraction, format_summary, robustness_summary, round_summary
 from .train import train_model
 
 
 LABELED_ENERGY = "labeled_energy.npy"  # in the label stage: the teacher's energies on the labeled images
-OOD_REFERENCE_QUANTILE = 0.99  # the quantile the stats estimate the out-of-domain share at, when not filtering
-
-
-def in_domain_accuracy(argmax: np.ndarray, truth: np.ndarray, copies: np.ndarray | None = None) -> float | None:
-    """Pseudo-label accuracy over the images that have a class (out-of-domain ones have none)."""
-    has_class = truth != OOD_LABEL
-    weights = has_class.astype(np.float64) * (1 if copies is None else copies)
-    return float(((argmax == truth) * weights).sum() / weights.sum()) if weights.sum() else None
-
-
-def out_of_domain_truth(store: LabelStore, truth: np.ndarray, rows: np.ndarray, copies: np.ndarray,
-                        threshold: float, out_of_domain: OutOfDomain) -> dict:
-    """On a pool whose out-of-domain images are known (data.ood_fraction): how many of them the
-    filters kept and the selection took, beside the in-domain ones kept."""
-    out = truth == OOD_LABEL
-    kept = store.column("confidence") >= threshold
-    if out_of_domain.drop:
-        kept &= store.column("energy") <= out_of_domain.max_energy
-    return {"in_pool": int(out.sum()), "kept": int((kept & out).sum()), "kept_in_domain": int((kept & ~out).sum()),
-            "selected_unique": int(out[rows].sum()), "selected_with_copies": int(copies[out[rows]].sum()),
-            "selected_total": int(copies.sum())}
-
-
-def select_and_gather(store: LabelStore, folder: Path, pool: Pool, labeled_energy: np.ndarray,
-                      selection: SelectionConfig, num_classes: int, batch_size: int, seed: int) -> dict:
-    """The selection stage's work, into `folder`: filter and balance (streamed over the store),
-    the stats (with the pool's hidden labels, where it has them), then the selected images
-    gathered in `selection.storage`. `noisystudent plan` times this very function."""
-    quantile = selection.ood_quantile if selection.ood_quantile is not None else OOD_REFERENCE_QUANTILE
-    out_of_domain = OutOfDomain(float(np.quantile(labeled_energy, quantile)), quantile,
-                                drop=selection.ood_quantile is not None)
-    stats = select_from_store(store, folder / SELECTION_FILE, num_classes, selection.confidence_threshold,
-                              selection.images_per_class, selection.mode, seed=seed, out_of_domain=out_of_domain)
-    truth = pool.truth
-    rows, copies = read_selection(folder / SELECTION_FILE)
-    if len(store) == 0:
-        manifest = store.manifest
-        raise UserError(f"no image of the unlabeled pool could be decoded ({manifest['bad_files']} of "
-                        f"{manifest['inputs']} failed, listed in {store.root / 'manifest.json'}); check "
-                        f"data.unlabeled")
-    if len(rows) == 0:
-        also = "" if selection.ood_quantile is None else " and selection.ood_quantile"
-        raise UserError(f"no pseudo-labeled image passed selection.confidence_threshold="
-                        f"{selection.confidence_threshold}{also}; lower it")
-    if truth is not None:
-        stats["selected_pseudo_label_accuracy"] = in_domain_accuracy(store.column("argmax")[rows], truth[rows], copies)
-        if (truth == OOD_LABEL).any():
-            stats["out_of_domain_truth"] = out_of_domain_truth(store, truth, rows, copies,
-                                                               selection.confidence_threshold, out_of_domain)
-    gather_selected_images(pool, store, folder, batch_size, selection.storage)
-    return stats
 
 
 class Pipeline:
@@ -105,10 +55,9 @@ class Pipeline:
         self.distributed, device_name = init_from_environment(config.device)
         self.log = log if self.distributed.is_main else (lambda line: None)
         self.run_dir = run_dir(config)
-        self.device = resolve_device(device_name)
-        set_compute(config.threads, config.precision)
-        self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed,
-                                                              cache_dir=config.image_cache())
+        session = start_session(config, device_name)
+        self.device, self.labeled, self.unlabeled, self.test = (session.device, session.labeled, session.unlabeled,
+                                                                session.test)
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -204,10 +153,8 @@ class Pipeline:
         make = lambda: load_exported(student_dir, resolution=finetune.resolution,  # noqa: E731
                                      train_at_test_resolution=True)
         per_model = self.config.data.resolution == "model"
-        train = TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
-                            lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=per_model, crop="center",
-                            weight_decay=self.config.student_for_round(round_index).weight_decay)
-        return self.train_stage(stages, f"fine-tune round {round_index}", make, train, "finetune",
+        return self.train_stage(stages, f"fine-tune round {round_index}", make,
+                                self.config.finetune_training(round_index), "finetune",
                                 freeze_fraction=finetune.freeze_fraction,
                                 labeled=(lambda: self.labeled_for(make().spec)) if per_model else None)
 

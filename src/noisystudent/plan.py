@@ -34,15 +34,13 @@ from pathlib import Path
 import torch
 
 from .config import Config, TrainConfig
-from .data import ImageSet, load_splits
+from .data import ImageSet
 from .data.images import BadImage
-from .labels import PseudoLabeledSet
-from .labels.store import energy, pseudo_label
-from .models import (build_model, count_flops, count_parameters, model_resolutions, predict_logits, resolve_device,
-                     set_compute)
+from .labels import PseudoLabeledSet, energy, pseudo_label, select_and_gather
+from .models import build_model, count_flops, count_parameters, model_resolutions, predict_logits
 from .noise import student_noise
-from .pipeline import select_and_gather
 from .runs import plan_run
+from .session import start_session
 from .train import joint_batch_sizes, steps_for, train_model
 
 STORE_BYTES_PER_CLASS, STORE_BYTES_FIXED = 6, 40  # int32 id + float16 probability per stored class; id, argmax, ...
@@ -62,8 +60,10 @@ class StageCost:
 
 
 def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, int], classes: int, noise,
-                   with_pseudo: bool, device: torch.device, steps: int, folder: Path, resolutions: dict) -> float:
-    """Seconds per optimizer step of `train_model` on synthetic data of the run's shapes."""
+                   with_pseudo: bool, device: torch.device, steps: int, folder: Path, resolutions: dict,
+                   freeze_fraction: float = 0.0) -> float:
+    """Seconds per optimizer step of `train_model` on synthetic data of the run's shapes (with the
+    fine-tune's frozen layers, which need no gradients)."""
     channels, size, _ = shapes
     batch, unlabeled = joint_batch_sizes(train.batch_size, train.unlabeled_ratio)
     generator = torch.Generator().manual_seed(0)
@@ -81,7 +81,8 @@ def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, 
     probe = dataclasses.replace(train, epochs=(steps + 2) / per_epoch, checkpoint_every=10**9, warmup_epochs=0)
     model = build_model(model_name, classes, channels, **resolutions, **(noise.model_kwargs if noise else {}))
     stage = Path(tempfile.mkdtemp(dir=folder))
-    train_model(model, labeled, probe, stage, 0, device, pseudo, noise.randaugment if noise else None, desc="probe")
+    train_model(model, labeled, probe, stage, 0, device, pseudo, noise.randaugment if noise else None,
+                freeze_fraction=freeze_fraction, desc="probe")
     windows = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
     images_per_second = statistics.median(window["images_per_second"] for window in windows[2:] or windows)
     return (batch + (unlabeled if with_pseudo else 0)) / images_per_second
@@ -216,9 +217,8 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
 
 
 def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path) -> list[StageCost]:
-    set_compute(config.threads, config.precision)
-    device = resolve_device(config.device)
-    labeled, pool, test = load_splits(config.data, config.seed, cache_dir=config.image_cache())
+    session = start_session(config)
+    device, labeled, pool, test = session.device, session.labeled, session.unlabeled, session.test
     classes, shapes = labeled.num_classes, (labeled.channels, config.data.image_size, config.data.image_size)
     pool_size = pool.size
     per_class = config.selection.images_per_class
@@ -232,11 +232,19 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
     def resolutions(name: str) -> dict:
         return model_resolutions(name) if config.data.resolution == "model" else {}
 
-    def model_facts(name: str) -> tuple[int, int]:
-        if name not in cache:  # FLOPs at the resolution it trains at
-            size = resolutions(name).get("train_resolution") or shapes[1]
-            cache[name] = (count_parameters(name, classes, shapes[0]), count_flops(name, classes, shapes[0], size))
-        return cache[name]
+    def fine_tune_resolutions(name: str) -> dict:
+        """A fine-tune trains and is evaluated at the test resolution (`finetune.resolution`, else
+        the model's own), as `load_exported(..., train_at_test_resolution=True)` rebuilds it."""
+        own = resolutions(name)
+        test = config.finetune.resolution or own.get("resolution")
+        return {**own, "resolution": test, "train_resolution": test} if test else own
+
+    def model_facts(name: str, at: dict) -> tuple[int, int]:
+        size = at.get("train_resolution") or at.get("resolution") or shapes[1]
+        if (name, size) not in cache:  # FLOPs at the resolution it trains at
+            cache[name, size] = (count_parameters(name, classes, shapes[0]),
+                                 count_flops(name, classes, shapes[0], size))
+        return cache[name, size]
 
     def measured(key, function):
         if not probe:
@@ -246,15 +254,17 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
             cache[key] = function()
         return cache[key]
 
-    def training(stage_name: str, model: str, train: TrainConfig, pseudo_size: int | None, noise) -> StageCost:
-        parameters, flops = model_facts(model)
+    def training(stage_name: str, model: str, train: TrainConfig, pseudo_size: int | None, noise,
+                 at: dict, freeze_fraction: float = 0.0) -> StageCost:
+        """A training stage of `model` at the resolutions `at` (build_model's keywords)."""
+        parameters, flops = model_facts(model, at)
         steps, _ = steps_for(train, len(labeled), pseudo_size)
         batch, unlabeled = joint_batch_sizes(train.batch_size, train.unlabeled_ratio)
         per_step = batch + (unlabeled if pseudo_size is not None else 0)
         step_seconds = measured(("train", model, json.dumps(train.inputs(), sort_keys=True), pseudo_size is not None,
-                                 noise is not None),
+                                 noise is not None, json.dumps(at, sort_keys=True), freeze_fraction),
                                 lambda: probe_training(model, train, shapes, classes, noise, pseudo_size is not None,
-                                                       device, probe_steps, folder, resolutions(model)))
+                                                       device, probe_steps, folder, at, freeze_fraction))
         if step_seconds is not None and pseudo_size is not None and selected_decode_seconds:
             # encoded selected images are decoded per step in data.decode_threads threads: after
             # the step's compute on CPU, beside it when batches are prefetched (train.prefetch)
@@ -267,15 +277,15 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
         return StageCost(stage_name, model, steps * per_step, steps, parameters, flops, disk,
                          None if step_seconds is None else steps * step_seconds)
 
-    def evaluation(stage_name: str, model: str, first: bool) -> StageCost:
-        parameters, flops = model_facts(model)
+    def evaluation(stage_name: str, model: str, first: bool, at: dict) -> StageCost:
+        parameters, flops = model_facts(model, at)
         robust_images = min(config.evaluate.images, len(test)) if config.evaluate.robustness else 0
-        forward = measured(("forward", model, 256), lambda: probe_forward(model, shapes, classes, 256, device,
-                                                                          resolutions(model)))
+        forward = measured(("forward", model, 256, at.get("resolution")),
+                           lambda: probe_forward(model, shapes, classes, 256, device, at))
         seconds = None if forward is None else len(test) * forward
         if robust_images and seconds is not None:
-            fits = measured(("robustness", model), lambda: probe_robustness(model, test, config, device, folder,
-                                                                           resolutions(model)))
+            fits = measured(("robustness", model, at.get("resolution")),
+                            lambda: probe_robustness(model, test, config, device, folder, at))
             fixed, per_image = fits["cold" if first else "warm"]
             seconds += fixed + robust_images * per_image
         return StageCost(stage_name, model, len(test) + robust_images, None, parameters, flops, 0, seconds,
@@ -287,12 +297,12 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
     noise = student_noise(config.noise)
     teacher_model = config.model_for_round(0)
     costs.append(training(name(plan.teacher), teacher_model, config.teacher, None,
-                          noise if config.noise.teacher else None))
-    costs.append(dataclasses.replace(evaluation(name(plan.teacher) + " (eval)", teacher_model, True)))
+                          noise if config.noise.teacher else None, resolutions(teacher_model)))
+    costs.append(evaluation(name(plan.teacher) + " (eval)", teacher_model, True, resolutions(teacher_model)))
     for round_plan in plan.rounds:
         teacher = round_plan.teacher_model
-        parameters, flops = model_facts(teacher)
-        forward = measured(("forward", teacher, config.labels.batch_size),
+        parameters, flops = model_facts(teacher, resolutions(teacher))
+        forward = measured(("forward", teacher, config.labels.batch_size, resolutions(teacher).get("resolution")),
                            lambda: probe_forward(teacher, shapes, classes, config.labels.batch_size, device,
                                                  resolutions(teacher)))
         stored = classes if classes <= 100 else min(config.labels.top_k, classes)
@@ -308,16 +318,16 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
                                None if selection_fit is None else selection_fit[0] + pool_size * selection_fit[1],
                                selection_note))
         student_train = config.student_for_round(round_plan.index)
-        costs.append(training(name(round_plan.student), round_plan.student_model, student_train,
-                              selected if selected is not None else len(labeled), noise))
+        student = round_plan.student_model
+        costs.append(training(name(round_plan.student), student, student_train,
+                              selected if selected is not None else len(labeled), noise, resolutions(student)))
         costs[-1].note = selection_note
-        costs.append(evaluation(name(round_plan.student) + " (eval)", round_plan.student_model, False))
+        costs.append(evaluation(name(round_plan.student) + " (eval)", student, False, resolutions(student)))
         if round_plan.finetune is not None:
-            finetune = config.finetune
-            train = TrainConfig(epochs=finetune.epochs, epoch_unit="labeled", batch_size=finetune.batch_size,
-                                lr=finetune.lr, warmup_epochs=0.0, label_smoothing=0.0, augment=False)
-            costs.append(training(name(round_plan.finetune), round_plan.student_model, train, None, None))
-            costs.append(evaluation(name(round_plan.finetune) + " (eval)", round_plan.student_model, False))
+            at = fine_tune_resolutions(student)
+            costs.append(training(name(round_plan.finetune), student, config.finetune_training(round_plan.index), None,
+                                  None, at, config.finetune.freeze_fraction))
+            costs.append(evaluation(name(round_plan.finetune) + " (eval)", student, False, at))
     return costs
 
 

@@ -1,4 +1,5 @@
-"""`noisystudent predict`: classify images with exported weights, streamed into CSV, JSONL or Parquet.
+"""Classify images with exported weights: `predict` in Python, `noisystudent predict` streamed into
+CSV, JSONL or Parquet.
 
 The source is anything `data.unlabeled` accepts (a folder tree, a .csv / .jsonl manifest, tar
 shards), read and decoded a batch at a time like the pool, so its size does not matter. The
@@ -20,22 +21,54 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
 from .data import open_pool
+from .data.images import decode_image
 from .distributed import SINGLE, Distributed
 from .errors import UserError
 from .io import atomic_write, read_json, write_json
 from .labels.store import file_sha256
-from .models import exported_weights_file, inference, load_exported, to_model_input
+from .models import Classifier, exported_weights_file, inference, load_exported, to_model_input
 
 FORMATS = (".csv", ".jsonl", ".parquet")
 CHUNK = 10_000  # items per part file (and per rank's share under torchrun)
+
+
+def top_classes(model: Classifier, images: torch.Tensor, device: torch.device,
+                k: int) -> tuple[list[list[str]], list[list[float]]]:
+    """A batch's k most probable classes by name, and their probabilities (the model in `inference`)."""
+    probabilities = model(to_model_input(images, device)).float().softmax(dim=1).cpu()
+    top_probabilities, top_ids = probabilities.topk(k, dim=1)
+    return [[model.spec.class_name(i) for i in row] for row in top_ids.tolist()], top_probabilities.tolist()
+
+
+def predict(model: Classifier, images: torch.Tensor | Sequence[str | Path], top_k: int = 5, batch_size: int = 256,
+            device: str | torch.device = "cpu") -> list[list[tuple[str, float]]]:
+    """Each image's `top_k` (class name, probability), most probable first. `images` are image
+    files, decoded as training decoded them (shorter side resized to the model's image size,
+    center crop, its channels), or a tensor [N, C, H, W], uint8 or float in [0, 1]."""
+    device = torch.device(device)
+    spec = model.spec
+    if not isinstance(images, torch.Tensor):
+        if spec.image_size is None:
+            raise UserError("these weights were exported before they recorded their image size; pass a tensor "
+                            "of images at the data.image_size they were trained with")
+        images = torch.from_numpy(np.stack([decode_image(path, spec.image_size, spec.in_chans) for path in images]))
+    k = min(top_k, spec.num_classes)
+    ranked = []
+    with inference(model, device):
+        for start in range(0, len(images), batch_size):
+            names, probabilities = top_classes(model, images[start:start + batch_size], device, k)
+            ranked += [list(zip(*row)) for row in zip(names, probabilities)]
+    return ranked
 
 
 def predict_to_file(weights: str | Path, source: str, output: str | Path, device: torch.device, batch_size: int = 256,
@@ -56,7 +89,7 @@ def predict_to_file(weights: str | Path, source: str, output: str | Path, device
     if size is None:
         raise UserError(f"{weights} was exported before weights recorded their image size; pass --image-size "
                         f"(the data.image_size it was trained with)")
-    classes = list(spec.classes) if spec.classes is not None else [str(i) for i in range(spec.num_classes)]
+    classes = [spec.class_name(i) for i in range(spec.num_classes)]
     pool = open_pool(source, size, spec.in_chans, max_bad_fraction, classes, decode_threads=decode_threads)
     k = min(top_k, spec.num_classes)
     parts = output.with_name(output.name + ".parts")
@@ -82,10 +115,7 @@ def predict_to_file(weights: str | Path, source: str, output: str | Path, device
                 with _PredictionWriter(tmp, output.suffix.lower(), k) as sink:
                     for batch in pool.batches(items, batch_size):
                         if batch.ids:
-                            probs = model(to_model_input(batch.images, device)).float().softmax(dim=1).cpu()
-                            top_probs, top_ids = probs.topk(k, dim=1)
-                            sink.write(batch.ids, [[classes[i] for i in row] for row in top_ids.tolist()],
-                                       top_probs.tolist())
+                            sink.write(batch.ids, *top_classes(model, batch.images, device, k))
                         counts["images"] += len(batch.ids)
                         counts["inputs"] += batch.inputs
                         counts["bad"] += [list(entry) for entry in batch.bad]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib.metadata
 import os
 import platform
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import __version__
 from .models import autocast, resolved_precision
 
 
@@ -37,10 +37,7 @@ def _code_version() -> str:
                                capture_output=True, text=True, check=True, cwd=here).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        try:
-            return importlib.metadata.version("noisystudent")
-        except importlib.metadata.PackageNotFoundError:
-            return "unknown"
+        return __version__
 
 
 def _cpu_name() -> str:

@@ -281,7 +281,7 @@ def noisystudent_efficientnet_l1(pretrained: bool = False, **kwargs) -> Efficien
 
 
 def registry_table() -> str:
-    """The README's model table, generated from the registry (a test keeps README in sync)."""
+    """docs/paper-fidelity.md's model table, generated from the registry (a test keeps the two equal)."""
     rows = ["| model | parameters (1000 classes, RGB) | width x depth | train / test px | dropout | drop-path at last block |",
             "|---|---|---|---|---|---|"]
     for name, entry in MODELS.items():
