@@ -94,9 +94,16 @@ def test_flip_probability_compares_with_first_frame_for_noise_and_previous_other
     assert mean_flip_rate({"rotate": 0.1, "translate": 0.3}, {"rotate": 0.2, "translate": 0.3})["mfr"] == pytest.approx(75)
 
 
-def test_every_perturbation_runs_and_a_constant_model_never_flips():
+def test_every_perturbation_changes_the_frames_and_a_constant_model_never_flips():
     fp = perturbation_flip_probabilities(lambda x: torch.zeros(len(x), dtype=torch.long), images(4), 3, seed=0)
     assert set(fp) == set(PERTURBATIONS) and all(value == 0 for value in fp.values())
+
+    def pixel_hash(x):
+        """A 'model' whose answer changes with any pixel: a frame equal to the previous one never flips."""
+        return (x * 255).round().long().flatten(1).mul(torch.arange(x[0].numel()) % 7919).sum(1) % 1_000_003
+
+    fp = perturbation_flip_probabilities(pixel_hash, images(8), 3, seed=0)
+    assert all(value == 1 for value in fp.values()), fp
 
 
 @pytest.fixture(scope="module")

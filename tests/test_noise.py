@@ -67,12 +67,96 @@ def test_absolute_constants_keep_large_images_in_frame_where_scaled_ones_blank_t
     assert blank_fraction("relative") == pytest.approx(1 - (14 / 16) ** 2, abs=0.08)
 
 
-def test_each_op_keeps_shape_dtype_and_runs_on_a_batch():
-    x = images(8)
-    params = op_parameters(9, 32)
-    for op in OPS:
-        out = apply_op(op, x, params.get(op, 0.0), torch.rand(len(x), 2, generator=torch.Generator().manual_seed(0)))
-        assert out.shape == x.shape and out.dtype == torch.uint8, op
+# ---- each op's own pixel effect ---------------------------------------------------------------
+# Inputs hold values in [20, 100] (gray 128 appears only where an op fills), on 32 x 32 images;
+# every check fails for the identity, so an op that silently did nothing would be caught.
+
+def dark_images(channels=1, skew=1.0):
+    u = torch.rand(16, channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    return (20 + 80 * u ** skew).round().to(torch.uint8)
+
+
+def row_shifts(out: torch.Tensor, x: torch.Tensor) -> list[int | None]:
+    """Per row of the first image: the shift d with out[y, c] == x[y, c - d] (gray where c - d is
+    outside), or None where the row is no shift of its input row."""
+    found = []
+    for out_row, row in zip(out[0, 0], x[0, 0]):
+        shift = None
+        for d in range(-31, 32):
+            source = torch.arange(32) - d
+            inside = (source >= 0) & (source < 32)
+            if torch.equal(out_row[inside], row[source[inside]]) and bool((out_row[~inside] == 128).all()):
+                shift = d
+                break
+        found.append(shift)
+    return found
+
+
+def sheared_rows(out, x, factor):
+    """Row y moves by factor * (center - y) pixels, nearest: a shear about the image center."""
+    return all(d is not None and abs(d - factor * (15.5 - y)) <= 1 for y, d in enumerate(row_shifts(out, x)))
+
+
+def high_frequency(images):
+    return (images.float()[..., 1:-1, 1:-1] * 4 - images.float()[..., :-2, 1:-1] - images.float()[..., 2:, 1:-1]
+            - images.float()[..., 1:-1, :-2] - images.float()[..., 1:-1, 2:]).abs().mean()
+
+
+def stretched(x):
+    """Each image's pixels mapped linearly from [min, max] to [0, 255]."""
+    low, high = x.amin((2, 3), True).float(), x.amax((2, 3), True).float()
+    return (x.float() - low) * 255 / (high - low)
+
+
+def cut_square(out, x, centers, half_side):
+    """Exactly a gray square of side 2 * half_side - 1 around each center; the rest untouched."""
+    ys, xs = torch.arange(32).view(-1, 1), torch.arange(32).view(1, -1)
+    for image, before, (cy, cx) in zip(out, x, (centers * 32).long()):
+        inside = ((ys - cy).abs() < half_side) & ((xs - cx).abs() < half_side)
+        if not (bool((image[:, inside] == 128).all()) and torch.equal(image[:, ~inside], before[:, ~inside])):
+            return False
+    return True
+
+
+# op: (input images, parameter, check of (input, output, cutout centers))
+OP_EFFECTS = {
+    "AutoContrast": (dark_images(), 0, lambda x, out, c: bool((out.float() - stretched(x)).abs().max() <= 1)),
+    # a skewed input (80% of its pixels in the darker half of [20, 100]) comes out with half its
+    # pixels above the middle (a linear stretch would leave 20% there)
+    "Equalize": (dark_images(skew=3.0), 0, lambda x, out, c: abs((out > 127).float().mean().item() - 0.5) < 0.05),
+    "Invert": (dark_images(), 0, lambda x, out, c: torch.equal(out, 255 - x)),
+    "Rotate": (dark_images(), 90.0, lambda x, out, c: torch.equal(out, torch.rot90(x, 1, (-2, -1)))),
+    "Posterize": (dark_images(), 2, lambda x, out, c: torch.equal(out, x & 0b11000000)),
+    "Solarize": (dark_images(), 50, lambda x, out, c: torch.equal(out, torch.where(x >= 50, 255 - x, x))),
+    # saturation 0: every pixel gray (channels equal), from colored pixels
+    "Color": (dark_images(channels=3), 0.0, lambda x, out, c: bool((out == out[:, :1]).all())
+              and bool((x != x[:, :1]).any())),
+    "Contrast": (dark_images(), 0.5, lambda x, out, c: abs(out.float().std() / x.float().std() - 0.5) < 0.03
+                 and abs(out.float().mean() - x.float().mean()) < 1),
+    "Brightness": (dark_images(), 2.0, lambda x, out, c: (out.float() - 2 * x.float()).abs().max() <= 1),
+    # sharper: more high-frequency energy inside, the one-pixel border kept (PIL's and TF's rule)
+    "Sharpness": (dark_images(), 2.0, lambda x, out, c: high_frequency(out) > 1.5 * high_frequency(x)
+                  and torch.equal(out[..., 0, :], x[..., 0, :]) and torch.equal(out[..., :, 0], x[..., :, 0])),
+    "ShearX": (dark_images(), 0.3, lambda x, out, c: sheared_rows(out, x, 0.3)),
+    "ShearY": (dark_images(), 0.3, lambda x, out, c: sheared_rows(out.transpose(-1, -2), x.transpose(-1, -2), 0.3)),
+    "TranslateX": (dark_images(), 5.0, lambda x, out, c: torch.equal(out[..., 5:], x[..., :-5])
+                   and bool((out[..., :5] == 128).all())),
+    "TranslateY": (dark_images(), 5.0, lambda x, out, c: torch.equal(out[..., 5:, :], x[..., :-5, :])
+                   and bool((out[..., :5, :] == 128).all())),
+    "Cutout": (dark_images(), 4, lambda x, out, c: cut_square(out, x, c, 4)),
+    # only pixels under 128 get brighter (full-range input here)
+    "SolarizeAdd": (dark_images() * 2, 60, lambda x, out, c: torch.equal(
+        out, torch.where(x < 128, (x.int() + 60).clamp(max=255).to(torch.uint8), x))),
+}
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_each_op_changes_the_pixels_its_own_way(op):
+    x, value, check = OP_EFFECTS[op]
+    centers = torch.rand(len(x), 2, generator=torch.Generator().manual_seed(1)) * 0.5 + 0.25
+    out = apply_op(op, x, value, centers)
+    assert out.shape == x.shape and out.dtype == torch.uint8 and not torch.equal(out, x), op
+    assert check(x, out, centers), op
 
 
 def test_randaugment_is_seeded():

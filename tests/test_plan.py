@@ -1,6 +1,7 @@
 """`noisystudent plan`: every stage of the run, sizes from the config, times from a probe."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from noisystudent.cli import main
 from noisystudent.pipeline import Pipeline
 import dataclasses
 
-from noisystudent.labels import read_selection
+from noisystudent.labels import LabelStore, read_selection
 from noisystudent.labels import select_and_gather
 from noisystudent.data import open_pool
 from noisystudent.labels import pseudo_label
@@ -96,14 +97,21 @@ def test_the_selection_probe_runs_the_stage_on_a_prefix_of_the_pool(tiny_config,
     store = pseudo_label(guesser, prefix, tiny_config.labels, tmp_path / "store", torch.device("cpu"))
     assert len(store) == 64 and list(store.column("id").astype(str)) == pool.images.ids[:64]
     assert (store.column("confidence") >= tiny_config.selection.confidence_threshold).mean() > 0.9
-    (tmp_path / "selection").mkdir()
-    stats = select_and_gather(store, tmp_path / "selection", prefix, np.zeros(10, np.float32), tiny_config.selection,
-                              10, 16, 0)
-    rows, _ = read_selection(tmp_path / "selection" / "selection.parquet")
-    images = np.load(tmp_path / "selection" / "images.npy")
+    seconds = []
+    for attempt in range(3):  # best of 3, as the probe times it
+        (tmp_path / f"selection-{attempt}").mkdir()
+        started = time.perf_counter()
+        stats = select_and_gather(store, tmp_path / f"selection-{attempt}", prefix, np.zeros(10, np.float32),
+                                  tiny_config.selection, 10, 16, 0)
+        seconds.append(time.perf_counter() - started)
+    rows, _ = read_selection(tmp_path / "selection-0" / "selection.parquet")
+    images = np.load(tmp_path / "selection-0" / "images.npy")
     assert stats["unique"] == len(rows) and (images == pool.images.images[rows].numpy()).all()
     fixed, per_image = probe_selection(tiny_config, pool, 10, tmp_path / "probe", sizes=(32, 128))
-    assert fixed >= 0 and per_image >= 0 and fixed + per_image * pool.size > 0
+    # The line through the probes predicts the stage timed above, on the same machine, within a
+    # factor of 4 either way (the plan's promise is the order of magnitude, not the second).
+    predicted = fixed + per_image * len(prefix.truth)
+    assert min(seconds) / 4 < predicted < min(seconds) * 4, (predicted, seconds)
     assert not list((tmp_path / "probe").glob("selection-*")), "the probe's selections are removed once timed"
 
 
@@ -112,5 +120,7 @@ def test_the_selection_probe_skips_what_does_not_decode_as_a_run_does(tmp_path, 
     (tmp_path / "pool" / "green" / "0.png").write_bytes(b"not an image")
     pool = open_pool(tmp_path / "pool", 16, 3, 0.5, list(COLORS))
     tiny_config.selection.storage = "encoded"
-    fixed, per_image = probe_selection(tiny_config, pool, 3, tmp_path / "probe", sizes=(4, 18))
-    assert fixed + per_image * pool.size > 0
+    probe_selection(tiny_config, pool, 3, tmp_path / "probe", sizes=(4, 18))
+    larger = LabelStore(tmp_path / "probe" / "store-18")
+    bad = [entry["id"] for shard in larger.manifest["shards"] for entry in shard["bad_files"]]
+    assert len(larger) == 17 and bad == ["green/0.png"], "the undecodable image is left out of the store"

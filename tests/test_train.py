@@ -1,4 +1,6 @@
 import importlib
+import signal
+import threading
 
 import pytest
 import torch
@@ -300,10 +302,40 @@ def test_prefetch_passes_errors_on_and_stops_early_without_hanging():
         for step, batch in batches_module.Prefetcher(build, range(10), 2):
             assert batch == step
     assert max(built) <= 7, "at most depth + 1 batches are in flight"
-    steps = batches_module.Prefetcher(lambda step: step, range(100), 2)
-    for step, _ in steps:
-        if step == 3:
-            break  # a preemption leaves the loop; the workers finish and go
+
+
+def test_leaving_the_prefetch_loop_early_finishes_the_workers_without_hanging():
+    """A preemption leaves the loop at step 3: the batches in flight (4 and 5 at depth 2) finish and
+    the workers go. A batch beyond them would never finish here (it waits for a release that
+    comes only after the loop), so building ahead without bound hangs: an alarm fails the test
+    after 10 s instead of stalling the suite."""
+    built, release = [], threading.Event()
+
+    def build(step):
+        built.append(step)
+        if step > 5:
+            release.wait()
+        return step
+
+    def hung(signum, frame):
+        release.set()
+        raise TimeoutError(f"leaving the loop hung; built {sorted(built)}")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(10)
+    batches = iter(batches_module.Prefetcher(build, range(100), 2))
+    try:
+        for step, batch in batches:
+            assert batch == step
+            if step == 3:
+                break
+        batches.close()  # as dropping the loop does, but an error in it is raised here, not ignored
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        release.set()
+    assert sorted(built)[:4] == [0, 1, 2, 3] and max(built) <= 5, "what was in flight finished, nothing more started"
+    assert not [thread for thread in threading.enumerate() if thread.name.startswith("batches")], "the workers are gone"
 
 
 def test_stop_flags_are_read_in_one_go():
