@@ -201,13 +201,11 @@ def best_supervised_sentence(demo: dict) -> str:
     the flat plain teacher."""
     table = load("supervised_baseline")
     name, best = max(table["variants"].items(), key=lambda item: item[1]["teacher_top1"]["mean"])
-    seeds = load("demo_seeds")
     n = best["teacher_top1"]["n"]
     return (f"Supervised training alone goes further with the student's noise and a longer schedule: the best "
-            f"variant of the supervised-baseline sweep below, `{name}`, "
-            f"reaches {mean_std(best['teacher_top1'])}% over {n} seed{'s' * (n > 1)}. Against it the committed demo "
-            f"gains {100 * (demo['final_top1'] - best['teacher_top1']['mean']):+.2f} points and the seeds table's "
-            f"demo {100 * (seeds['final_top1']['mean'] - best['teacher_top1']['mean']):+.2f} (unpaired: other seeds "
+            f"variant of the ResNet supervised-baseline sweep below, `{name}`, "
+            f"reaches {mean_std(best['teacher_top1'])}% over {n} seed{'s' * (n > 1)}. Against it this demo "
+            f"gains {100 * (demo['final_top1'] - best['teacher_top1']['mean']):+.2f} points (unpaired: other seeds "
             f"and machines).")
 
 
@@ -228,8 +226,8 @@ def results_lines() -> list[str]:
     loop, memory, precision = load("loop_overhead"), load("labeled_memory"), load("cpu_precision")
     small, large = sorted(memory["sizes"], key=int)
     lines = [
-        f"Fashion-MNIST, 1,000 labels (100 per class), the other 59,000 training images unlabeled, "
-        f"`configs/demo.yaml`, seed {demo['seed']}, one run on {demo['machine']['cpu_count']} CPU cores "
+        f"The demo before AirNet (`configs/demo-resnet.yaml`): Fashion-MNIST, 1,000 labels (100 per class), the "
+        f"other 59,000 training images unlabeled, seed {demo['seed']}, one run on {demo['machine']['cpu_count']} CPU cores "
         f"(commit `{demo['commit'][:7]}`, [demo.json](benchmarks/results/demo.json)):",
         "",
         "| model | params | pseudo-label acc. | top-1 |",
@@ -318,17 +316,69 @@ def results_lines() -> list[str]:
     ]
     lines += [plan_line(name, load(name)) for name in ("plan_accuracy", "plan_accuracy_demo")
               if (RESULTS / f"{name}.json").is_file()]
+    lines += speed_lines()
     lines += demo_seeds_lines()
-    lines += rounds_table_lines("supervised_baseline", "The supervised baseline the demo's gain is measured against "
-                                "(`configs/sweeps/supervised-baseline.yaml`: the round-0 teacher alone on the same 1,000 "
-                                "labels, with and without the student's noise, at both of the demo's architectures, "
-                                "longer schedules and EMA)")
-    lines += rounds_table_lines("demo_levers", "Levers toward 90% on the demo (`configs/sweeps/demo-levers.yaml`: "
+    lines += margin_lines()
+    lines += rounds_table_lines("supervised_plateau", "The supervised plateau the AirNet demo must beat "
+                                "(`configs/sweeps/supervised-plateau.yaml`: its round-0 teacher alone on the same 1,000 "
+                                "labels, noised as in the demo, longer and longer, at both of its AirNets)")
+    lines += rounds_table_lines("student_ceiling_airnet", "What an AirNet demo student could reach with perfect "
+                                "labels (`configs/sweeps/student-ceiling-airnet.yaml`: its model on all 60,000 true "
+                                "labels, for the images one demo student sees, noised as the students are)")
+    lines += ["", "The ResNet demo (`configs/demo-resnet.yaml`), measured before AirNet:"]
+    lines += rounds_table_lines("supervised_baseline", "The supervised baseline the ResNet demo's gain was measured "
+                                "against (`configs/sweeps/supervised-baseline.yaml`: the round-0 teacher alone on the "
+                                "same 1,000 labels, with and without the student's noise, at both of the demo's "
+                                "architectures, longer schedules and EMA)")
+    lines += rounds_table_lines("demo_levers", "Levers toward 90% on the ResNet demo (`configs/sweeps/demo-levers.yaml`: "
                                 "the demo's own scale, each variant's changes in its comment there)")
-    lines += rounds_table_lines("student_ceiling", "What a demo student could reach with perfect labels "
+    lines += rounds_table_lines("student_ceiling", "What a ResNet demo student could reach with perfect labels "
                                 "(`configs/sweeps/student-ceiling.yaml`: its model on all 60,000 true labels, for the "
                                 "images one demo student sees; not the method, its upper bound at the demo's minutes)")
     return lines
+
+
+def speed_lines() -> list[str]:
+    """Test top-1 against reference-scaled minutes per training recipe, on all 60,000 true labels."""
+    if not (RESULTS / "speed_to_accuracy.json").is_file():
+        return []
+    table = load("speed_to_accuracy")
+    lines = ["", f"How much each recipe learns per CPU minute: supervised on all 60,000 true labels, one run per "
+                 f"schedule length, minutes of training scaled to the reference machine "
+                 f"({'PARTIAL' if table['partial'] else 'complete'}, "
+                 f"[speed_to_accuracy.json](benchmarks/results/speed_to_accuracy.json); top-1 (%), mean ± sample "
+                 f"std where a schedule ran {len(table['final_seeds'])} seeds):", "",
+             "| recipe | " + " | ".join(f"{epochs} epochs" for epochs in table["schedule_epochs"])
+             + f" | minutes to {pct(table['target_top1'])} |",
+             "|---|" + "---|" * len(table["schedule_epochs"]) + "---|"]
+    for name, recipe in table["recipes"].items():
+        by_epochs = {point["epochs"]: point for point in recipe["curve"]}
+        cells = [f"{mean_std({'mean': point['top1'], 'std': point['top1_std']})} in {point['scaled_minutes']:.1f} min"
+                 if (point := by_epochs.get(epochs)) else "-" for epochs in table["schedule_epochs"]]
+        reached = recipe["minutes_to_93"]
+        lines.append(f"| `{name}` ({recipe['about']}) | " + " | ".join(cells)
+                     + f" | {'not reached' if reached is None else f'{reached:.1f}'} |")
+    return lines
+
+
+def margin_lines() -> list[str]:
+    """The demo's final students against the supervised plateau, paired by seed."""
+    if not (RESULTS / "method_margin.json").is_file():
+        return []
+    return ["", margin_sentence(load("method_margin"))]
+
+
+def margin_sentence(margin: dict) -> str:
+    pairs = margin["pairs"]
+    if not pairs:
+        return "The demo has no seed paired with the supervised plateau yet."
+    spread = "" if margin["margin_se"] is None else f" ± {margin['margin_se']:.2f} (standard error)"
+    verdict = ("the method pays: the margin clears the target by more than 2 standard errors" if margin["target_met"]
+               else "not yet shown to pay by the target margin")
+    return (f"Paired by seed over {len(pairs)} seed{'s' * (len(pairs) > 1)}{' (PARTIAL)' if margin['partial'] else ''}, "
+            f"the demo's final student against the best supervised schedule, `{margin['baseline_variant']}`: "
+            f"{margin['margin_mean']:+.2f}{spread} points (target {margin['target_points']:+.1f}); {verdict} "
+            f"([method_margin.json](benchmarks/results/method_margin.json)).")
 
 
 def parity_lines() -> list[str]:
@@ -368,8 +418,8 @@ def demo_rows() -> list[tuple[str, str, dict]]:
 
 
 def supervised_rows() -> list[tuple[str, str, dict]]:
-    """The supervised baseline's best variant among those with the most seeds, and its best overall."""
-    variants = load("supervised_baseline")["variants"]
+    """The supervised plateau's best variant among those with the most seeds, and its best overall."""
+    variants = load("supervised_plateau")["variants"]
     most_seeds = max(entry["teacher_top1"]["n"] for entry in variants.values())
     best = lambda names: max(names, key=lambda name: variants[name]["teacher_top1"]["mean"])  # noqa: E731
     shown = dict.fromkeys([best([name for name, entry in variants.items() if entry["teacher_top1"]["n"] == most_seeds]),
@@ -379,7 +429,7 @@ def supervised_rows() -> list[tuple[str, str, dict]]:
 
 
 def ceiling_rows() -> list[tuple[str, str, dict]]:
-    table = load("student_ceiling")
+    table = load("student_ceiling_airnet")
     reference = table["reference"]
     return [(f"ceiling `{reference}`", "all 60,000 training images with their true labels: the bound",
              table["variants"][reference]["teacher_top1"])]
@@ -389,26 +439,25 @@ HEADLINE_ROWS = (demo_rows, supervised_rows, ceiling_rows)
 
 
 def headline_lines() -> list[str]:
-    seeds, single = load("demo_seeds"), load("demo")
+    seeds = load("demo_seeds")
     demo_final = seeds["final_top1"]["mean"]
-    supervised = max((row for row in supervised_rows()), key=lambda row: row[2]["mean"])
     minutes = [entry["stage_minutes"] for entry in seeds["seeds"].values()]
     per_class = seeds["config"]["data"]["labels_per_class"]
     lines = [f"Fashion-MNIST, {10 * per_class:,} labels ({per_class} per class), the other {60_000 - 10 * per_class:,} "
              f"training images as the unlabeled pool; top-1 on the test set, mean ± sample std over seeds "
              "([demo_seeds.json](benchmarks/results/demo_seeds.json), "
-             "[supervised_baseline.json](benchmarks/results/supervised_baseline.json), "
-             "[student_ceiling.json](benchmarks/results/student_ceiling.json)):", "",
+             "[supervised_plateau.json](benchmarks/results/supervised_plateau.json), "
+             "[student_ceiling_airnet.json](benchmarks/results/student_ceiling_airnet.json)):", "",
              "| model | trained on | seeds | top-1 (%) |", "|---|---|---|---|"]
     lines += [f"| {model} | {trained_on} | {summary['n']} | {mean_std(summary)} |"
               for row_function in HEADLINE_ROWS for model, trained_on, summary in row_function()]
-    lines += ["", f"The demo rows ran `configs/demo.yaml` with `{' '.join(seeds['overrides'])}`, each seed in "
-                  f"{min(minutes):.1f} to {max(minutes):.1f} min of stages on {seeds['machine']['cpu_count']} CPU "
-                  f"cores. The final student ends {100 * (demo_final - seeds['teacher_top1_mean']):+.2f} points above "
-                  f"its teacher and {100 * (demo_final - supervised[2]['mean']):+.2f} above the best supervised "
-                  f"baseline (unpaired: other seeds and machines). `make demo` runs `configs/demo.yaml` as it is: "
-                  f"one seed ended at {pct(single['final_top1'])} in {single['wall_seconds'] / 60:.1f} min "
-                  f"([demo.json](benchmarks/results/demo.json), commit `{single['commit'][:7]}`)."]
+    settings = f"with `{' '.join(seeds['overrides'])}`" if seeds["overrides"] else "as it is, what `make demo` runs"
+    lines += ["", f"The demo rows ran `configs/demo.yaml` {settings}, each seed in {min(minutes):.1f} to "
+                  f"{max(minutes):.1f} min of stages at 1 thread on one core (budget "
+                  f"{seeds['budget_minutes_on_reference']:.0f} min on the reference machine; within it: "
+                  f"{'yes' if seeds['all_within_budget'] else 'no'}). The final student ends "
+                  f"{100 * (demo_final - seeds['teacher_top1_mean']):+.2f} points above its teacher.",
+              "", margin_sentence(load("method_margin"))]
     return lines
 
 
