@@ -40,6 +40,6 @@ def test_the_config_section_table_lists_every_section():
 
 
 def test_every_module_named_exists():
-    for row in table_after("`src/noisystudent/` has one package per stage"):
+    for row in table_after("`src/noisystudent/` has a package per kind of work"):
         for part in row[0].split("`, `"):
             assert (ROOT / "src" / "noisystudent" / part.strip("`")).exists(), part

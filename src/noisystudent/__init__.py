@@ -13,16 +13,10 @@ Importing the package registers our models with timm (`noisystudent_resnet_small
 EfficientNet-L0 / L1), so `timm.create_model` builds them too.
 """
 
-import importlib.metadata
-
-try:
-    __version__ = importlib.metadata.version("noisystudent")
-except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
-
-from .config import Config, load_config  # noqa: E402
-from .models import load_exported  # noqa: E402  (registers our models with timm)
-from .pipeline import run  # noqa: E402
-from .predict import predict  # noqa: E402
+from .config import Config, load_config
+from .models import load_exported  # importing models registers ours with timm
+from .pipeline import run
+from .predict import predict
+from .version import __version__
 
 __all__ = ["Config", "__version__", "load_config", "load_exported", "predict", "run"]

@@ -11,8 +11,8 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from . import __version__
 from .errors import UserError
+from .version import __version__
 
 OVERRIDES_HELP = "dotted overrides, e.g. student.unlabeled_ratio=7 noise.dropout=0 models=resnet_small_32,resnet_medium_32"
 

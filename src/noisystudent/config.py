@@ -21,8 +21,9 @@ from typing import Any, Literal
 import yaml
 
 from .errors import ConfigError, UserError
+from .models import MODEL_NAMES_HELP, PRECISIONS, is_known_model
+from .registries import DATA_SOURCES, SUITES, TARGET_KINDS
 
-PRECISIONS = ("auto", "bf16", "fp32")  # compute precision: models.set_precision says what each means
 INIT_FROM_TEACHER = "teacher"  # an `init` entry: start a student from the teacher that labeled its pool
 
 # The ImageNet-C benchmark corruptions (evaluate/corruptions.py holds the implementation).
@@ -345,8 +346,6 @@ class Config:
                 value = getattr(sections[prefix], name) if prefix in sections else _lookup(self, key)
                 raise ConfigError(key, f"{message}; got {value!r}")
         self._validate_registered_names()
-        from .models import MODEL_NAMES_HELP, is_known_model
-
         for index, name in enumerate(self.models):
             if not is_known_model(name):
                 raise ConfigError(f"models[{index}]", f"unknown model {name!r}; {MODEL_NAMES_HELP}")
@@ -355,9 +354,6 @@ class Config:
 
     def _validate_registered_names(self) -> None:
         """Names that select a registered implementation: data source, target kind, suites."""
-        from .data import DATA_SOURCES
-        from .labels import TARGET_KINDS
-
         source = DATA_SOURCES.get(self.data.dataset)
         if source is None:
             raise ConfigError("data.dataset", f"unknown data source {self.data.dataset!r}; registered: "
@@ -365,8 +361,6 @@ class Config:
         for key in source.required:
             if getattr(self.data, key) in (None, ""):
                 raise ConfigError(f"data.{key}", f"is required with dataset {self.data.dataset!r}")
-        from .evaluate import SUITES
-
         unknown = [name for name in self.evaluate.suites if name not in SUITES]
         if unknown:
             raise ConfigError("evaluate.suites", f"unknown suite {unknown[0]!r}; registered: {', '.join(SUITES)} "

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import __version__
 from .models import autocast, resolved_precision
+from .version import __version__
 
 
 def _code_version() -> str:

@@ -22,6 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..registries import DATA_SOURCES
+
 Loader = Callable  # (data_config, seed, test_only) -> (labeled ImageSet | None, Pool | None, test ImageSet)
 
 
@@ -32,7 +34,6 @@ class DataSource:
     required: tuple[str, ...]  # data.* keys that must be set for this source
 
 
-DATA_SOURCES: dict[str, DataSource] = {}
 
 
 def register_data_source(name: str, required: tuple[str, ...] = ()) -> Callable[[Loader], Loader]:

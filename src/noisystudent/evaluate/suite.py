@@ -20,6 +20,7 @@ import torch
 from ..config import EvaluateConfig
 from ..data import ImageSet
 from ..models import load_exported, predict_logits
+from ..registries import SUITES
 from .accuracy import topk_accuracy
 from .adversarial import adversarial_accuracy
 from .calibration import confusion_matrix, expected_calibration_error, per_class_accuracy
@@ -82,7 +83,6 @@ class SuiteContext:
 
 
 Suite = Callable[[SuiteContext], dict]
-SUITES: dict[str, Suite] = {}
 
 
 def register_suite(name: str) -> Callable[[Suite], Suite]:

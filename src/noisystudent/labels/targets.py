@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..registries import TARGET_KINDS
+
 TargetFunction = Callable[[pa.Table, int], tuple[np.ndarray, np.ndarray]]  # (table, stored k) -> (ids, probs)
 
 
@@ -31,7 +33,6 @@ class TargetKind:
     smoothed: bool = False  # its targets get the student's label_smoothing, as labeled ones do
 
 
-TARGET_KINDS: dict[str, TargetKind] = {}
 
 
 def register_target_kind(name: str, columns: tuple[str, ...],

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 import torch
 from tqdm.auto import tqdm
 
-from ..config import PRECISIONS
 from ..errors import UserError
+
+PRECISIONS = ("auto", "bf16", "fp32")  # `precision` in the config: set_precision says what each means
 
 
 def resolve_device(name: str) -> torch.device:

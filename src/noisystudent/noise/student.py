@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from ..config import NoiseConfig
 from .randaugment import RandAugment
+
+if TYPE_CHECKING:  # the config reads this package's registries: a runtime import would be a cycle
+    from ..config import NoiseConfig
 
 
 @dataclass(frozen=True)
