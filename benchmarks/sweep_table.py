@@ -38,6 +38,7 @@ from common import RESULTS, environment, write_result  # noqa: E402
 
 from noisystudent.cli import resolve_config  # noqa: E402
 from noisystudent.io import read_json  # noqa: E402
+from noisystudent.provenance import UNRECORDED  # noqa: E402
 from noisystudent.sweep import finished_run_folders, load_sweep, summarize  # noqa: E402
 
 
@@ -146,7 +147,7 @@ def main() -> None:
     sweep = load_sweep(args.sweep, resolve_config)
     table, folders = summarize(sweep), finished_run_folders(sweep)
     for variant, entry in table["variants"].items():
-        entry["code_by_seed"] = [args.code_commit if code == "unrecorded" and args.code_commit else code
+        entry["code_by_seed"] = [args.code_commit if code == UNRECORDED and args.code_commit else code
                                  for code in entry["code_by_seed"]]
         entry["selection"] = selection_summary([folders[variant, seed] for seed in entry["seeds"]])
     result = {"benchmark": args.result, **environment(), "sweep_file": str(args.sweep),
