@@ -10,7 +10,7 @@ variant (pairs made on one machine: noisystudent.sweep.summarize); `partial: tru
 each variant still needs when the sweep has not finished. Each run's selection stats are
 summarized too (kept share; on a mixed pool, the out-of-domain images kept and selected, and the
 estimated out-of-domain share). Runs record the commit they were made with; `--code-commit`
-names it for runs made before they did.
+names it for runs made before they did; `run_commits` lists them all.
 
 `--carry-from OLD.json` keeps the variants an earlier result of the same sweep has and these
 runs do not (their run folders lost), each with the commit it was made with and the reference
@@ -154,6 +154,11 @@ def main() -> None:
               "runs_made_with_commit": args.code_commit, "partial": bool(table["missing"]), **table}
     if args.carry_from:
         carry(result, json.loads(args.carry_from.read_text()), sweep.variants)
+    # a table whose runs come from several commits says so (results_table.py marks it)
+    result["run_commits"] = sorted({code[:7] + ("+dirty" if code.endswith("+dirty") else "")
+                                    for entry in result["variants"].values()
+                                    for code in entry.get("code_by_seed") or [entry.get("made_with_commit")]
+                                    if code and code != UNRECORDED})
     keep_runs(folders, RESULTS / "sweeps" / sweep.name)
     write_result(args.result, result)
 
