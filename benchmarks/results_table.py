@@ -14,15 +14,28 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+sys.path.insert(0, str(ROOT / "src"))
+
+from noisystudent.provenance import UNRECORDED  # noqa: E402
 
 
 def load(name: str) -> dict:
     return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def link(name: str) -> str:
+    """A committed result's link, marked where its numbers are not one clean commit's: made from a
+    checkout with uncommitted changes (`dirty`), or from runs of several commits (`run_commits`)."""
+    result = load(name)
+    marks = (["made with uncommitted changes"] if result.get("dirty") else []) + (
+        [f"runs of {len(result['run_commits'])} commits"] if len(result.get("run_commits", [])) > 1 else [])
+    return f"[{name}.json](benchmarks/results/{name}.json)" + "".join(f" ({mark})" for mark in marks)
 
 
 def pct(fraction: float) -> str:
@@ -32,6 +45,17 @@ def pct(fraction: float) -> str:
 def mean_std(summary: dict) -> str:
     """A mean and sample std over seeds (fractions) as points: '87.42 ± 0.31', or '87.42' for one seed."""
     return f"{100 * summary['mean']:.2f}" + (f" ± {100 * summary['std']:.2f}" if summary["std"] is not None else "")
+
+
+def pair(entry: dict) -> dict | None:
+    """A variant's paired difference against the reference, unless one of its pairs has a run
+    without a machine fingerprint (such runs pair with none: sweep.summarize; a result written
+    before that rule may still hold one). Carried rows have no per-seed machines: they were paired
+    against their own reference row, named beside them."""
+    machines = dict(zip(entry["seeds"], entry.get("machine_by_seed", [])))
+    if any(machines.get(seed) == UNRECORDED for seed in entry.get("paired_seeds", [])):
+        return None
+    return entry.get("vs_reference")
 
 
 def paired_difference(paired: dict | None) -> str:
@@ -48,14 +72,17 @@ LOOP_SETTINGS = {"no_augmentation_prefetch0": "without augmentation, batches bui
 
 
 # What the paper's ablation study found for each variant, against the full method (Xie et al.
-# 2020, its ablation section and appendix), and the sign it implies for "variant minus full":
-# -1 = worse than full, 0 = no claim.
+# 2020, its ablation section and appendix), and what it implies for "variant minus full":
+# -1 = worse than full, +1 = better, CLOSE = no clear difference, 0 = no claim.
+CLOSE = "close"
 PAPER_FINDINGS = {
     "no-noise": ("noise is essential: students without it gain far less", -1),
     "no-randaugment": ("removing each noise source hurts", -1),
     "no-dropout": ("removing each noise source hurts", -1),
     "no-stochastic-depth": ("removing each noise source hurts", -1),
-    "hard-labels": ("soft labels slightly better, mostly out of domain", -1),
+    # our pool is in domain (Fashion-MNIST's own images), where the paper finds the two close;
+    # soft labels are better out of domain (the out-of-domain sweep below)
+    "hard-labels": ("in domain, hard and soft labels are close", CLOSE),
     "ratio-1": ("not the paper's setting: the same passes over the pool, so 3x the steps", 0),
     "ratio-7": ("not the paper's setting: the same passes over the pool, so 3/7 of the steps", 0),
     "ratio-1-same-steps": ("a larger unlabeled batch ratio helps", -1),
@@ -70,26 +97,30 @@ PAPER_FINDINGS = {
 }
 
 
-def verdict(paired: dict | None, direction: int) -> str:
-    """Agreement of our paired difference with the paper's sign, and whether it is more than two
-    standard errors from 0."""
+def verdict(paired: dict | None, direction: int | str) -> str:
+    """Agreement of our paired difference with the paper's finding (its sign, or no clear
+    difference), and whether it is more than two standard errors from 0."""
     if not paired or paired["std"] is None:
         return "1 seed: no spread yet"
     standard_error = paired["std"] / paired["n"] ** 0.5
     clear = abs(paired["mean"]) > 2 * standard_error
     if direction == 0:
         return "no claim to test" + (" (a clear difference)" if clear else "")
+    if direction == CLOSE:
+        return "disagrees (> 2 SE)" if clear else "agrees (within 2 SE)"
     agrees = (paired["mean"] > 0) == (direction > 0)
     return f"{'agrees' if agrees else 'disagrees'}{' (> 2 SE)' if clear else ' (within 2 SE)'}"
 
 
 def sweep_status(table: dict) -> str:
-    """"complete", or how many runs are finished and how many more the sweep needs."""
+    """"complete", or how many runs are finished, how many more the sweep needs made and how many
+    pairs it still lacks (a made run lacks its pair until the reference runs on its machine)."""
     done = sum(len(entry["seeds"]) for variant, entry in table["variants"].items()
                if not variant.startswith(f"{table['reference']} ("))  # a carried reference repeats runs
     if not table["partial"]:
         return f"complete, {done} runs"
-    return f"PARTIAL: {done} run{'s' * (done != 1)} finished, {sum(table['missing'].values())} more to make"
+    return (f"PARTIAL: {done} run{'s' * (done != 1)} finished, {sum(table['to_make'].values())} more to make, "
+            f"{sum(table['missing'].values())} pairs missing")
 
 
 def carried_note(table: dict) -> str:
@@ -107,7 +138,7 @@ def ablation_lines() -> list[str]:
     reference = table["reference"]
     lines = ["", f"The paper's ablations at the quick demo's scale (`configs/sweeps/paper-ablations.yaml`: 500 labels, "
                  f"a 4,000-image pool, 2 rounds), {sweep_status(table)} "
-                 f"([paper_ablations.json](benchmarks/results/paper_ablations.json), runs made at commit "
+                 f"({link('paper_ablations')}, runs made at commit "
                  f"`{(table['runs_made_with_commit'] or table['commit'])[:7]}` and later{carried_note(table)}). "
                  f"Final test top-1, mean ± sample std over seeds; paired difference against `{reference}` on the same "
                  f"seed, each pair made on one machine (the same seed gives other numbers on another CPU, so "
@@ -115,7 +146,7 @@ def ablation_lines() -> list[str]:
              f"| variant | seeds | final top-1 (%) | vs {reference} (points) | the paper | we |", "|---|---|---|---|---|---|"]
     footnotes = {}
     for variant, entry in table["variants"].items():
-        final, paired = entry["final_top1"], entry.get("vs_reference")
+        final, paired = entry["final_top1"], pair(entry)
         difference = paired_difference(paired)
         against = entry.get("paired_against")
         if paired and against and against != reference:
@@ -132,13 +163,13 @@ def out_of_domain_lines() -> list[str]:
     status = sweep_status(table)
     lines = ["", f"Out-of-domain pool: the quick demo (one round) with rendered characters as 20% of the pool "
                  f"(`configs/sweeps/out-of-domain.yaml`), {status} "
-                 f"([out_of_domain.json](benchmarks/results/out_of_domain.json)). Out-of-domain images kept by the "
+                 f"({link('out_of_domain')}). Out-of-domain images kept by the "
                  f"filters (of the pool's), their share of the student's pseudo-labeled set, the share the teacher's "
                  f"energy estimates, and the final top-1 with its paired difference against `soft`:", "",
              "| variant | seeds | OOD kept | OOD share of selection | estimated OOD share | final top-1 (%) | vs soft (points) |",
              "|---|---|---|---|---|---|---|"]
     for variant, entry in table["variants"].items():
-        selection, final, paired = entry["selection"], entry["final_top1"], entry.get("vs_reference")
+        selection, final, paired = entry["selection"], entry["final_top1"], pair(entry)
         difference = paired_difference(paired)
         lines.append(f"| {variant} | {len(entry['seeds'])} | {selection['ood_kept']:.0f} of {selection['ood_in_pool']:.0f} "
                      f"| {100 * selection['ood_share_of_selection']:.1f}% | {100 * selection['estimated_ood_share']:.1f}% "
@@ -154,17 +185,19 @@ def rounds_table_lines(name: str, intro: str) -> list[str]:
     table = load(name)
     reference = table["reference"]
     rounds = max(len(entry["rounds"]) for entry in table["variants"].values())
-    lines = ["", f"{intro}, {sweep_status(table)} ([{name}.json](benchmarks/results/{name}.json)); top-1 (%), mean ± "
-                 f"sample std over seeds, and the final model's paired difference against `{reference}` on the same seeds "
-                 f"(pairs made on one machine):", "",
+    if reference in table["variants"]:
+        pairs, column = (f"and the final model's paired difference against `{reference}` on the same seeds (pairs made "
+                         f"on one machine)"), [f"vs {reference} (points)"]
+    else:  # nothing to pair with: no column of empty cells
+        pairs, column = f"no paired differences: no run of the reference `{reference}` has finished", []
+    lines = ["", f"{intro}, {sweep_status(table)} ({link(name)}); top-1 (%), mean ± sample std over seeds, {pairs}:", "",
              "| variant | seeds | teacher | " + "".join(f"round {k} | " for k in range(1, rounds + 1))
-             + f"vs {reference} (points) |", "|---|---|---|" + "---|" * rounds + "---|"]
+             + "".join(f"{header} | " for header in column), "|---|---|---|" + "---|" * (rounds + len(column))]
     for variant, entry in table["variants"].items():
-        paired = entry.get("vs_reference")
-        difference = paired_difference(paired)
         cells = [mean_std(summary) for summary in entry["rounds"]] + ["-"] * (rounds - len(entry["rounds"]))
+        cells += [paired_difference(pair(entry))] * len(column)
         lines.append(f"| {variant} | {len(entry['seeds'])} | {mean_std(entry['teacher_top1'])} | "
-                     + "".join(f"{cell} | " for cell in cells) + f"{difference} |")
+                     + "".join(f"{cell} | " for cell in cells))
     return lines
 
 
@@ -179,7 +212,7 @@ def demo_seeds_lines() -> list[str]:
     lines = ["", f"The demo against its target ({pct(table['target_top1'])} as the mean of {table['seeds_wanted']} seeds, "
                  f"each run within {table['budget_minutes_on_reference']:.0f} min scaled by the reference workload's speed), "
                  f"{state}, with `{' '.join(table['overrides']) or 'configs/demo.yaml as it is'}` "
-                 f"([demo_seeds.json](benchmarks/results/demo_seeds.json), "
+                 f"({link('demo_seeds')}, "
                  f"[demo_seeds.png](benchmarks/results/demo_seeds.png)):", "",
              "| seed | precision | teacher | " + "".join(f"round {k} | " for k in range(1, rounds + 1))
              + "stage minutes | budget here | reference img/s before / after |",
@@ -215,7 +248,7 @@ def plan_line(name: str, plan: dict) -> str:
             f"(ratio {plan['total_ratio']:.2f}); by stage: "
             + ", ".join(f"{s['stage']} {s['ratio']:.2f}" for s in plan["stages"] if s["ratio"] is not None)
             + f"; {plan['stages_within_30_percent']} of {plan['stages_total']} stages within 30% "
-            f"([{name}.json](benchmarks/results/{name}.json)).")
+            f"({link(name)}).")
 
 
 def results_lines() -> list[str]:
@@ -228,7 +261,7 @@ def results_lines() -> list[str]:
     lines = [
         f"The demo before AirNet (`configs/demo-resnet.yaml`): Fashion-MNIST, 1,000 labels (100 per class), the "
         f"other 59,000 training images unlabeled, seed {demo['seed']}, one run on {demo['machine']['cpu_count']} CPU cores "
-        f"(commit `{demo['commit'][:7]}`, [demo.json](benchmarks/results/demo.json)):",
+        f"(commit `{demo['commit'][:7]}`, {link('demo')}):",
         "",
         "| model | params | pseudo-label acc. | top-1 |",
         "|---|---|---|---|",
@@ -243,18 +276,18 @@ def results_lines() -> list[str]:
         f"Final student {demo['gain_points']:+.2f} points over the teacher, the whole run (training, labeling, "
         f"evaluation with robustness, report) in {demo['wall_seconds'] / 60:.1f} min (our target: +3.0 points "
         f"within 45 min). With 7 student epochs instead of 14 (commit `{shorter['commit'][:7]}`, "
-        f"[demo_student_7_epochs.json](benchmarks/results/demo_student_7_epochs.json)): "
+        f"{link('demo_student_7_epochs')}): "
         f"{pct(shorter['final_top1'])}, {shorter['gain_points']:+.2f} points, in {shorter['wall_seconds'] / 60:.1f} min.",
         "",
         "The demo's plain teacher is converged: trained alone for several schedules, its test "
-        "top-1 is flat ([teacher_sweep.json](benchmarks/results/teacher_sweep.json): "
+        f"top-1 is flat ({link('teacher_sweep')}: "
         + ", ".join(f"{r['teacher_epochs']} epochs {pct(r['teacher_top1'])}" for r in sweep["runs"])
         + f"); against the best of them the final student gains "
         f"{100 * (demo['final_top1'] - max(r['teacher_top1'] for r in sweep['runs'])):+.2f} points. "
         f"Choosing among them on the test set can only favour the teacher. {best_supervised_sentence(demo)}",
         "",
         f"Robustness, round-0 teacher = 100 for mCE and mFR, on {robust['images']} test images "
-        "([robustness.json](benchmarks/results/robustness.json)):",
+        f"({link('robustness')}):",
         "",
         "| | top-1 | mCE | mFR | FGSM at eps " + " / ".join(f"{round(float(k) * 255)}/255" for k in list(robust["teacher"]["fgsm"])[1:3])
         + " | ECE |",
@@ -268,9 +301,9 @@ def results_lines() -> list[str]:
     by_mode = {r["mode"]: r for r in select["runs"] if r["n_images"] == big["n_images"]}
     lines += [
         "",
-        "Scale and systems ([select_scale.json](benchmarks/results/select_scale.json), "
-        "[label_throughput.json](benchmarks/results/label_throughput.json), "
-        "[ddp_overhead.json](benchmarks/results/ddp_overhead.json)):",
+        f"Scale and systems ({link('select_scale')}, "
+        f"{link('label_throughput')}, "
+        f"{link('ddp_overhead')}):",
         "",
         f"- Selection over a synthetic store of {big['n_images']:,} images x {select['classes']} classes (top-{select['top_k']}): "
         + "; ".join(f"{mode} {r['seconds']:.1f} s, peak RSS {r['peak_rss_bytes'] / 2**30:.2f} GiB "
@@ -298,7 +331,7 @@ def results_lines() -> list[str]:
         f"- The training loop against a bare PyTorch loop on batches made in advance ({loop['model']}, "
         f"{loop['batch']['labeled']} + {loop['batch']['unlabeled']} images a step, same threads): "
         + "; ".join(f"{LOOP_SETTINGS[name]} {entry['ratio']:.2f}x" for name, entry in loop["settings"].items())
-        + " ([loop_overhead.json](benchmarks/results/loop_overhead.json)).",
+        + f" ({link('loop_overhead')}).",
         f"- bf16 autocast against fp32 on this CPU ("
         + ("with native bf16 units, so `precision=auto` takes bf16; " if precision["cpu_bf16"]["avx512_bf16"]
            or precision["cpu_bf16"]["amx"] else "without bf16 units, so `precision=auto` stays fp32; ")
@@ -306,13 +339,13 @@ def results_lines() -> list[str]:
         f"{precision['repeats']} paired repeats): "
         + "; ".join(f"{name} training {entry['training']['bf16_speedup']:.2f}x, labeling "
                     f"{entry['labeling']['bf16_speedup']:.2f}x" for name, entry in precision["models"].items())
-        + " ([cpu_precision.json](benchmarks/results/cpu_precision.json)).",
+        + f" ({link('cpu_precision')}).",
         f"- Memory: a short training stage on a labeled folder of {int(small):,} images peaks at "
         f"{memory['sizes'][small]['peak_rss_mb_cached']:.0f} MB, on {int(large):,} images at "
         f"{memory['sizes'][large]['peak_rss_mb_cached']:.0f} MB (+{memory['growth_mb_cached']:.0f} MB; while decoding "
         f"into the cache: +{memory['growth_mb_decoding']:.0f} MB); the {int(large):,} images take "
         f"{memory['sizes'][large]['cache_bytes'] / 2**20:.0f} MiB of cache on disk "
-        f"([labeled_memory.json](benchmarks/results/labeled_memory.json)).",
+        f"({link('labeled_memory')}).",
     ]
     lines += [plan_line(name, load(name)) for name in ("plan_accuracy", "plan_accuracy_demo")
               if (RESULTS / f"{name}.json").is_file()]
@@ -346,7 +379,7 @@ def speed_lines() -> list[str]:
     lines = ["", f"How much each recipe learns per CPU minute: supervised on all 60,000 true labels, one run per "
                  f"schedule length, minutes of training scaled to the reference machine "
                  f"({'PARTIAL' if table['partial'] else 'complete'}, "
-                 f"[speed_to_accuracy.json](benchmarks/results/speed_to_accuracy.json); top-1 (%), mean ± sample "
+                 f"{link('speed_to_accuracy')}; top-1 (%), mean ± sample "
                  f"std where a schedule ran {len(table['final_seeds'])} seeds):", "",
              "| recipe | " + " | ".join(f"{epochs} epochs" for epochs in table["schedule_epochs"])
              + f" | minutes to {pct(table['target_top1'])} |",
@@ -378,7 +411,7 @@ def margin_sentence(margin: dict) -> str:
     return (f"Paired by seed over {len(pairs)} seed{'s' * (len(pairs) > 1)}{' (PARTIAL)' if margin['partial'] else ''}, "
             f"the demo's final student against the best supervised schedule, `{margin['baseline_variant']}`: "
             f"{margin['margin_mean']:+.2f}{spread} points (target {margin['target_points']:+.1f}); {verdict} "
-            f"([method_margin.json](benchmarks/results/method_margin.json)).")
+            f"({link('method_margin')}).")
 
 
 def parity_lines() -> list[str]:
@@ -386,7 +419,7 @@ def parity_lines() -> list[str]:
     parity = load("official_parity")
     return [
         f"`benchmarks/official_parity.py` re-derives each official formula from its source and compares it with ours "
-        f"on a hand-made case ([official_parity.json](benchmarks/results/official_parity.json), commit "
+        f"on a hand-made case ({link('official_parity')}, commit "
         f"`{parity['commit'][:7]}`): {parity['matched']} of {parity['rows_total']} rows match (RandAugment at M=27, "
         f"RMSProp, the schedule, EMA, BatchNorm, weight decay, loss weighting, dropout, the paper preset, mCE). "
         f"The others:",
@@ -445,9 +478,7 @@ def headline_lines() -> list[str]:
     per_class = seeds["config"]["data"]["labels_per_class"]
     lines = [f"Fashion-MNIST, {10 * per_class:,} labels ({per_class} per class), the other {60_000 - 10 * per_class:,} "
              f"training images as the unlabeled pool; top-1 on the test set, mean ± sample std over seeds "
-             "([demo_seeds.json](benchmarks/results/demo_seeds.json), "
-             "[supervised_plateau.json](benchmarks/results/supervised_plateau.json), "
-             "[student_ceiling_airnet.json](benchmarks/results/student_ceiling_airnet.json)):", "",
+             f"({link('demo_seeds')}, {link('supervised_plateau')}, {link('student_ceiling_airnet')}):", "",
              "| model | trained on | seeds | top-1 (%) |", "|---|---|---|---|"]
     lines += [f"| {model} | {trained_on} | {summary['n']} | {mean_std(summary)} |"
               for row_function in HEADLINE_ROWS for model, trained_on, summary in row_function()]

@@ -10,7 +10,7 @@ variant (pairs made on one machine: noisystudent.sweep.summarize); `partial: tru
 each variant still needs when the sweep has not finished. Each run's selection stats are
 summarized too (kept share; on a mixed pool, the out-of-domain images kept and selected, and the
 estimated out-of-domain share). Runs record the commit they were made with; `--code-commit`
-names it for runs made before they did.
+names it for runs made before they did; `run_commits` lists them all.
 
 `--carry-from OLD.json` keeps the variants an earlier result of the same sweep has and these
 runs do not (their run folders lost), each with the commit it was made with and the reference
@@ -38,6 +38,7 @@ from common import RESULTS, environment, write_result  # noqa: E402
 
 from noisystudent.cli import resolve_config  # noqa: E402
 from noisystudent.io import read_json  # noqa: E402
+from noisystudent.provenance import UNRECORDED  # noqa: E402
 from noisystudent.sweep import finished_run_folders, load_sweep, summarize  # noqa: E402
 
 
@@ -146,13 +147,18 @@ def main() -> None:
     sweep = load_sweep(args.sweep, resolve_config)
     table, folders = summarize(sweep), finished_run_folders(sweep)
     for variant, entry in table["variants"].items():
-        entry["code_by_seed"] = [args.code_commit if code == "unrecorded" and args.code_commit else code
+        entry["code_by_seed"] = [args.code_commit if code == UNRECORDED and args.code_commit else code
                                  for code in entry["code_by_seed"]]
         entry["selection"] = selection_summary([folders[variant, seed] for seed in entry["seeds"]])
     result = {"benchmark": args.result, **environment(), "sweep_file": str(args.sweep),
               "runs_made_with_commit": args.code_commit, "partial": bool(table["missing"]), **table}
     if args.carry_from:
         carry(result, json.loads(args.carry_from.read_text()), sweep.variants)
+    # a table whose runs come from several commits says so (results_table.py marks it)
+    result["run_commits"] = sorted({code[:7] + ("+dirty" if code.endswith("+dirty") else "")
+                                    for entry in result["variants"].values()
+                                    for code in entry.get("code_by_seed") or [entry.get("made_with_commit")]
+                                    if code and code != UNRECORDED})
     keep_runs(folders, RESULTS / "sweeps" / sweep.name)
     write_result(args.result, result)
 

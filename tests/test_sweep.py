@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from noisystudent.cli import main
+from noisystudent.provenance import UNRECORDED
+from noisystudent.sweep import Sweep, summarize
 
 
 def write_sweep(tmp_path: Path, tiny_idx_root: Path, variants: str) -> Path:
@@ -180,7 +182,27 @@ def test_the_numerics_fingerprint_is_stable_and_leaves_the_random_state_alone():
     finally:
         torch.set_num_threads(threads)
     assert machine_key({"provenance": {"machine": {"numerics": one}}}) == one
-    assert machine_key({"name": "made before provenance was recorded"}) == "unrecorded"
+    assert machine_key({"name": "made before provenance was recorded"}) == UNRECORDED
+
+
+def test_runs_without_a_fingerprint_never_pair_and_unmade_runs_are_counted_apart(tmp_path):
+    """Two runs that both recorded no fingerprint may come from two machines: no pair. `missing`
+    counts the pairs a variant lacks; `to_make`, the runs nobody has made."""
+    def finished(run, final, numerics=None):
+        summary = {"teacher_top1": 0.8, "rounds": [{"student_top1": final}], "final_top1": final}
+        if numerics:
+            summary["provenance"] = {"code": "abc", "machine": {"numerics": numerics}}
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "summary.json").write_text(json.dumps(summary))
+
+    finished("full-seed0", 0.85), finished("hard-seed0", 0.84)  # before fingerprints: unrecorded, both
+    finished("full-seed1", 0.86, "cpu-a"), finished("hard-seed1", 0.87, "cpu-a")
+    table = summarize(Sweep("s", tmp_path, "full", ["full", "hard", "ratio-1"], [0, 1, 2], runs=[]))
+    hard = table["variants"]["hard"]
+    assert hard["paired_seeds"] == [1] and hard["vs_reference"]["mean"] == pytest.approx(0.01)
+    assert hard["machine_by_seed"] == [UNRECORDED, "cpu-a"]
+    assert table["missing"] == {"full": 1, "hard": 2, "ratio-1": 3}, "pairs: hard's seed 0 is made but unpaired"
+    assert table["to_make"] == {"full": 1, "hard": 1, "ratio-1": 3}, "runs: seed 2 of each, all of ratio-1"
 
 
 def _entry(seeds, finals, per_seed=True, **extra):

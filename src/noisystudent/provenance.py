@@ -84,6 +84,16 @@ def provenance(device: torch.device) -> dict:
             "machine": _machine(str(device), torch.get_num_threads(), resolved_precision(device))}
 
 
+UNRECORDED = "unrecorded"
+
+
 def machine_key(summary: dict) -> str:
-    """The numerics fingerprint a run's summary recorded; "unrecorded" for runs made before it was."""
-    return summary.get("provenance", {}).get("machine", {}).get("numerics", "unrecorded")
+    """The numerics fingerprint a run's summary recorded; UNRECORDED for runs made before it was."""
+    return summary.get("provenance", {}).get("machine", {}).get("numerics", UNRECORDED)
+
+
+def same_machine(summary: dict, other: dict) -> bool:
+    """Whether two runs were made on one machine, so that their difference measures the settings.
+    A run that recorded no fingerprint pairs with none: runs of one commit made before the
+    fingerprint existed ran on several machines, and nothing says which."""
+    return machine_key(summary) == machine_key(other) != UNRECORDED

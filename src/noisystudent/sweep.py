@@ -41,7 +41,7 @@ from pathlib import Path
 from .config import Config, dump_yaml, load_config, read_yaml_mapping
 from .errors import UserError
 from .io import atomic_write, read_json, write_json, write_text
-from .provenance import machine_key
+from .provenance import UNRECORDED, machine_key, same_machine
 from .runs import SUMMARY
 
 
@@ -206,19 +206,23 @@ def summarize(sweep: Sweep) -> dict:
 
     A pair needs both runs made on the same machine (the same numerics fingerprint, provenance.py):
     across machines the same seed does not give the same model, so such a pair would measure the
-    machines. A sweep continued on another machine therefore runs the reference again there, on
+    machines; a run without a fingerprint never pairs. A sweep continued on another machine therefore runs the reference again there, on
     new seeds (`--seeds`), and every variant it adds pairs with those. A variant is complete when
-    it has as many runs (paired runs, for all but the reference) as the sweep file has seeds."""
+    it has as many runs (paired runs, for all but the reference) as the sweep file has seeds:
+    `missing` counts the pairs each variant still lacks, `to_make` the runs it has not made at all
+    (an unpaired run is made, yet missing: its pair needs a reference run on its machine)."""
     summaries = finished_runs(sweep)
-    table = {"sweep": sweep.name, "reference": sweep.reference, "variants": {}, "missing": {}}
+    table = {"sweep": sweep.name, "reference": sweep.reference, "variants": {}, "missing": {}, "to_make": {}}
     for variant in sweep.variants:
         seeds = sorted(seed for (v, seed) in summaries if v == variant)
         rows = [summaries[variant, seed] for seed in seeds]
         paired_seeds = [seed for seed in seeds if (sweep.reference, seed) in summaries
-                        and machine_key(summaries[sweep.reference, seed]) == machine_key(summaries[variant, seed])]
+                        and same_machine(summaries[sweep.reference, seed], summaries[variant, seed])]
         counted = len(seeds) if variant == sweep.reference else len(paired_seeds)
         if counted < len(sweep.seeds):
             table["missing"][variant] = len(sweep.seeds) - counted
+        if len(seeds) < len(sweep.seeds):
+            table["to_make"][variant] = len(sweep.seeds) - len(seeds)
         if not seeds:
             continue
         per_round = [[s["teacher_top1"]] + [r["student_top1"] for r in s["rounds"]] for s in rows]
@@ -228,7 +232,7 @@ def summarize(sweep: Sweep) -> dict:
                  "final_top1_by_seed": [s["final_top1"] for s in rows],  # in `seeds` order: pairable later
                  "gain": _mean_std([s["final_top1"] - s["teacher_top1"] for s in rows]),
                  "machine_by_seed": [machine_key(s) for s in rows],
-                 "code_by_seed": [s.get("provenance", {}).get("code", "unrecorded") for s in rows]}
+                 "code_by_seed": [s.get("provenance", {}).get("code", UNRECORDED) for s in rows]}
         if variant != sweep.reference and paired_seeds:
             entry["vs_reference"] = _mean_std([summaries[variant, seed]["final_top1"] -
                                                summaries[sweep.reference, seed]["final_top1"] for seed in paired_seeds])
