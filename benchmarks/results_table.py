@@ -443,7 +443,8 @@ def demo_rows() -> list[tuple[str, str, dict]]:
     """The demo's teacher and each round's student over the seeds of demo_seeds.json."""
     table = load("demo_seeds")
     models, seeds = table["config"]["models"], list(table["seeds"].values())
-    rows = [(f"teacher `{models[0]}`", "the labeled images alone",
+    noised = ", noised" if table["config"]["noise"]["teacher"] else ""
+    rows = [(f"teacher `{models[0]}`", f"the labeled images alone{noised}",
              over_seeds([entry["teacher_top1"] for entry in seeds]))]
     rows += [(f"student round {k} `{models[k]}`", "labeled images + the previous model's pseudo labels, noised",
               over_seeds([entry["rounds"][k - 1] for entry in seeds])) for k in range(1, len(models))]
@@ -451,13 +452,15 @@ def demo_rows() -> list[tuple[str, str, dict]]:
 
 
 def supervised_rows() -> list[tuple[str, str, dict]]:
-    """The supervised plateau's best variant among those with the most seeds, and its best overall."""
-    variants = load("supervised_plateau")["variants"]
+    """The supervised plateau's best variant among those with the most seeds, and its best overall
+    (what each variant changes: its sweep file)."""
+    table = load("supervised_plateau")
+    variants = table["variants"]
     most_seeds = max(entry["teacher_top1"]["n"] for entry in variants.values())
     best = lambda names: max(names, key=lambda name: variants[name]["teacher_top1"]["mean"])  # noqa: E731
     shown = dict.fromkeys([best([name for name, entry in variants.items() if entry["teacher_top1"]["n"] == most_seeds]),
                            best(variants)])
-    return [(f"supervised `{name}`", "the labeled images alone, the teacher's model with the student's noise",
+    return [(f"supervised `{name}`", f"the labeled images alone (`{table['sweep_file']}`)",
              variants[name]["teacher_top1"]) for name in shown]
 
 

@@ -5,6 +5,7 @@ import csv
 import importlib
 import json
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -27,6 +28,21 @@ def weights(tmp_path):
 def test_class_names_and_image_size_travel_with_the_weights(weights):
     spec = load_exported(weights).spec
     assert spec.classes == tuple(COLORS) and spec.image_size == 16
+
+
+def test_predict_in_python_takes_files_or_their_pixels_and_ranks_by_name(tmp_path, weights):
+    from noisystudent import predict
+
+    make_tree(tmp_path / "images", 1, seed=5)
+    files = sorted((tmp_path / "images").rglob("*.png"))
+    model = load_exported(weights)
+    by_file = predict(model, files, top_k=2, batch_size=2)
+    pixels = torch.from_numpy(np.stack([decode_image(path, 16, 3) for path in files]))
+    assert predict(model, pixels, top_k=2) == by_file
+    logits = predict_logits(model, pixels, 8, torch.device("cpu"))
+    for ranked, row in zip(by_file, logits.softmax(dim=1)):
+        assert [name for name, _ in ranked] == [list(COLORS)[i] for i in row.topk(2).indices]
+        assert ranked[0][1] >= ranked[1][1]
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
