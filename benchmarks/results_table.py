@@ -98,7 +98,9 @@ PAPER_FINDINGS = {
 def verdict(paired: dict | None, direction: int | str) -> str:
     """Agreement of our paired difference with the paper's finding (its sign, or no clear
     difference), and whether it is more than two standard errors from 0."""
-    if not paired or paired["std"] is None:
+    if not paired:
+        return "no pair on one machine yet"
+    if paired["std"] is None:
         return "1 seed: no spread yet"
     standard_error = paired["std"] / paired["n"] ** 0.5
     clear = abs(paired["mean"]) > 2 * standard_error
@@ -188,14 +190,14 @@ def rounds_table_lines(name: str, intro: str) -> list[str]:
                          f"on one machine)"), [f"vs {reference} (points)"]
     else:  # nothing to pair with: no column of empty cells
         pairs, column = f"no paired differences: no run of the reference `{reference}` has finished", []
+    row = lambda cells: "| " + " | ".join(cells) + " |"  # noqa: E731
     lines = ["", f"{intro}, {sweep_status(table)} ({link(name)}); top-1 (%), mean ± sample std over seeds, {pairs}:", "",
-             "| variant | seeds | teacher | " + "".join(f"round {k} | " for k in range(1, rounds + 1))
-             + "".join(f"{header} | " for header in column), "|---|---|---|" + "---|" * (rounds + len(column))]
+             row(["variant", "seeds", "teacher", *(f"round {k}" for k in range(1, rounds + 1)), *column]),
+             "|---|---|---|" + "---|" * (rounds + len(column))]
     for variant, entry in table["variants"].items():
         cells = [mean_std(summary) for summary in entry["rounds"]] + ["-"] * (rounds - len(entry["rounds"]))
         cells += [paired_difference(pair(entry))] * len(column)
-        lines.append(f"| {variant} | {len(entry['seeds'])} | {mean_std(entry['teacher_top1'])} | "
-                     + "".join(f"{cell} | " for cell in cells))
+        lines.append(row([variant, str(len(entry["seeds"])), mean_std(entry["teacher_top1"]), *cells]))
     return lines
 
 
