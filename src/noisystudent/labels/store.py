@@ -32,6 +32,7 @@ index % world_size == rank.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -47,10 +48,11 @@ from tqdm.auto import tqdm
 
 from ..config import LabelConfig
 from ..data import Pool
+from ..data.shards import DAMAGED_SHARD
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
-from ..io import atomic_write, changed_keys, lookup, read_json, remove_stale_temps, write_json
-from ..models import exported_weights_file, inference, load_exported, noised_inference, to_model_input
+from ..io import atomic_write, changed_keys, exclusive_lock, lookup, read_json, remove_stale_temps, write_json
+from ..models import check_model_fits, exported_weights_file, inference, load_exported, noised_inference, to_model_input
 from ..noise import StudentNoise
 
 HEADER, MANIFEST = "header.json", "manifest.json"
@@ -115,6 +117,15 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
     check_store_header(out_dir, header)  # finished or not: a store is only reused by what made it
     if (out_dir / MANIFEST).is_file():
         return store
+    with exclusive_lock(out_dir) if distributed.is_main else contextlib.nullcontext():  # one command at a time
+        check_store_header(out_dir, header)  # again: another may have begun it before this one held it
+        _label_shards(teacher, pool, config, out_dir, device, header, distributed, noise)
+    return store
+
+
+def _label_shards(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
+                  header: dict, distributed: Distributed, noise: StudentNoise | None) -> None:
+    """pseudo_label's work, once its store is checked and held: the missing shards, then the manifest."""
     if distributed.is_main:
         write_json(out_dir / HEADER, header)
         remove_stale_temps(out_dir)  # before any rank writes again
@@ -136,7 +147,6 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
     if distributed.is_main:
         write_manifest(out_dir, header, shard_infos)
     distributed.barrier()
-    return store
 
 
 def check_store_header(out_dir: Path, header: dict) -> None:
@@ -201,6 +211,8 @@ def label_with_weights(weights: Path, pool: Pool, config: LabelConfig, out_dir: 
     noise (dropout 0, stochastic depth off; with `noise`, the noised-teacher ablation's), the
     weights file's hash as the teacher's identity."""
     teacher, teacher_hash = load_labeling_teacher(weights, noise)
+    check_model_fits(teacher.spec, pool.classes, pool.channels, weights, "the unlabeled pool's data",
+                     "label with a teacher trained on these classes, or give the config of its data (--config)")
     return pseudo_label(teacher, pool, config, out_dir, device, teacher_hash=teacher_hash,
                         distributed=distributed, noise=noise)
 
@@ -213,6 +225,13 @@ def load_labeling_teacher(weights: Path, noise: StudentNoise | None = None) -> t
     path = exported_weights_file(weights)
     teacher = load_exported(path) if noise is None else load_exported(path, noise.dropout, noise.survival_prob)
     return teacher, file_sha256(path)
+
+
+def damaged_shards(manifest: dict) -> list[str]:
+    """Why each damaged pool shard stopped: each counts as one undecodable item, yet lost at least
+    that many samples, so every command and report names them rather than leave them in a count."""
+    return [entry["reason"] for shard in manifest["shards"] for entry in shard["bad_files"]
+            if entry["id"].endswith(DAMAGED_SHARD)]
 
 
 def write_manifest(out_dir: Path, header: dict, shard_infos: list[dict]) -> None:
