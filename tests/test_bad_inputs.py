@@ -407,7 +407,7 @@ CASES = {
     "plan of a config not UTF-8": Case(lambda tmp, _: (["plan", latin1_config(tmp, _)[0][1], "--no-probe"], None),
                                        r"latin1\.yaml is not UTF-8 text"),
     "no such bundled config": Case(lambda tmp, _: (["config", "nosuch"], None),
-                                   r"config nosuch: no such file, nor a bundled config of that name; bundled: demo, "
+                                   r"config nosuch: no such file, nor a bundled config of that name; bundled: demo, demo-resnet, "
                                    r"imagenet-paper, imagenet-paper-v1, smoke"),
     "report of a missing folder": Case(lambda tmp, _: (["report", str(tmp / "runs" / "nosuch")], None),
                                        r"run folder .*nosuch not found; give a run's folder"),
