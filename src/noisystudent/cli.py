@@ -102,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_label(args: argparse.Namespace) -> int:
     from .config import load_config
-    from .data import load_splits
+    from .data import hold_out_reference, load_splits
     from .distributed import init_from_environment
     from .labels import label_with_weights
     from .models import resolve_device, set_compute
@@ -110,9 +110,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     set_compute(config.threads, config.precision)
     distributed, device_name = init_from_environment(config.device)
-    _, unlabeled, _ = load_splits(config.data, config.seed, cache_dir=config.image_cache())
+    labeled, unlabeled, _ = load_splits(config.data, config.seed, cache_dir=config.image_cache())
+    labeled, reference = hold_out_reference(labeled, config.data.reference_fraction, config.seed)  # as a run's
     store = label_with_weights(args.teacher, unlabeled, config.labels, args.output, resolve_device(device_name),
-                               distributed)
+                               distributed, labeled=labeled, reference=reference)
     if distributed.is_main:
         manifest = store.manifest
         print(f"{manifest['count']} images in {len(manifest['shards'])} shards, top-{manifest['stored_k']} per image: "

@@ -26,24 +26,23 @@ import numpy as np
 import torch
 
 from .config import INIT_FROM_TEACHER, Config, SelectionConfig, TrainConfig, dump_yaml
-from .data import OOD_LABEL, ImageSet, Pool, load_splits
+from .data import OOD_LABEL, ImageSet, Pool, hold_out_reference, load_splits
 from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
 from .io import read_json, remove_stale_temps, write_json, write_text
-from .labels import (SELECTION_FILE, LabelStore, OutOfDomain, PseudoLabeledSet, energy, gather_selected_images,
+from .labels import (SELECTION_FILE, LabelStore, OutOfDomain, PseudoLabeledSet, gather_selected_images,
                      load_labeling_teacher, load_pseudo_labeled, pseudo_label, read_selection, select_from_store)
+from .labels.selection import FLAG_QUANTILE
+from .labels.store import check_format
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
-                     predict_logits, resolve_device, resolved_precision, set_compute)
+                     resolve_device, resolved_precision, set_compute)
 from .noise import RandAugment, student_noise
 from .provenance import provenance
 from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, Stage, plan_run, run_dir, teacher_dir
-from .summary import fraction, format_summary, robustness_summary, round_summary
+from .summary import describe_selection, fraction, format_summary, robustness_summary, round_summary
 from .train import train_model
 
-
-LABELED_ENERGY = "labeled_energy.npy"  # in the label stage: the teacher's energies on the labeled images
-OOD_REFERENCE_QUANTILE = 0.99  # the quantile the stats estimate the out-of-domain share at, when not filtering
 
 
 def in_domain_accuracy(argmax: np.ndarray, truth: np.ndarray, copies: np.ndarray | None = None) -> float | None:
@@ -60,20 +59,27 @@ def out_of_domain_truth(store: LabelStore, truth: np.ndarray, rows: np.ndarray, 
     out = truth == OOD_LABEL
     kept = store.column("confidence") >= threshold
     if out_of_domain.drop:
-        kept &= store.column("energy") <= out_of_domain.max_energy
+        kept &= store.column("ood_score") <= out_of_domain.threshold
     return {"in_pool": int(out.sum()), "kept": int((kept & out).sum()), "kept_in_domain": int((kept & ~out).sum()),
             "selected_unique": int(out[rows].sum()), "selected_with_copies": int(copies[out[rows]].sum()),
             "selected_total": int(copies.sum())}
 
 
-def select_and_gather(store: LabelStore, folder: Path, pool: Pool, labeled_energy: np.ndarray,
+def select_and_gather(store: LabelStore, folder: Path, pool: Pool, reference: np.ndarray | None,
                       selection: SelectionConfig, num_classes: int, batch_size: int, seed: int) -> dict:
     """The selection stage's work, into `folder`: filter and balance (streamed over the store),
     the stats (with the pool's hidden labels, where it has them), then the selected images
-    gathered in `selection.storage`. `noisystudent plan` times this very function."""
-    quantile = selection.ood_quantile if selection.ood_quantile is not None else OOD_REFERENCE_QUANTILE
-    out_of_domain = OutOfDomain(float(np.quantile(labeled_energy, quantile)), quantile,
-                                drop=selection.ood_quantile is not None)
+    gathered in `selection.storage`. `reference` is the held-out reference's out-of-domain scores
+    (None: no reference, so no out-of-domain stats). `noisystudent plan` times this very function."""
+    check_format(store.root, store.manifest)
+    out_of_domain = None
+    if reference is not None and len(reference):
+        quantile = selection.ood_quantile if selection.ood_quantile is not None else FLAG_QUANTILE
+        out_of_domain = OutOfDomain(reference, quantile, drop=selection.ood_quantile is not None,
+                                    score=store.manifest["ood_score"])
+    elif selection.ood_quantile is not None:
+        raise UserError(f"selection.ood_quantile is set, but {store.root} has no reference scores (labeled without "
+                        f"held-out images: data.reference_fraction > 0 gives them)")
     stats = select_from_store(store, folder / SELECTION_FILE, num_classes, selection.confidence_threshold,
                               selection.images_per_class, selection.mode, seed=seed, out_of_domain=out_of_domain)
     truth = pool.truth
@@ -89,7 +95,7 @@ def select_and_gather(store: LabelStore, folder: Path, pool: Pool, labeled_energ
                         f"{selection.confidence_threshold}{also}; lower it")
     if truth is not None:
         stats["selected_pseudo_label_accuracy"] = in_domain_accuracy(store.column("argmax")[rows], truth[rows], copies)
-        if (truth == OOD_LABEL).any():
+        if (truth == OOD_LABEL).any() and out_of_domain is not None:
             stats["out_of_domain_truth"] = out_of_domain_truth(store, truth, rows, copies,
                                                                selection.confidence_threshold, out_of_domain)
     gather_selected_images(pool, store, folder, batch_size, selection.storage)
@@ -107,8 +113,9 @@ class Pipeline:
         self.run_dir = run_dir(config)
         self.device = resolve_device(device_name)
         set_compute(config.threads, config.precision)
-        self.labeled, self.unlabeled, self.test = load_splits(config.data, config.seed,
-                                                              cache_dir=config.image_cache())
+        labeled, self.unlabeled, self.test = load_splits(config.data, config.seed, cache_dir=config.image_cache())
+        # the reference is held out of every model's training: the images the out-of-domain scores are read against
+        self.labeled, self.reference = hold_out_reference(labeled, config.data.reference_fraction, config.seed)
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -218,7 +225,8 @@ class Pipeline:
         if size == self.labeled.images.shape[-1]:
             return self.labeled
         data = dataclasses.replace(self.config.data, image_size=size)
-        return load_splits(data, self.config.seed, cache_dir=self.config.image_cache())[0]
+        labeled = load_splits(data, self.config.seed, cache_dir=self.config.image_cache())[0]
+        return hold_out_reference(labeled, data.reference_fraction, self.config.seed)[0]
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
         if not stage.is_done():  # every rank labels its share of the shards
@@ -229,7 +237,8 @@ class Pipeline:
             noise = student_noise(self.config.noise) if self.config.noise.labeling else None  # an ablation only
             teacher, teacher_hash = load_labeling_teacher(teacher_dir, noise)
             store = pseudo_label(teacher, self.unlabeled, self.config.labels, stage.path, self.device,
-                                 teacher_hash=teacher_hash, distributed=self.distributed, noise=noise)
+                                 teacher_hash=teacher_hash, distributed=self.distributed, noise=noise,
+                                 labeled=self.labeled, reference=self.reference)
             if self.distributed.is_main:
                 truth = self.unlabeled.truth  # only Fashion-MNIST's pool has one; your own images do not
                 manifest = store.manifest
@@ -238,12 +247,6 @@ class Pipeline:
                              store.column("argmax"), truth)}
                 if truth is not None and (truth == OOD_LABEL).any():
                     stats["out_of_domain_in_pool"] = int((truth == OOD_LABEL).sum())
-                # the teacher's out-of-domain scores on images it knows are in domain: the
-                # selection's reference for its out-of-domain threshold
-                # (in eval mode: un-noised, also in the noised-labeling ablation)
-                logits = predict_logits(teacher, self.labeled.images, self.config.labels.batch_size, self.device,
-                                        desc="labeled energies")
-                np.save(stage.path / LABELED_ENERGY, energy(logits).numpy())
                 write_json(stage.path / "stats.json", stats)
                 stage.mark_done()
             self.record_time(stage, "labels", started)
@@ -257,7 +260,7 @@ class Pipeline:
             started = time.perf_counter()
             stage.begin()
             remove_stale_temps(stage.path)  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
-            stats = select_and_gather(store, stage.path, self.unlabeled, np.load(store.root / LABELED_ENERGY),
+            stats = select_and_gather(store, stage.path, self.unlabeled, store.reference_scores,
                                       self.config.selection, self.labeled.num_classes, self.config.labels.batch_size,
                                       self.config.seed)
             write_json(stage.path / "stats.json", stats)
@@ -324,8 +327,10 @@ class Pipeline:
         label_stats = self.label_stage(plan.labels, teacher.path)
         store = LabelStore(plan.labels.path)
         selection_stats = self.selection_stage(plan.selection, store)
-        self.log(f"  pseudo labels: accuracy {fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
-                 f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
+        self.log(f"  pseudo labels: accuracy {fraction(label_stats['pseudo_label_accuracy'])} on the pool; "
+                 f"{describe_selection(selection_stats)}")
+        for warning in selection_stats["warnings"]:
+            self.log(f"  warning: {warning}")
         output_eval = self.student_stage((plan.student, plan.student_eval), plan.index, store, plan.selection.path,
                                          teacher.path)
         if plan.finetune is not None:

@@ -173,13 +173,13 @@ def probe_selection(config: Config, pool, num_classes: int, folder: Path,
         # the label stage's own code: undecodable images are left out of the store, as in a run
         store = pseudo_label(ConfidentGuesser(num_classes, generator), prefix, config.labels, folder / f"store-{size}",
                              torch.device("cpu"))
-        labeled_energy = energy(confident_logits(1000, num_classes, generator)).numpy()
+        reference = energy(confident_logits(1000, num_classes, generator)).numpy()  # the stand-in store's score
         best = math.inf
         for attempt in range(3):
             selection = folder / f"selection-{size}-{attempt}"
             selection.mkdir(parents=True)
             started = time.perf_counter()
-            select_and_gather(store, selection, prefix, labeled_energy, config.selection, num_classes,
+            select_and_gather(store, selection, prefix, reference, config.selection, num_classes,
                               config.labels.batch_size, config.seed)
             best = min(best, time.perf_counter() - started)
             shutil.rmtree(selection)  # pixels at a large resolution are GBs

@@ -185,7 +185,7 @@ def plan_run(config: Config) -> RunPlan:
     for k in range(1, config.rounds + 1):
         labels = Stage(stage_dir(run, k, "labels"), {
             "upstream": previous.inputs_hash, **common,
-            "labels": {key: getattr(config.labels, key) for key in ("temperature", "top_k", "shard_size")},
+            "labels": {key: getattr(config.labels, key) for key in ("temperature", "top_k", "shard_size", "ood_score")},
             **({"noise": asdict(config.noise)} if config.noise.labeling else {})})  # the noised-teacher ablation
         selection = Stage(stage_dir(run, k, "selection"), {"upstream": labels.inputs_hash,
                                                            "selection": selection_inputs})

@@ -282,13 +282,23 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (pooled, before the classifier): what the feature-space
+        out-of-domain scores read (labels/ood.py)."""
         spec = self.spec
         if not self.training and spec.crop_fraction:  # the official evaluation: center crop, then resize
             images = center_crop(images, spec.crop_fraction)
         size = (spec.train_resolution or spec.resolution) if self.training else spec.resolution
         if size is not None and images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return self.backbone((images - self.mean) / self.std)
+        return self.backbone.forward_head(self.backbone.forward_features((images - self.mean) / self.std),
+                                          pre_logits=True)
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """The logits of `features` (the backbone's classifier)."""
+        return self.backbone.get_classifier()(features)
 
 
 def center_crop(images: torch.Tensor, fraction: float) -> torch.Tensor:
