@@ -160,3 +160,16 @@ def test_the_store_keeps_the_fitted_score_and_the_reference_scores(tmp_path):
     assert np.allclose(store.reference_scores, score_images(model, reference.images, score, 8, torch.device("cpu")),
                        rtol=1e-4)
     assert json.loads((tmp_path / "header.json").read_text())["ood_score"] == "mahalanobis"
+
+
+def test_a_score_computes_in_fp32_inside_a_bf16_autocast():
+    """Labeling runs the teacher under bf16 autocast where the CPU has bf16 units; the score
+    must not inherit it (it failed to store, and would round distances)."""
+    rng = np.random.default_rng(0)
+    features = torch.tensor(rng.normal(0, 1, (64, 8)), dtype=torch.float32)
+    labels = torch.arange(64) % 4
+    score = fit_ood_score("relative_mahalanobis", features, labels)
+    plain = score(features, features[:, :4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = score(features.bfloat16(), features[:, :4].bfloat16())
+    assert inside.dtype == torch.float32 and torch.allclose(inside, plain, rtol=0.05, atol=0.05)

@@ -60,6 +60,12 @@ class OodScore:
         return self.name in FEATURE_SCORES
 
     def __call__(self, features: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+        # in fp32 also inside a bf16 autocast (labeling): bf16's 8 bits of mantissa would round
+        # distances of hundreds to steps of about one
+        with torch.autocast(logits.device.type, enabled=False):
+            return self._score(features, logits)
+
+    def _score(self, features: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         if self.name == "energy":
             return -torch.logsumexp(logits, dim=1)
