@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from .config import Config, TrainConfig
-from .data import ImageSet, load_splits
+from .data import ImageSet, hold_out_reference, load_splits
 from .data.images import BadImage
 from .labels import PseudoLabeledSet
 from .labels.store import energy, pseudo_label
@@ -219,6 +219,8 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
     set_compute(config.threads, config.precision)
     device = resolve_device(config.device)
     labeled, pool, test = load_splits(config.data, config.seed, cache_dir=config.image_cache())
+    # the held-out out-of-domain reference costs no training: models train on the rest
+    trained_on = len(hold_out_reference(labeled, config.data.reference_fraction, config.seed)[0])
     classes, shapes = labeled.num_classes, (labeled.channels, config.data.image_size, config.data.image_size)
     pool_size = pool.size
     per_class = config.selection.images_per_class
@@ -248,7 +250,7 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
 
     def training(stage_name: str, model: str, train: TrainConfig, pseudo_size: int | None, noise) -> StageCost:
         parameters, flops = model_facts(model)
-        steps, _ = steps_for(train, len(labeled), pseudo_size)
+        steps, _ = steps_for(train, trained_on, pseudo_size)
         batch, unlabeled = joint_batch_sizes(train.batch_size, train.unlabeled_ratio)
         per_step = batch + (unlabeled if pseudo_size is not None else 0)
         step_seconds = measured(("train", model, json.dumps(train.inputs(), sort_keys=True), pseudo_size is not None,
@@ -298,7 +300,8 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
         stored = classes if classes <= 100 else min(config.labels.top_k, classes)
         store_bytes = None if pool_size is None else pool_size * (STORE_BYTES_FIXED + STORE_BYTES_PER_CLASS * stored)
         costs.append(StageCost(name(round_plan.labels), teacher, pool_size, None, parameters, flops, store_bytes or 0,
-                               # the teacher also scores the labeled images (the out-of-domain reference)
+                               # the teacher also reads the labeled images: the training ones to fit the
+                               # out-of-domain score, the held-out ones to score the reference
                                None if forward is None or pool_size is None else (pool_size + len(labeled)) * forward,
                                "" if pool_size is not None else "pool size unknown until read (tar shards)"))
         selection_fit = None if pool_size is None else measured(
