@@ -41,6 +41,14 @@ def test_report_builds_from_a_tiny_run_with_valid_figures_and_the_runs_numbers(t
     assert mce == pytest.approx(student_eval["mce"], abs=0.05)
     assert re.search(rf"{100 * summary['final_top1']:.2f}", html)
     assert main(["report", str(run_dir)]) == 0 and "report.html" in capsys.readouterr().out
+    stats_path = run_dir / "round-1" / "selection" / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    assert f"- round 1: of {stats['pool']}: {stats['dropped_out_of_domain']} dropped as out of domain" in markdown
+    stats["warnings"] = ["class 3: 80% of its 40 selected copies score out of domain"]  # a class mostly suspect
+    stats_path.write_text(json.dumps(stats))
+    build_report(run_dir)
+    assert "- warning (round 1): class 3: 80%" in (run_dir / "report.md").read_text()
+    assert "<li>warning (round 1): class 3: 80%" in (run_dir / "report.html").read_text()
 
 
 def test_report_of_an_unfinished_run_says_what_to_do(tmp_path, capsys):
