@@ -146,6 +146,9 @@ def main() -> int:
         "partial": len(per_seed) < SEEDS_WANTED, "seeds_wanted": SEEDS_WANTED,
         "budget_minutes_on_reference": BUDGET_MINUTES, "reference_speed": REFERENCE_SPEED,
         "target_top1": TARGET_TOP1, "seeds": per_seed,
+        # seeds kept from earlier calls may come from other commits: results_table.py marks the table
+        "run_commits": sorted({entry["provenance"]["code"][:7] + ("+dirty" if entry["provenance"]["code"].endswith("+dirty")
+                               else "") for entry in per_seed.values()}),
         "final_top1": {"mean": mean, "std": statistics.stdev(finals) if len(finals) > 1 else None, "n": len(finals)},
         "teacher_top1_mean": statistics.fmean(entry["teacher_top1"] for entry in per_seed.values()),
         "all_within_budget": all(entry["within_budget"] for entry in per_seed.values()),

@@ -6,8 +6,12 @@ compared with what our code computes for the same case.
 
 Sources: google-research/noisystudent (main.py, filter_unlabel.py) and tensorflow/tpu
 models/official/efficientnet (autoaugment.py, utils.py, efficientnet_builder.py, main.py).
-A row is `{"item", "ours", "official", "match"}`, plus `"why"` where we differ on purpose or
-have not yet followed the official code. Nothing here trains; it runs in seconds on a CPU.
+A row is `{"item", "kind", "ours", "official", "match"}`, plus `"why"` where we differ on purpose or
+have not yet followed the official code. `kind` says what a match proves: "formula", our code
+computed the value and the official formula was re-derived here on the same case; "setting", a
+value read from our preset or tables is compared with the official constant (a typo check, not
+a computation); "behaviour", what our code does where it has not followed the official code yet.
+Nothing here trains; it runs in seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -34,13 +38,19 @@ from noisystudent.train import objective, optim  # noqa: E402
 ROWS: list[dict] = []
 
 
-def row(item: str, ours, official, why: str | None = None, tolerance: float = 1e-9) -> None:
+def row(item: str, ours, official, why: str | None = None, tolerance: float = 1e-9, kind: str = "formula") -> None:
     """Record one comparison; numbers match within `tolerance` (relative), anything else exactly."""
     if isinstance(ours, (int, float)) and isinstance(official, (int, float)):
         match = math.isclose(ours, official, rel_tol=tolerance, abs_tol=tolerance)
     else:
         match = ours == official
-    ROWS.append({"item": item, "ours": ours, "official": official, "match": match, **({"why": why} if why else {})})
+    ROWS.append({"item": item, "kind": kind, "ours": ours, "official": official, "match": match,
+                 **({"why": why} if why else {})})
+
+
+def setting(item: str, ours, official, why: str | None = None) -> None:
+    """A row that reads one of our settings and compares it with the official constant."""
+    row(item, ours, official, why, kind="setting")
 
 
 def randaugment() -> None:
@@ -145,27 +155,27 @@ def crop() -> None:
     # preprocessing.py _random_crop: sample_distorted_bounding_box(min_object_covered=0.1,
     # aspect_ratio_range=(3/4, 4/3), area_range=(0.08, 1.0), max_attempts=10), else center_crop
     # (CROP_PADDING = 32), then _flip; the paper preset trains with it.
-    row("training crop: area range", list(augment.CROP_AREA), [0.08, 1.0])
-    row("training crop: aspect ratio range", list(augment.CROP_ASPECT), [3 / 4, 4 / 3])
-    row("training crop: min_object_covered, max_attempts, fallback padding",
-        [augment.CROP_MIN_COVERED, augment.CROP_ATTEMPTS, augment.CROP_PADDING], [0.1, 10, 32])
-    row("paper preset trains with the Inception crop", load_config(Path("configs/imagenet-paper.yaml")).student.crop,
-        "inception")
+    setting("training crop: area range", list(augment.CROP_AREA), [0.08, 1.0])
+    setting("training crop: aspect ratio range", list(augment.CROP_ASPECT), [3 / 4, 4 / 3])
+    setting("training crop: min_object_covered, max_attempts, fallback padding",
+            [augment.CROP_MIN_COVERED, augment.CROP_ATTEMPTS, augment.CROP_PADDING], [0.1, 10, 32])
+    setting("paper preset trains with the Inception crop", load_config(Path("configs/imagenet-paper.yaml")).student.crop,
+            "inception")
 
 
 def soft_targets() -> None:
     # main.py: soft targets are the teacher's full softmax vector over the 1000 classes
     stored = load_config(Path("configs/imagenet-paper.yaml")).labels.top_k
-    row("soft targets at 1000 classes: classes stored per image", stored, 1000,
-        why="the top 100, renormalized: within 2% of the full vector's mass above the 0.3 threshold, at 321 "
-            "instead of 4,000 bytes an image (benchmarks/results/topk_targets.json); labels.top_k=1000 stores it all")
+    setting("soft targets at 1000 classes: classes stored per image", stored, 1000,
+            why="the top 100, renormalized: within 2% of the full vector's mass above the 0.3 threshold, at 321 "
+                "instead of 4,000 bytes an image (benchmarks/results/topk_targets.json); labels.top_k=1000 stores it all")
 
 
 def models() -> None:
     # efficientnet_builder.py efficientnet_params: dropout per model; noisystudent's builder: L2 0.5
     official_dropout = {"efficientnet-b0": 0.2, "efficientnet-b4": 0.4, "efficientnet-b7": 0.5, "efficientnet-l2": 0.5}
     for name, value in official_dropout.items():
-        row(f"{name} dropout", MODELS[name].dropout, value)
+        setting(f"{name} dropout", MODELS[name].dropout, value)
     # the paper: survival 0.8 at the final layer; the official drop_connect_rate * i / n stops one short
     with torch.device("meta"):
         model = build_model("efficientnet-b0", 1000, 3, survival_prob=0.8)
@@ -178,20 +188,20 @@ def models() -> None:
 
 def preset() -> None:
     config = load_config(Path("configs/imagenet-paper.yaml"))
-    row("confidence threshold", config.selection.confidence_threshold, 0.3)
-    row("images per class", config.selection.images_per_class, 130_000)
-    row("round-0 teacher trained with noise", config.noise.teacher, True)
-    row("RandAugment magnitude", config.noise.randaugment_magnitude, 27)
-    row("head dropout", config.noise.dropout, 0.5)
+    setting("confidence threshold", config.selection.confidence_threshold, 0.3)
+    setting("images per class", config.selection.images_per_class, 130_000)
+    setting("round-0 teacher trained with noise", config.noise.teacher, True)
+    setting("RandAugment magnitude", config.noise.randaugment_magnitude, 27)
+    setting("head dropout", config.noise.dropout, 0.5)
 
 
 def iterations() -> None:
     # arXiv:1911.04252v4, section 4: B7 -> L2 -> L2 -> L2, unlabeled batch 14, 14 and 28 times the labeled one
     config = load_config(Path("configs/imagenet-paper.yaml"))
-    row("iteration chain (v4)", [config.model_for_round(k) for k in range(config.rounds + 1)],
-        ["efficientnet-b7"] + ["efficientnet-l2"] * 3)
-    row("unlabeled ratio per round (v4)", [config.student_for_round(k).unlabeled_ratio for k in (1, 2, 3)],
-        [14.0, 14.0, 28.0])
+    setting("iteration chain (v4)", [config.model_for_round(k) for k in range(config.rounds + 1)],
+            ["efficientnet-b7"] + ["efficientnet-l2"] * 3)
+    setting("unlabeled ratio per round (v4)", [config.student_for_round(k).unlabeled_ratio for k in (1, 2, 3)],
+            [14.0, 14.0, 28.0])
 
 
 def mce() -> None:
@@ -209,11 +219,11 @@ def resolutions() -> None:
     for name, train, test in (("efficientnet-b0", 224, 224), ("efficientnet-b7", 600, 600),
                               ("efficientnet-l2", 475, 800)):
         ours = model_resolutions(name) if config.data.resolution == "model" else {}
-        row(f"{name}: train / test resolution and evaluation crop",
-            [ours.get("train_resolution"), ours.get("resolution"), round(ours.get("crop_fraction") or 1, 6)],
-            [train, test, round(test / (test + 32), 6)])
-    row("FixRes fine-tune resolution of the L2 students", config.finetune.resolution or
-        model_resolutions("efficientnet-l2")["resolution"], 800)
+        setting(f"{name}: train / test resolution and evaluation crop",
+                [ours.get("train_resolution"), ours.get("resolution"), round(ours.get("crop_fraction") or 1, 6)],
+                [train, test, round(test / (test + 32), 6)])
+    setting("FixRes fine-tune resolution of the L2 students", config.finetune.resolution or
+            model_resolutions("efficientnet-l2")["resolution"], 800)
 
 
 NOT_YET = [
@@ -228,7 +238,7 @@ def main() -> None:
                   resolutions, models, preset, iterations, mce):
         check()
     for item, ours in NOT_YET:
-        ROWS.append({"item": item, "ours": ours, "official": "yes", "match": False,
+        ROWS.append({"item": item, "kind": "behaviour", "ours": ours, "official": "yes", "match": False,
                      "why": "a cache at each test resolution costs disk per model (ImageNet at 800 px: 2.4 TB)"})
     matched = sum(r["match"] for r in ROWS)
     print(f"{matched} of {len(ROWS)} rows match the official code")

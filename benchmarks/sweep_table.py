@@ -118,6 +118,7 @@ def carry(result: dict, earlier: dict, file_order: list[str]) -> None:
     result["variants"] = {row: variants[row] for row in rows}
     for row in carried:
         result["missing"].pop(row, None)
+        result["to_make"].pop(row, None)
     result["partial"] = bool(result["missing"])
     result["complete"] = not result["partial"]
     result["carried"] = {"from_commit": commit, "variants": list(carried)}

@@ -3,6 +3,17 @@ or file and the fix, and nothing an earlier command wrote is lost or changed.
 
 Each row's `setup` makes what it needs under a fresh folder and returns the command line; rows
 that damage a finished run work on a copy of one run made once for the module.
+
+Corners tried by hand beyond the issues' lists, each now a row or a test below: NaN weights in
+evaluate, label, predict and as `init`; `init` a text file; a model of other classes or channels
+in evaluate, in --baseline and in label; pool images rewritten under the same names; a shard
+copied under a second name, in label (across store shards) and predict; a second command on a
+run folder, label store or predict OUTPUT in use; a stage that failed before it made anything, rerun with the
+advised fix; sweep files setting name=, runs_dir= or seed=, or listing a seed twice; predict
+with flags out of range, OUTPUT a folder, SOURCE missing, every image undecodable; a config that
+is not UTF-8; a reader that closes the pipe early; two TorchScript exports of one model. Left as
+they are: `init` from a hub name offline still waits out the hub's retries, and `plan`'s probe
+is not bounded in time (neither has a test that needs no clock or network).
 """
 
 from __future__ import annotations
@@ -225,6 +236,95 @@ def scalar_where_a_section_goes(tmp, _):
     return ["run", str(tmp / "bad.yaml"), "teacher.lr=0.1"], None
 
 
+def nan_weights(tmp: Path) -> Path:
+    """Weights whose tensors are NaN, with a valid model description: what a diverged export holds."""
+    model = build_model("resnet_tiny_32", 3, 3)
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v.contiguous()
+               for k, v in model.state_dict().items()}, str(tmp / "nan.safetensors"), metadata=model.spec.to_metadata())
+    return tmp / "nan.safetensors"
+
+
+def evaluate_nan_weights(tmp, _):
+    return ["evaluate", str(nan_weights(tmp)), "--config", str(folder_data(tmp))], None
+
+
+def init_from_nan_weights(tmp, _):
+    return ["run", str(folder_data(tmp)), f"init=[{nan_weights(tmp)}]"], None
+
+
+def init_from_a_text_file(tmp, _):
+    (tmp / "notes.pth").write_text("# a text file, not weights\n" * 20)
+    return ["run", str(folder_data(tmp)), f"init=[{tmp / 'notes.pth'}]"], None
+
+
+def evaluate_on_other_classes(tmp, finished_run):
+    _, overrides = finished_run
+    data = [o for o in overrides if o.startswith("data.")]
+    return ["evaluate", str(weights(tmp, 0)), *data, "evaluate.robustness=false"], None
+
+
+def label_with_a_teacher_of_other_classes(tmp, finished_run):
+    _, overrides = finished_run
+    data = [o for o in overrides if o.startswith("data.")]
+    return ["label", str(weights(tmp, 0)), str(tmp / "store"), *data], None
+
+
+def baseline_of_other_classes(tmp, finished_run):
+    run_dir, overrides = finished_run
+    data = [o for o in overrides if o.startswith("data.")]
+    return ["evaluate", str(run_dir / "round-1/student"), "--baseline", str(weights(tmp, 0)), *data,
+            "evaluate.robustness=false"], None
+
+
+def pool_rewritten_under_the_same_names(tmp, _):
+    tail, store = labeled_store(tmp)
+    make_tree(tmp / "pool", 5, seed=7)  # the same file names, other pixels
+    return ["label", str(weights(tmp, 0)), str(store), *tail], store
+
+
+def copied_shards(tmp: Path) -> str:
+    """Two shards holding the same samples: a shard copied under a second name."""
+    shutil.copy(pool_shard(tmp), tmp / "pool-1.tar")
+    return str(tmp / "pool-{0..1}.tar")
+
+
+def label_copied_shards(tmp, _):
+    config = folder_data(tmp, copied_shards(tmp))  # a store shard of 50 items: the copies meet in other chunks
+    return ["label", str(weights(tmp, 0)), str(tmp / "store"), "--config", str(config), "labels.shard_size=50"], None
+
+
+def predict_copied_shards(tmp, _):
+    return predict(tmp, copied_shards(tmp)), None
+
+
+def predict(tmp: Path, source: Path | str, *options: str) -> list[str]:
+    """`predict` with weights of the folder data's model (made without a recorded image size)."""
+    return ["predict", str(weights(tmp, 0)), str(source), "--output", str(tmp / "out.csv"), "--image-size", "16",
+            *options]
+
+
+def images(tmp: Path) -> Path:
+    make_tree(tmp / "images", 2, seed=5)
+    return tmp / "images"
+
+
+def predict_undecodable(tmp, _):
+    for i in range(3):
+        (tmp / "junk" / f"{i}.png").parent.mkdir(exist_ok=True)
+        (tmp / "junk" / f"{i}.png").write_bytes(b"not a png")
+    return predict(tmp, tmp / "junk"), None
+
+
+def latin1_config(tmp, _):
+    (tmp / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    return ["run", str(tmp / "latin1.yaml")], None
+
+
+def sweep_file(tmp: Path, text: str) -> list[str]:
+    (tmp / "sweep.yaml").write_text(text)
+    return ["sweep", str(tmp / "sweep.yaml"), "--dry-run"]
+
+
 @dataclass
 class Case:
     setup: Callable
@@ -267,6 +367,50 @@ CASES = {
     "init file missing": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "rounds=1", f"init=[{tmp / 'nope.pth'}]"], None),
                               r"init\[0\]: .*nope\.pth not found"),
     "scalar where a section goes": Case(scalar_where_a_section_goes, r"'teacher': is a section of keys, got 5"),
+    "NaN weights": Case(evaluate_nan_weights, r"nan\.safetensors: tensor .* holds NaN or Inf values"),
+    "init from NaN weights": Case(init_from_nan_weights, r"init .*nan\.safetensors: tensor .* holds NaN or Inf"),
+    "init from a text file": Case(init_from_a_text_file, r"init .*notes\.pth cannot be read as weights "
+                                                         r"\(\w+\); give"),
+    "evaluate on other classes": Case(evaluate_on_other_classes,
+                                      r"weights-0\.safetensors is a model of 3 classes \(unnamed\) on 3-channel "
+                                      r"images, the test set has 10 classes \(T-shirt/top, .*\) on 1-channel"),
+    "label with a teacher of other classes": Case(label_with_a_teacher_of_other_classes,
+                                                  r"weights-0\.safetensors is a model of 3 classes \(unnamed\) on "
+                                                  r"3-channel images, the unlabeled pool's data has 10 classes"),
+    "baseline of other classes": Case(baseline_of_other_classes, r"weights-0\.safetensors is a model of 3 classes"),
+    "pool rewritten under the same names": Case(pool_rewritten_under_the_same_names,
+                                                r"from another pool \(pool\.items_sha256: '\w+' in the store"),
+    "label copied shards": Case(label_copied_shards, r"pool-\{0\.\.1\}\.tar holds the sample '\w+/\d+\.png' more "
+                                                     r"than once"),
+    "predict copied shards": Case(predict_copied_shards, r"holds the sample '\w+/\d+\.png' more than once"),
+    "sweep variant setting name=": Case(lambda tmp, _: (sweep_file(tmp, "variants: {a: [], b: [name=mine]}\n"), None),
+                                        r"variant 'b': name=mine would be replaced: the sweep names each run"),
+    "sweep overrides setting runs_dir=": Case(
+        lambda tmp, _: (sweep_file(tmp, f"overrides: [runs_dir={tmp}]\nvariants: {{a: []}}\n"), None),
+        r"overrides: runs_dir=.* would be replaced.*set the sweep file's runs_dir or seeds key instead"),
+    "sweep seed listed twice": Case(lambda tmp, _: (sweep_file(tmp, "seeds: [0, 1, 0]\nvariants: {a: []}\n"), None),
+                                    r"sweep\.yaml: seeds lists 0 more than once; list each once"),
+    "sweep --seeds listed twice": Case(lambda tmp, _: ([*sweep_file(tmp, "variants: {a: []}\n"), "--seeds", "3,3"],
+                                                       None), r"--seeds lists 3 more than once"),
+    "predict --decode-threads -3": Case(lambda tmp, _: (predict(tmp, images(tmp), "--decode-threads", "-3"), None),
+                                        r"--decode-threads -3: must be >= 0"),
+    "predict --max-bad-fraction 2": Case(lambda tmp, _: (predict(tmp, images(tmp), "--max-bad-fraction", "2"), None),
+                                         r"--max-bad-fraction 2\.0: must be between 0 and 1"),
+    "predict into a folder": Case(lambda tmp, _: (["predict", str(weights(tmp, 0)), str(tmp), "--output", str(tmp)],
+                                                  None), r"--output .* is a folder; give a file in it"),
+    "predict of a missing folder": Case(lambda tmp, _: (predict(tmp, tmp / "nowhere"), None),
+                                        r"^noisystudent: error: SOURCE: folder .*nowhere not found"),
+    "predict of undecodable images": Case(predict_undecodable, r"3 of 3 images of .*junk could not be decoded \(more "
+                                                               r"than --max-bad-fraction=0\.01\).*the chunks predicted "
+                                                               r"so far stay in .*out\.csv\.parts for the rerun"),
+    "config not UTF-8": Case(latin1_config, r"latin1\.yaml is not UTF-8 text \(byte 9: invalid"),
+    "plan of a config not UTF-8": Case(lambda tmp, _: (["plan", latin1_config(tmp, _)[0][1], "--no-probe"], None),
+                                       r"latin1\.yaml is not UTF-8 text"),
+    "no such bundled config": Case(lambda tmp, _: (["config", "nosuch"], None),
+                                   r"config nosuch: no such file, nor a bundled config of that name; bundled: demo, "
+                                   r"imagenet-paper, imagenet-paper-v1, smoke"),
+    "report of a missing folder": Case(lambda tmp, _: (["report", str(tmp / "runs" / "nosuch")], None),
+                                       r"run folder .*nosuch not found; give a run's folder"),
 }
 
 
@@ -286,15 +430,42 @@ def test_a_bad_input_stops_with_one_line_naming_the_fix_and_loses_nothing(name, 
     assert not list(tmp_path.rglob(".*.tmp")), "no half-written file is left behind"
 
 
-def test_a_damaged_shard_within_the_tolerance_is_listed_in_the_manifest(tmp_path, finished_run):
+def test_a_damaged_shard_within_the_tolerance_is_listed_in_the_manifest_and_named(tmp_path, finished_run, capsys):
     import json
 
     argv, _ = truncated_shard(tmp_path, finished_run)
+    capsys.readouterr()
     assert main([*argv, "data.max_bad_fraction=0.5"]) == 0
     manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
     (entry,) = manifest["shards"][0]["bad_files"]
     assert entry["id"] == "pool-0.tar (damaged shard)" and "cut short after" in entry["reason"]
     assert manifest["bad_files"] == 1 and 0 < manifest["count"] < 60
+    assert f"warning: {entry['reason']}" in capsys.readouterr().err, "a loss no count covers is said, not only listed"
+    assert "at least 1 sample after them is lost" in entry["reason"]
+
+
+def test_a_shard_cut_inside_a_sample_keeps_every_whole_sample_before_it(tmp_path):
+    from noisystudent.data import open_pool
+
+    shard = pool_shard(tmp_path, images=9)
+    with tarfile.open(shard) as archive:
+        fifth = archive.getmembers()[4]
+    shard.write_bytes(shard.read_bytes()[:fifth.offset_data + fifth.size // 2])  # its header whole, its data cut
+    ids = [image_id for image_id, _ in open_pool(str(shard), 16, 3, 1.0, list(COLORS)).items()]
+    assert len(ids) == 5 and ids[-1] == "pool-0.tar (damaged shard)", "the 4 whole samples, then the damage"
+
+
+def test_a_run_on_a_damaged_shard_says_so_on_the_console_in_the_summary_and_the_report(tmp_path, finished_run):
+    import json
+
+    _, config = truncated_shard(tmp_path, finished_run)[0][-2:]
+    lines = []
+    run(load_config(Path(config), ["data.max_bad_fraction=0.5"]), log=lines.append)
+    summary = json.loads((tmp_path / "runs" / "demo" / "summary.json").read_text())
+    (reason,) = summary["rounds"][0]["damaged_shards"]
+    assert "pool-0.tar is cut short after" in reason and summary["rounds"][0]["undecodable"] == 1
+    assert sum(reason in line for line in lines) == 2, "when the round labels, and in the closing summary"
+    assert reason in (tmp_path / "runs" / "demo" / "report.md").read_text()
 
 
 def test_changing_only_the_checkpoint_interval_resumes_a_started_stage(tmp_path, finished_run):
@@ -338,3 +509,61 @@ def test_changing_only_evaluation_settings_re_evaluates_without_retraining(tmp_p
     assert after["top1"] == before["top1"] and after["robustness_images"] == 12
     assert set(after["corruption_errors"]) == {"gaussian_noise", "contrast"} and after["mce"] is not None
     assert all(path.read_bytes() == data for path, data in trained.items()), "no stage was redone but the evaluations"
+
+
+def test_a_second_command_on_a_folder_in_use_stops_naming_the_holder_and_changes_nothing(tmp_path, finished_run, capsys):
+    import os
+
+    from noisystudent.io import LOCK, exclusive_lock
+
+    run_dir, overrides = copy_of(finished_run, tmp_path)
+    (run_dir / "round-1/student/DONE").unlink()  # work left to do, which the second command must not start
+    config = write_config(tmp_path, overrides)
+    tail, store = labeled_store(tmp_path / "store-data")
+    (store / "manifest.json").unlink()
+    parts = tmp_path / "out.csv.parts"  # where a predict in progress puts its chunks
+    parts.mkdir()
+    before = files_digest(run_dir), files_digest(store), files_digest(parts)
+    capsys.readouterr()
+    for folder, argv in ((run_dir, ["run", str(config)]),
+                         (store, ["label", str(weights(tmp_path, 0)), str(store), *tail]),
+                         (parts, predict(tmp_path, images(tmp_path)))):
+        with exclusive_lock(folder):  # as another process running on it holds it
+            assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and f"{folder} is in use by another noisystudent command (pid " \
+                                               f"{os.getpid()})" in err, err
+    assert (files_digest(run_dir), files_digest(store), files_digest(parts)) == before
+    assert main(["run", str(config)]) == 0, "the holder gone, the run goes on"
+    assert not (run_dir / LOCK).exists(), "and it let go of its folder as it ended, leaving no lock file"
+
+
+@pytest.mark.parametrize("argv", [["models"], ["config", "smoke"]], ids=" ".join)
+def test_a_reader_that_goes_away_ends_the_command_quietly(argv):
+    """`noisystudent models | head -1`: the reader has what it wanted; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the command writes its first line
+    try:
+        result = subprocess.run([sys.executable, "-m", "noisystudent.cli", *argv], stdout=write, stderr=subprocess.PIPE)
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == b"", result.stderr.decode()
+
+
+def test_a_stage_that_failed_before_it_made_anything_takes_the_fix_it_advised(tmp_path, finished_run):
+    import json
+
+    run_dir, overrides = copy_of(finished_run, tmp_path)
+    shutil.rmtree(run_dir / "round-1/student")
+    selection = run_dir / "round-1/selection"
+    (selection / "DONE").unlink()  # as a selection that no image passed leaves it, with its inputs.json
+    inputs = json.loads((selection / "inputs.json").read_text())
+    inputs["selection"]["confidence_threshold"] = 0.99
+    (selection / "inputs.json").write_text(json.dumps(inputs))
+    assert main(["run", str(write_config(tmp_path, overrides + [f"init=[null,{nan_weights(tmp_path)}]"]))]) == 2
+    assert main(["run", str(write_config(tmp_path, overrides))]) == 0, "neither the selection nor the student refuses"
+    assert json.loads((run_dir / "round-1/student/inputs.json").read_text())["models"]["init"] is None

@@ -97,3 +97,15 @@ def test_the_package_has_a_version_registers_its_models_and_runs_as_a_module():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"noisystudent {noisystudent.__version__}"
     assert timm.is_model("noisystudent_resnet_small_32") and timm.is_model("noisystudent_efficientnet_l0")
+
+
+def test_a_pair_with_an_unrecorded_machine_is_not_shown_and_a_close_claim_is_judged_by_its_spread():
+    paired = {"mean": 0.01, "std": 0.004, "n": 3}  # 4.3 standard errors from 0: a clear difference
+    entry = {"seeds": [0, 1, 2], "paired_seeds": [0, 1, 2], "vs_reference": paired}
+    assert results_table.pair({**entry, "machine_by_seed": ["cpu-a"] * 3}) == paired
+    assert results_table.pair({**entry, "machine_by_seed": ["unrecorded", "cpu-a", "cpu-a"]}) is None
+    assert results_table.pair(entry) == paired, "a carried row: paired against its own reference row"
+    assert results_table.verdict(paired, results_table.CLOSE) == "disagrees (> 2 SE)"
+    assert results_table.verdict({**paired, "std": 0.02}, results_table.CLOSE) == "agrees (within 2 SE)"
+    assert results_table.verdict(paired, -1) == "disagrees (> 2 SE)" and results_table.verdict(paired, +1) == "agrees (> 2 SE)"
+    assert results_table.verdict(None, -1) == "no pair on one machine yet"

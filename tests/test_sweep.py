@@ -261,3 +261,14 @@ def test_the_student_ceiling_sweep_trains_on_true_labels_for_one_demo_students_i
         assert abs(teacher_steps * config.teacher.batch_size / student_images - 1) < 0.001, run.variant
     assert {run.config.model_for_round(0) for run in ceiling.runs} == {"resnet_small_32", "resnet_medium_32",
                                                                          "resnet_slim_32"}
+
+
+def test_a_sweep_without_its_own_runs_dir_puts_its_runs_under_the_base_configs(tmp_path):
+    from noisystudent.cli import resolve_config
+    from noisystudent.sweep import load_sweep
+
+    (tmp_path / "base.yaml").write_text(f"runs_dir: {tmp_path / 'elsewhere'}\n")
+    (tmp_path / "sweep.yaml").write_text(f"name: s\nbase: {tmp_path / 'base.yaml'}\nvariants: {{a: []}}\n")
+    sweep = load_sweep(tmp_path / "sweep.yaml", resolve_config)
+    assert sweep.root == tmp_path / "elsewhere" / "sweeps" / "s"
+    assert [run.folder for run in sweep.runs] == [tmp_path / "elsewhere" / "sweeps" / "s" / "a-seed0"]

@@ -164,6 +164,15 @@ def test_torchscript_export_runs_without_noisystudent_and_carries_the_descriptio
     assert json.loads(files["noisystudent.json"])["classes"] == list(COLORS)
     assert main(["export", str(weights), "--format", "torchscript", "--output", str(tmp_path / "m.pt")]) == 2
 
+def test_two_torchscript_exports_of_one_model_are_the_same_bytes(tmp_path, weights):
+    import subprocess
+    import sys
+
+    for name in ("one.pt", "two.pt"):  # in two processes: within one, TorchScript renames a class traced again
+        subprocess.run([sys.executable, "-m", "noisystudent.cli", "export", str(weights), "--format", "torchscript",
+                        "--output", str(tmp_path / name)], check=True, capture_output=True)
+    assert (tmp_path / "one.pt").read_bytes() == (tmp_path / "two.pt").read_bytes()
+
 
 def test_predict_resumes_by_chunk_and_never_joins_parts_of_other_weights(tmp_path, weights, monkeypatch, capsys):
     """Stopped after its first chunk, a rerun predicts only the missing chunks and writes the

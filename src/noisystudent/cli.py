@@ -7,6 +7,8 @@ exit with code 2.
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from importlib import resources
 from pathlib import Path
@@ -48,7 +50,11 @@ def resolve_config(config: Path | None) -> Path | None:
     if config is None or config.exists() or config.suffix or len(config.parts) > 1:
         return config
     bundled = bundled_config(str(config))
-    return bundled if bundled.is_file() else config
+    if not bundled.is_file():
+        names = sorted(path.stem for path in bundled.parent.glob("*.yaml"))
+        raise UserError(f"config {config}: no such file, nor a bundled config of that name; bundled: "
+                        f"{', '.join(names)} (or give a YAML file's path)")
+    return bundled
 
 
 def comma_list(kind):
@@ -102,7 +108,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_label(args: argparse.Namespace) -> int:
     from .config import load_config
     from .distributed import init_from_environment
-    from .labels import label_with_weights
+    from .labels import damaged_shards, label_with_weights
     from .session import start_session
 
     config = load_config(args.config, args.overrides)
@@ -114,6 +120,8 @@ def cmd_label(args: argparse.Namespace) -> int:
         manifest = store.manifest
         print(f"{manifest['count']} images in {len(manifest['shards'])} shards, top-{manifest['stored_k']} per image: "
               f"{args.output}")
+        for reason in damaged_shards(manifest):
+            print(f"noisystudent: warning: {reason}", file=sys.stderr)
     return 0
 
 
@@ -386,7 +394,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         args.overrides += extra
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # here, not at exit: a reader that went away is handled below
+        return code
+    except BrokenPipeError:  # `noisystudent models | head -1`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush writes nowhere
+        return 128 + signal.SIGPIPE  # what a shell reports for a command whose reader went away
     except Preempted as stop:
         print(f"noisystudent: {stop}", file=sys.stderr)
         return stop.exit_code

@@ -481,9 +481,12 @@ def read_yaml_mapping(path: Path, what: str) -> dict:
     if not path.is_file():
         raise UserError(f"{what} {path} not found")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as error:
         raise UserError(f"{what} {path} is not valid YAML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{what} {path} is not UTF-8 text (byte {error.start}: {error.reason}); is it the file you "
+                        f"meant? Save a YAML file as UTF-8") from None
     if not isinstance(loaded, dict):
         raise UserError(f"{what} {path} must hold a mapping of keys to values")
     return loaded

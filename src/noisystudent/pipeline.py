@@ -15,6 +15,7 @@ checkpoint), and refuses a stage whose inputs changed rather than silently mixin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -30,14 +31,14 @@ from .data import OOD_LABEL, ImageSet, hold_out_reference, load_splits
 from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
-from .io import read_json, remove_stale_temps, write_json, write_text
-from .labels import (LabelStore, PseudoLabeledSet, in_domain_accuracy, load_labeling_teacher, load_pseudo_labeled,
-                     pseudo_label, select_and_gather)
+from .io import exclusive_lock, read_json, remove_stale_temps, write_json, write_text
+from .labels import (LabelStore, PseudoLabeledSet, damaged_shards, in_domain_accuracy, load_labeling_teacher,
+                     load_pseudo_labeled, pseudo_label, select_and_gather)
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
                      resolved_precision)
 from .noise import RandAugment, student_noise
 from .provenance import provenance
-from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, Stage, plan_run, run_dir, teacher_dir
+from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, RunPlan, Stage, plan_run, run_dir, teacher_dir
 from .session import start_session
 from .summary import describe_selection, fraction, format_summary, robustness_summary, round_summary
 from .train import train_model
@@ -131,6 +132,11 @@ class Pipeline:
         train = self.config.student_for_round(round_index)
         pseudo = None
         if not stages[0].is_done():
+            # built before anything is recorded, so weights refused (a bad init) leave the stage
+            # unstarted and open to the fix; from the seed, as train_stage would build it
+            torch.manual_seed(self.config.seed)
+            model = make()
+            make = lambda: model  # noqa: E731
             load = functools.partial(load_pseudo_labeled, store, selection_dir, self.config.labels.kind,
                                      self.labeled.num_classes, train.label_smoothing,
                                      max(1, self.config.data.decode_threads), stages[0].path)
@@ -181,7 +187,8 @@ class Pipeline:
             if self.distributed.is_main:
                 truth = self.unlabeled.truth  # only Fashion-MNIST's pool has one; your own images do not
                 manifest = store.manifest
-                stats = {"pool": manifest["count"], "undecodable": manifest["bad_files"], "teacher": str(teacher_dir),
+                stats = {"pool": manifest["count"], "undecodable": manifest["bad_files"],
+                         "damaged_shards": damaged_shards(manifest), "teacher": str(teacher_dir),
                          "pseudo_label_accuracy": None if truth is None else in_domain_accuracy(
                              store.column("argmax"), truth)}
                 if truth is not None and (truth == OOD_LABEL).any():
@@ -230,8 +237,13 @@ class Pipeline:
                                 f"hub name (timm/...) or {INIT_FROM_TEACHER} (the round's own teacher)")
         plan = plan_run(config)
         plan.check()  # every stage on disk against this config, before anything is written
+        with exclusive_lock(self.run_dir) if self.distributed.is_main else contextlib.nullcontext():
+            plan.check()  # again: another command may have started stages before this one held the folder
+            return self.run_rounds(plan)
+
+    def run_rounds(self, plan: RunPlan) -> dict:
+        config = self.config
         if self.distributed.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
             write_text(self.run_dir / CONFIG, dump_yaml(config))
         self.distributed.barrier()
         pool = "streamed" if self.unlabeled.size is None else self.unlabeled.size
@@ -264,6 +276,8 @@ class Pipeline:
     def run_round(self, plan: RoundPlan, teacher: Stage) -> dict:
         """Label with `teacher`, select, train the student (and fine-tune); the round's eval."""
         label_stats = self.label_stage(plan.labels, teacher.path)
+        for reason in label_stats.get("damaged_shards", []):  # absent from stages labeled before it was recorded
+            self.log(f"  warning: {reason}")
         store = LabelStore(plan.labels.path)
         selection_stats = self.selection_stage(plan.selection, store)
         self.log(f"  pseudo labels: accuracy {fraction(label_stats['pseudo_label_accuracy'])} on the pool; "

@@ -18,10 +18,12 @@ and a rerun redoes only the chunks it lacks. Under torchrun, rank r predicts chu
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +36,7 @@ from .data import open_pool
 from .data.images import decode_image
 from .distributed import SINGLE, Distributed
 from .errors import UserError
-from .io import atomic_write, read_json, write_json
+from .io import LOCK, atomic_write, exclusive_lock, read_json, write_json
 from .labels.store import file_sha256
 from .models import Classifier, exported_weights_file, inference, load_exported, to_model_input
 
@@ -77,12 +79,18 @@ def predict_to_file(weights: str | Path, source: str, output: str | Path, device
                     distributed: Distributed = SINGLE, chunk_size: int = CHUNK) -> dict:
     """Write the predictions for every image of `source`; returns counts and paths."""
     output = Path(output)
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; give a file in it, e.g. {output / 'predictions.csv'}")
     if output.suffix.lower() not in FORMATS:
         raise UserError(f"--output {output}: the extension chooses the format, one of {', '.join(FORMATS)}")
     if output.exists() and not overwrite:
         raise UserError(f"{output} exists; pass --overwrite to replace it, or choose another --output")
     if top_k < 1 or batch_size < 1 or chunk_size < 1:
         raise UserError("--top-k, --batch-size and --chunk-size must be >= 1")
+    if decode_threads < 0:
+        raise UserError(f"--decode-threads {decode_threads}: must be >= 0 (0 decodes in the main thread)")
+    if not 0 <= max_bad_fraction <= 1:
+        raise UserError(f"--max-bad-fraction {max_bad_fraction}: must be between 0 and 1")
     model = load_exported(exported_weights_file(weights)).to(device)
     spec = model.spec
     size = image_size or spec.image_size
@@ -90,60 +98,82 @@ def predict_to_file(weights: str | Path, source: str, output: str | Path, device
         raise UserError(f"{weights} was exported before weights recorded their image size; pass --image-size "
                         f"(the data.image_size it was trained with)")
     classes = [spec.class_name(i) for i in range(spec.num_classes)]
-    pool = open_pool(source, size, spec.in_chans, max_bad_fraction, classes, decode_threads=decode_threads)
+    pool = open_pool(source, size, spec.in_chans, max_bad_fraction, classes, decode_threads=decode_threads,
+                     source_key="SOURCE", tolerance_key="--max-bad-fraction")
     k = min(top_k, spec.num_classes)
     parts = output.with_name(output.name + ".parts")
     header = {"pool": pool.identity, "weights_sha256": file_sha256(exported_weights_file(weights)), "top_k": k,
               "image_size": size, "format": output.suffix.lower(), "chunk_size": chunk_size}
-    if distributed.is_main:  # parts of another source, model or setting are never joined: start over
-        if (parts / "header.json").is_file() and read_json(parts / "header.json") != header:
-            shutil.rmtree(parts)
-        write_json(parts / "header.json", header)
-    distributed.barrier()
-    chunks = 0
-    with inference(model, device):
-        progress = tqdm(total=pool.size, desc="predict", unit="img", disable=None if distributed.is_main else True)
-        for index, items in pool.chunks(chunk_size):  # every rank reads every chunk's ids, predicts its own
-            chunks += 1
-            part = parts / f"chunk-{index:05d}{output.suffix.lower()}"
-            if index % distributed.world_size != distributed.rank or part.with_suffix(".json").is_file():
-                progress.update(sum(1 for _ in items))
-                continue
-            counts = {"images": 0, "inputs": 0, "bad": []}
+    # held first: a second command on this OUTPUT stops before it touches the holder's parts
+    with (exclusive_lock(parts) if distributed.is_main else contextlib.nullcontext(),
+          _parts_kept_only_with_work(parts, distributed)):
+        if distributed.is_main:  # parts of another source, model or setting are never joined: start over
+            if (parts / "header.json").is_file() and read_json(parts / "header.json") != header:
+                for stale in parts.iterdir():
+                    if stale.name != LOCK:  # the lock this command holds stays
+                        stale.unlink()
+            write_json(parts / "header.json", header)
+        distributed.barrier()
+        chunks = 0
+        with inference(model, device):
+            progress = tqdm(total=pool.size, desc="predict", unit="img", disable=None if distributed.is_main else True)
+            for index, items in pool.chunks(chunk_size):  # every rank reads every chunk's ids, predicts its own
+                chunks += 1
+                part = parts / f"chunk-{index:05d}{output.suffix.lower()}"
+                if index % distributed.world_size != distributed.rank or part.with_suffix(".json").is_file():
+                    progress.update(sum(1 for _ in items))
+                    continue
+                counts = {"images": 0, "inputs": 0, "bad": []}
 
-            def write(tmp: Path) -> None:
-                with _PredictionWriter(tmp, output.suffix.lower(), k) as sink:
-                    for batch in pool.batches(items, batch_size):
-                        if batch.ids:
-                            sink.write(batch.ids, *top_classes(model, batch.images, device, k))
-                        counts["images"] += len(batch.ids)
-                        counts["inputs"] += batch.inputs
-                        counts["bad"] += [list(entry) for entry in batch.bad]
-                        progress.update(batch.inputs)
-            atomic_write(part, write)
-            write_json(part.with_suffix(".json"), counts)  # last: a part counts as done once its counts exist
-        progress.close()
-    distributed.barrier()
-    if not distributed.is_main:
+                def write(tmp: Path) -> None:
+                    with _PredictionWriter(tmp, output.suffix.lower(), k) as sink:
+                        for batch in pool.batches(items, batch_size):
+                            if batch.ids:
+                                sink.write(batch.ids, *top_classes(model, batch.images, device, k))
+                            counts["images"] += len(batch.ids)
+                            counts["inputs"] += batch.inputs
+                            counts["bad"] += [list(entry) for entry in batch.bad]
+                            progress.update(batch.inputs)
+                atomic_write(part, write)
+                write_json(part.with_suffix(".json"), counts)  # last: a part counts as done once its counts exist
+            progress.close()
         distributed.barrier()
-        return {}
-    if chunks == 0:
-        distributed.barrier()
-        raise UserError(f"{source} holds no images; give a folder, manifest or tar shards with images in it")
-    paths = [parts / f"chunk-{index:05d}{output.suffix.lower()}" for index in range(chunks)]
-    counts = [read_json(path.with_suffix(".json")) for path in paths]
-    bad = [tuple(entry) for count in counts for entry in count["bad"]]
+        if not distributed.is_main:
+            distributed.barrier()
+            return {}
+        if chunks == 0:
+            distributed.barrier()
+            raise UserError(f"{source} holds no images; give a folder, manifest or tar shards with images in it")
+        paths = [parts / f"chunk-{index:05d}{output.suffix.lower()}" for index in range(chunks)]
+        counts = [read_json(path.with_suffix(".json")) for path in paths]
+        bad = [tuple(entry) for count in counts for entry in count["bad"]]
+        try:
+            pool.check_bad_fraction(bad, sum(count["inputs"] for count in counts))
+            atomic_write(output, lambda tmp: _join(paths, tmp, output.suffix.lower()))
+        finally:
+            distributed.barrier()
+        shutil.rmtree(parts)
+        undecodable = output.with_name(output.name + ".undecodable.csv")
+        if bad:
+            atomic_write(undecodable, lambda tmp: _write_csv(tmp, ["id", "reason"], bad))
+        return {"images": sum(count["images"] for count in counts), "inputs": sum(count["inputs"] for count in counts),
+                "undecodable": len(bad), "output": str(output), "undecodable_list": str(undecodable) if bad else None}
+
+
+@contextmanager
+def _parts_kept_only_with_work(parts: Path, distributed: Distributed) -> Iterator[None]:
+    """On a refusal, leave `parts` only when it holds predicted chunks (for the rerun, and say so);
+    a command refused before it predicted anything leaves nothing behind."""
     try:
-        pool.check_bad_fraction(bad, sum(count["inputs"] for count in counts))
-        atomic_write(output, lambda tmp: _join(paths, tmp, output.suffix.lower()))
-    finally:
-        distributed.barrier()
-    shutil.rmtree(parts)
-    undecodable = output.with_name(output.name + ".undecodable.csv")
-    if bad:
-        atomic_write(undecodable, lambda tmp: _write_csv(tmp, ["id", "reason"], bad))
-    return {"images": sum(count["images"] for count in counts), "inputs": sum(count["inputs"] for count in counts),
-            "undecodable": len(bad), "output": str(output), "undecodable_list": str(undecodable) if bad else None}
+        yield
+    except UserError as error:
+        if not distributed.is_main or not parts.is_dir():
+            raise
+        if any(parts.glob("chunk-*.json")):
+            raise UserError(f"{error}; the chunks predicted so far stay in {parts} for the rerun (delete it to "
+                            f"start over)") from None
+        shutil.rmtree(parts)
+        raise
 
 
 def _join(paths: list[Path], out: Path, suffix: str) -> None:

@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .io import atomic_write, read_json, write_text  # noqa: E402
 from .runs import CONFIG, DONE, SUMMARY, round_indices, stage_dir, teacher_dir  # noqa: E402
-from .summary import (ROBUSTNESS_HEADER, ROUNDS_HEADER, describe_selection, headline, robustness_rows,  # noqa: E402
-                      rounds_rows)
+from .summary import (ROBUSTNESS_HEADER, ROUNDS_HEADER, damage_warnings, describe_selection, headline,  # noqa: E402
+                      robustness_rows, rounds_rows)
 
 
 def _stages(run_dir: Path) -> list[Path]:
@@ -146,6 +146,8 @@ def selection_notes(run_dir: Path) -> list[str]:
 def build_report(run_dir: str | Path) -> dict[str, Path]:
     """Write report/ figures, report.md and report.html into the run directory."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"run folder {run_dir} not found; give a run's folder, runs_dir/<name> (e.g. runs/demo)")
     if not (run_dir / SUMMARY).is_file():
         raise UserError(f"{run_dir} has no {SUMMARY}; finish the run first (the same `run` command resumes it)")
     summary = read_json(run_dir / SUMMARY)
@@ -171,8 +173,11 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
               ("Robustness (baseline for mCE / mFR: the round-0 teacher = 100)", ROBUSTNESS_HEADER,
                robustness_rows(teacher, student))]
 
+    warnings = damage_warnings(summary)
     notes = selection_notes(run_dir)
     markdown = [f"# Noisy Student run `{summary['name']}`", "", headline(summary), ""]
+    if warnings:
+        markdown += ["## Damaged pool shards", "", *(f"- {warning}" for warning in warnings), ""]
     for title, header, rows in tables:
         markdown += [f"## {title}", "", _markdown_table(header, rows), ""]
     if notes:
@@ -182,6 +187,9 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
     write_text(run_dir / "report.md", "\n".join(markdown))
 
     parts = [f"<h1>Noisy Student run <code>{html.escape(summary['name'])}</code></h1>", f"<p>{html.escape(headline(summary))}</p>"]
+    if warnings:
+        parts += ["<h2>Damaged pool shards</h2><ul>", *(f"<li>{html.escape(warning)}</li>" for warning in warnings),
+                  "</ul>"]
     for title, header, rows in tables:
         parts += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
     if notes:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from .config import Config
 from .errors import UserError
-from .io import changed_keys, read_json, write_json
+from .io import LOCK, changed_keys, read_json, write_json
 
 # 2: inputs named after their config sections, inputs.json, label kind moved to the student,
 #    evaluation a stage of its own
@@ -88,6 +88,9 @@ class Stage:
     # robustness suite, another test subset) it is redone rather than refused, and its record
     # is eval.json itself, so the model's folder keeps one file with its numbers.
     redo_when_changed: bool = False
+    # False where an unfinished stage is redone from scratch (the selection): nothing of a started
+    # one is reused, so it takes new inputs as one that has made nothing yet does
+    resumes: bool = True
 
     @property
     def marker(self) -> Path:
@@ -104,9 +107,9 @@ class Stage:
             return
         if (self.path / DONE).is_file():
             recorded, state = read_json(self.path / DONE), "finished"
-        elif (self.path / INPUTS).is_file():
+        elif (self.path / INPUTS).is_file() and self.resumes and self.has_output():
             recorded, state = {"inputs": read_json(self.path / INPUTS), "contract": CONTRACT}, "started"
-        else:
+        else:  # not started, or failed before it made anything (a refused init, a threshold nothing passed)
             return
         if recorded.get("contract") != CONTRACT:
             raise UserError(f"{self.path} was made by an older noisystudent (run contract "
@@ -117,6 +120,12 @@ class Stage:
             raise UserError(f"{self.path} was {state} with other settings (changed: {', '.join(changed)}); set them "
                             f"back, use a new run name (name=...), or delete {self.path} and the stages after it")
 
+    def has_output(self) -> bool:
+        """Whether a started stage made anything a resume would build on: more than its inputs.json,
+        its lock, and the temp files of writes a kill cut short."""
+        return any(path.name not in (INPUTS, LOCK) and not (path.name.startswith(".") and path.name.endswith(".tmp"))
+                   for path in self.path.iterdir())
+
     def is_done(self) -> bool:
         self.check()
         if not self.marker.is_file():
@@ -126,7 +135,9 @@ class Stage:
     def begin(self) -> None:
         """Record the inputs of a stage about to do work (a resume must have the same)."""
         self.path.mkdir(parents=True, exist_ok=True)
-        if not self.redo_when_changed and not (self.path / INPUTS).is_file():
+        # check() let other recorded inputs through only where nothing made with them is reused
+        if not self.redo_when_changed and (not (self.path / INPUTS).is_file()
+                                           or read_json(self.path / INPUTS) != self.inputs):
             write_json(self.path / INPUTS, self.inputs)
 
     def mark_done(self, **record) -> None:
@@ -203,7 +214,7 @@ def plan_run(config: Config) -> RunPlan:
                                            NEW_LABEL_INPUTS),
             **({"noise": asdict(config.noise)} if config.noise.labeling else {})})  # the noised-teacher ablation
         selection = Stage(stage_dir(run, k, "selection"), {"upstream": labels.inputs_hash,
-                                                           "selection": selection_inputs})
+                                                           "selection": selection_inputs}, resumes=False)
         student = Stage(stage_dir(run, k, "student"), {
             "upstream": selection.inputs_hash, **common,
             "models": {"student": config.model_for_round(k), "init": config.init_for_round(k)},

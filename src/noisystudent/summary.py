@@ -16,6 +16,9 @@ def round_summary(plan: RoundPlan, teacher_eval: dict, output_eval: dict, stats:
         "round": plan.index, "teacher_model": plan.teacher_model, "student_model": plan.student_model,
         "teacher_parameters": teacher_eval["parameters"], "student_parameters": student_eval["parameters"],
         "pseudo_label_accuracy": stats["labels"]["pseudo_label_accuracy"],
+        "undecodable": stats["labels"]["undecodable"],
+        # a damaged shard lost an unknown number of samples, which no count above covers
+        "damaged_shards": stats["labels"].get("damaged_shards", []),
         "kept_fraction": stats["selection"]["kept_fraction"],
         # the pool's out-of-domain share as the teacher's scores estimate it (labels/ood.py)
         "estimated_ood_share": stats["selection"].get("out_of_domain", {}).get("estimated_share"),
@@ -85,6 +88,11 @@ def headline(summary: dict) -> str:
     return f"{teacher} -> final student {percent(summary['final_top1'])}% test top-1 ({gain:+.2f} points)."
 
 
+def damage_warnings(summary: dict) -> list[str]:
+    """One line per damaged pool shard a round labeled from: its lost samples are in no count."""
+    return [f"round {r['round']}: {reason}" for r in summary["rounds"] for reason in r.get("damaged_shards", [])]
+
+
 def format_summary(summary: dict) -> str:
     """The console's view: the rounds table, the headline and the robustness line."""
     if not summary["rounds"]:
@@ -92,7 +100,8 @@ def format_summary(summary: dict) -> str:
     rows = rounds_rows(summary)
     widths = [max(len(cell) for cell in column) for column in zip(ROUNDS_HEADER, *rows)]
     line = lambda cells: "  ".join(cell.ljust(width) for cell, width in zip(cells, widths))  # noqa: E731
-    table = [line(ROUNDS_HEADER), line(["-" * w for w in widths]), *map(line, rows), headline(summary)]
+    table = [line(ROUNDS_HEADER), line(["-" * w for w in widths]), *map(line, rows), headline(summary),
+             *(f"warning: {warning}" for warning in damage_warnings(summary))]
     teacher, student = summary["robustness"]["teacher"], summary["robustness"]["student"]
     if student["mce"] is not None or student["mfr"] is not None:  # robustness was evaluated
         table.append(f"robustness (round-0 teacher = 100): final student mCE {fraction(student['mce'], '.1f')}, "

@@ -12,7 +12,8 @@ dotted overrides), the seeds and the reference variant:
       full: []
       no-noise: [noise.randaugment=false, noise.dropout=0, noise.survival_prob=1]
 
-Run (variant, seed) lives in `<runs_dir>/sweeps/<name>/<variant>-seed<seed>/`, with its resolved
+Run (variant, seed) lives in `<runs_dir>/sweeps/<name>/<variant>-seed<seed>/` (runs_dir: the sweep
+file's, else the base config's; overrides may not set name, runs_dir or seed), with its resolved
 config beside it, and runs as `noisystudent run` in its own process (`--jobs` at once, the CPU
 threads split between them). A finished run (its summary.json) is never redone and an
 interrupted one resumes, so a killed sweep continues where it stopped. At the end `table.json`
@@ -70,6 +71,7 @@ class Sweep:
     runs: list[SweepRun]  # the runs this invocation makes (all, or the --variants/--seeds asked for)
 
 
+SET_BY_THE_SWEEP = ("name", "runs_dir", "seed")  # per run, from the sweep file: overriding them is refused
 RUN_FOLDER = re.compile(r"(?P<variant>.+)-seed(?P<seed>\d+)")
 
 
@@ -88,13 +90,28 @@ def load_sweep(path: Path, resolve_config, variants_to_run: list[str] | None = N
         raise UserError(f"sweep file {path}: `variants` must map names to lists of key=value overrides")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
         raise UserError(f"sweep file {path}: `seeds` must be a list of integers")
+    for label, values in ((f"sweep file {path}: seeds", seeds), ("--seeds", seeds_to_run or []),
+                          ("--variants", variants_to_run or [])):
+        repeated = sorted({str(value) for value in values if values.count(value) > 1})
+        if repeated:  # a run listed twice would count twice in the mean and its std
+            raise UserError(f"{label} lists {', '.join(repeated)} more than once; list each once")
     reference = spec.get("reference", next(iter(variants)))
     if reference not in variants:
         raise UserError(f"sweep file {path}: reference {reference!r} is not one of the variants ({', '.join(variants)})")
     name = str(spec.get("name", path.stem))
     base = resolve_config(Path(spec["base"])) if spec.get("base") else None
     shared = [str(o) for o in spec.get("overrides", [])]
-    root = Path(spec.get("runs_dir", "runs")) / "sweeps" / name
+    for owner, overrides in (("overrides", shared), *((f"variant {v!r}", o) for v, o in variants.items())):
+        set_by_the_sweep = [str(o) for o in overrides if str(o).split("=", 1)[0].strip() in SET_BY_THE_SWEEP]
+        if set_by_the_sweep:
+            raise UserError(f"sweep file {path}, {owner}: {', '.join(set_by_the_sweep)} would be replaced: the sweep "
+                            f"names each run <variant>-seed<seed> under <runs_dir>/sweeps/{name}/ with the seeds of "
+                            f"`seeds`; set the sweep file's runs_dir or seeds key instead, or make another variant")
+    try:  # where the runs go: the sweep file's runs_dir, else its base config's
+        base_runs_dir = load_config(base, shared).runs_dir
+    except UserError as error:
+        raise UserError(f"sweep {name}: {error}") from None
+    root = Path(spec.get("runs_dir", base_runs_dir)) / "sweeps" / name
     unknown = sorted(set(variants_to_run or []) - set(variants))
     if unknown:
         raise UserError(f"sweep {name}: no variant {', '.join(map(repr, unknown))}; its variants: {', '.join(variants)}")

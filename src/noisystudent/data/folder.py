@@ -51,12 +51,14 @@ class DecodeReport:
         check_bad_fraction(self.root, self.bad, self.total, max_bad_fraction)
 
 
-def check_bad_fraction(where: Path | str, bad: list[tuple[str, str]], total: int, max_bad_fraction: float) -> None:
-    """Stop when more than `max_bad_fraction` of `total` images could not be decoded, naming some."""
+def check_bad_fraction(where: Path | str, bad: list[tuple[str, str]], total: int, max_bad_fraction: float,
+                       tolerance_key: str = "data.max_bad_fraction") -> None:
+    """Stop when more than `max_bad_fraction` of `total` images could not be decoded, naming some (and
+    the tolerance by `tolerance_key`)."""
     if total and len(bad) / total > max_bad_fraction:
         listed = "; ".join(f"{image_id}: {reason}" for image_id, reason in bad[:5])
         raise UserError(f"{len(bad)} of {total} images of {where} could not be decoded (more than "
-                        f"data.max_bad_fraction={max_bad_fraction}); fix or remove them, or raise the limit "
+                        f"{tolerance_key}={max_bad_fraction}); fix or remove them, or raise the limit "
                         f"(they are skipped and listed). First: {listed}")
 
 

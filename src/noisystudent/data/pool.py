@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 from collections import deque
-from collections.abc import Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +36,7 @@ from ..errors import UserError
 from .folder import (IMAGE_SUFFIXES, BadImage, check_bad_fraction, decode_image, image_ids, is_manifest,
                      manifest_items)
 from .images import ImageSet
-from .shards import DamagedShard, is_webdataset, shard_urls, webdataset_items
+from .shards import DamagedShard, is_local, is_webdataset, shard_urls, webdataset_items
 
 Item = tuple[str, Any]  # (stable id, source)
 
@@ -67,22 +67,30 @@ class Pool:
     pattern: str | None = None  # WebDataset shards
     limit: int | None = None  # read only the first `limit` items
     decode_threads: int = 0  # threads decoding ahead of the caller; 0 = in the caller's thread
+    # what messages call the pool and its tolerance: the config keys, or a command's own arguments
+    source_key: str = "data.unlabeled"
+    tolerance_key: str = "data.max_bad_fraction"
 
     @functools.cached_property
     def identity(self) -> dict:
         """What a label store records to refuse labels made from another pool: where it is, its
-        size and, to tell two pools at the same place apart, a digest of its listed ids (of the
-        shard files' sizes for WebDataset, whose ids are known only once read)."""
+        size and, to tell two pools at the same place apart, a digest of its listed ids and every
+        file's size and mtime (as the decoded-image cache's key: images rewritten under the same
+        names are another pool); for WebDataset, whose ids are known only once read, of the shard
+        files' sizes and mtimes."""
         digest = hashlib.sha256()
         if self.listing is not None:
             for buffer in self.listing.buffers():  # Arrow's offsets and bytes: no Python string per id
                 if buffer is not None:
                     digest.update(buffer)
+            root = str(self.root)
+            for image_id in _strings(self.listing):
+                digest.update(_size_and_mtime(os.path.join(root, image_id)).encode())
         elif self.images is not None:
             digest.update("\n".join(self.images.ids).encode())
         else:
-            digest.update(json.dumps([Path(url).stat().st_size if Path(url).is_file() else url
-                                      for url in shard_urls(self.pattern)]).encode())
+            digest.update(json.dumps([_size_and_mtime(url) if is_local(url) else url
+                                      for url in shard_urls(self.pattern, self.source_key)]).encode())
         return {"source": self.where, "size": self.size, "limit": self.limit, "image_size": self.image_size,
                 "channels": self.channels, "items_sha256": digest.hexdigest()[:16]}
 
@@ -96,8 +104,10 @@ class Pool:
     def items(self) -> Iterator[Item]:
         if self.images is not None:
             items = ((image_id, row) for row, image_id in enumerate(self.images.ids))
-        elif self.pattern is not None:
-            items = webdataset_items(self.pattern)
+        elif self.pattern is not None:  # ids known only once read: checked as they stream by
+            def shard_items() -> Iterator[Item]:
+                return itertools.islice(webdataset_items(self.pattern), self.limit)
+            return _unique_ids(shard_items(), self.where, shard_items)
         else:
             # plain strings, not pathlib: a Path interns every component (sys.intern), so file names
             # would pile up in the interpreter's intern table as the pool streams by
@@ -207,7 +217,41 @@ class Pool:
         return torch.from_numpy(np.stack(arrays)) if arrays else torch.empty(shape, dtype=torch.uint8)
 
     def check_bad_fraction(self, bad: list[tuple[str, str]], inputs: int) -> None:
-        check_bad_fraction(self.where, bad, inputs, self.max_bad_fraction)
+        check_bad_fraction(self.where, bad, inputs, self.max_bad_fraction, self.tolerance_key)
+
+
+def _unique_ids(items: Iterator[Item], where: str, again: Callable[[], Iterator[Item]]) -> Iterator[Item]:
+    """`items`, then, after the last one, refuse an id that came twice (two shards made from the same
+    images): its labels would be stored twice and weigh twice in the selection. Ids are remembered as
+    8-byte hashes, not strings (a pool may hold 300M images); only when two hashes agree is the pool
+    read `again` to find the id, or to find that the hashes merely collided."""
+    blocks, block = [], []
+    for item in items:
+        block.append(hash(item[0]))
+        if len(block) == 1 << 16:
+            blocks.append(np.array(block, np.int64))
+            block = []
+        yield item
+    values, counts = np.unique(np.concatenate([*blocks, np.array(block, np.int64)]), return_counts=True)
+    suspects = set(values[counts > 1].tolist())
+    if not suspects:
+        return
+    seen = set()
+    for image_id, _ in again():
+        if hash(image_id) in suspects:
+            if image_id in seen:
+                raise UserError(f"{where} holds the sample {image_id!r} more than once (are two shards copies of "
+                                f"each other?); every image needs its own key: remove the repeated shards or "
+                                f"samples")
+            seen.add(image_id)
+
+
+def _size_and_mtime(path: str) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError:  # a listed file that is gone: it fails to decode when read, and is counted then
+        return "missing\n"
+    return f"{stat.st_size}\0{stat.st_mtime_ns}\n"
 
 
 class _Counted:
@@ -244,13 +288,15 @@ def memory_pool(images: ImageSet, name: str) -> Pool:
 
 
 def open_pool(source: str | Path, image_size: int, channels: int, max_bad_fraction: float, classes: list[str],
-              limit: int | None = None, decode_threads: int = 0) -> Pool:
-    """The unlabeled pool from a folder tree, a manifest or WebDataset tar shards; lists, decodes nothing."""
+              limit: int | None = None, decode_threads: int = 0, source_key: str = "data.unlabeled",
+              tolerance_key: str = "data.max_bad_fraction") -> Pool:
+    """The unlabeled pool from a folder tree, a manifest or WebDataset tar shards; lists, decodes nothing.
+    Messages name the source and the tolerance by `source_key` and `tolerance_key`."""
     text = str(source)
     common = dict(classes=classes, channels=channels, image_size=image_size, max_bad_fraction=max_bad_fraction,
-                  limit=limit, decode_threads=decode_threads)
+                  limit=limit, decode_threads=decode_threads, source_key=source_key, tolerance_key=tolerance_key)
     if is_webdataset(text):
-        shard_urls(text)  # a missing shard stops the run before any stage, not after the teacher trained
+        shard_urls(text, source_key)  # a missing shard stops the run before any stage, not after the teacher trained
         return Pool(text, size=None, pattern=text, **common)
     if is_manifest(Path(text)):
         root, items, _ = manifest_items(Path(text))
@@ -258,12 +304,12 @@ def open_pool(source: str | Path, image_size: int, channels: int, max_bad_fracti
     else:
         root = Path(text)
         if not root.is_dir():
-            raise UserError(f"data.unlabeled: folder {root} not found" if not root.exists() else
-                            f"data.unlabeled: {root} is a file; give a folder of images, a .csv / .jsonl manifest or "
+            raise UserError(f"{source_key}: folder {root} not found" if not root.exists() else
+                            f"{source_key}: {root} is a file; give a folder of images, a .csv / .jsonl manifest or "
                             f"tar shards (pool-{{0000..0099}}.tar)")
         listing = _string_array(image_ids(root))
         if not len(listing):
-            raise UserError(f"data.unlabeled: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise UserError(f"{source_key}: {root} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if pc.count_distinct(listing).as_py() != len(listing):
         raise UserError(f"{source} lists the same image more than once; every image needs its own path")
     size = len(listing) if limit is None else min(limit, len(listing))

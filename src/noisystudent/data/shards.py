@@ -31,6 +31,9 @@ _KEY_AND_EXTENSION = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")  # WebDataset's 
 _META_MEMBER = re.compile(r"__[^/]*__($|/)")  # WebDataset's per-shard metadata members, not samples
 
 
+DAMAGED_SHARD = " (damaged shard)"  # ends the id of the bad item a damaged shard ends with
+
+
 class DamagedShard:
     """The source of the bad item a damaged shard ends with (decoding it raises the reason)."""
 
@@ -42,19 +45,20 @@ def is_webdataset(source: str) -> bool:
     return ".tar" in source
 
 
-def shard_urls(pattern: str) -> list[str]:
-    """The shards a pattern names, in order; every local one must exist (checked before any stage runs)."""
+def shard_urls(pattern: str, source_key: str = "data.unlabeled") -> list[str]:
+    """The shards a pattern names, in order; every local one must exist (checked before any stage runs);
+    a message names the pattern by `source_key`."""
     import braceexpand
 
     urls = list(braceexpand.braceexpand(pattern))
-    missing = [url for url in urls if _is_local(url) and not Path(url).is_file()]
+    missing = [url for url in urls if is_local(url) and not Path(url).is_file()]
     if missing:
         raise UserError(f"WebDataset shard {missing[0]} not found ({len(missing)} of {len(urls)} from {pattern!r} "
-                        f"missing); check data.unlabeled")
+                        f"missing); check {source_key}")
     return urls
 
 
-def _is_local(url: str) -> bool:
+def is_local(url: str) -> bool:
     return "://" not in url and not url.startswith("pipe:")
 
 
@@ -79,9 +83,10 @@ def _shard_items(url: str) -> Iterator[tuple[str, io.BytesIO | DamagedShard]]:
         if damage.at_start:
             reason = f"{url} is not a tar archive ({damage}); rewrite or remove the shard"
         else:
-            reason = (f"{url} is cut short after {samples} whole samples ({damage}); the samples after them are "
-                      f"lost: rewrite the shard")
-        yield f"{Path(url).name} (damaged shard)", DamagedShard(reason)
+            # counted as 1 bad item, though more may be lost: the cut shard cannot tell how many
+            reason = (f"{url} is cut short after {samples} whole samples ({damage}); at least 1 sample after them "
+                      f"is lost, how many more the cut shard cannot tell: rewrite the shard")
+        yield f"{Path(url).name}{DAMAGED_SHARD}", DamagedShard(reason)
 
 
 class _Damaged(Exception):
@@ -120,12 +125,11 @@ def _samples(url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
                 match = _KEY_AND_EXTENSION.match(member.name.removeprefix("./"))
                 if match is None:
                     continue
-                data = archive.extractfile(member).read()  # raises ReadError when the data is cut
-                if match.group(1) != key:
+                if match.group(1) != key:  # the sample before is whole: a sample's members are consecutive
                     if key is not None:
                         yield key, members
                     key, members = match.group(1), {}
-                members[match.group(2)] = data
+                members[match.group(2)] = archive.extractfile(member).read()  # raises ReadError when cut
         except tarfile.TarError as error:  # a cut member: the sample it belongs to is incomplete
             raise _Damaged(str(error), at_start=False) from None
         if not isinstance(archive.end_reason, tarfile.EOFHeaderError):

@@ -19,7 +19,7 @@ import torch
 
 from ..config import EvaluateConfig
 from ..data import ImageSet
-from ..models import load_exported, predict_logits
+from ..models import check_model_fits, load_exported, predict_logits
 from ..registries import SUITES
 from .accuracy import topk_accuracy
 from .adversarial import adversarial_accuracy
@@ -127,6 +127,9 @@ def evaluate_weights(path: Path, test: ImageSet, device: torch.device, config: E
     eval dict when given. The pipeline and `noisystudent evaluate` both come through here, from
     the file, so the same weights give the same numbers bit for bit."""
     model = load_exported(path)
+    # its accuracy on other classes would be a number about nothing (and an mCE against it, 100)
+    check_model_fits(model.spec, test.classes, test.channels, path, "the test set",
+                     "evaluate it with the config of the data it was trained on (--config)")
     result = {"model": model.spec.name, "parameters": sum(p.numel() for p in model.parameters()),
               "resolution": model.spec.resolution,
               **evaluate_model(model.to(device), test, device, config, cache_root, seed)}

@@ -38,6 +38,7 @@ index % world_size == rank.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections import Counter
@@ -53,10 +54,11 @@ from tqdm.auto import tqdm
 
 from ..config import LabelConfig
 from ..data import ImageSet, Pool
+from ..data.shards import DAMAGED_SHARD
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
-from ..io import atomic_write, changed_keys, lookup, read_json, remove_stale_temps, write_json
-from ..models import exported_weights_file, inference, load_exported, noised_inference, to_model_input
+from ..io import atomic_write, changed_keys, exclusive_lock, lookup, read_json, remove_stale_temps, write_json
+from ..models import check_model_fits, exported_weights_file, inference, load_exported, noised_inference, to_model_input
 from ..noise import StudentNoise
 from .ood import OodScore, fit_ood_score, fit_on_images, score_images
 
@@ -135,6 +137,17 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
     check_store_header(out_dir, header)  # finished or not: a store is only reused by what made it
     if (out_dir / MANIFEST).is_file():
         return store
+    with exclusive_lock(out_dir) if distributed.is_main else contextlib.nullcontext():  # one command at a time
+        check_store_header(out_dir, header)  # again: another may have begun it before this one held it
+        _label_shards(teacher, pool, config, out_dir, device, header, distributed, noise, score, reference)
+    return store
+
+
+def _label_shards(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
+                  header: dict, distributed: Distributed, noise: StudentNoise | None, score: OodScore,
+                  reference: ImageSet | None) -> None:
+    """pseudo_label's work, once its store is checked and held: the missing shards, then the
+    reference's scores and the manifest."""
     if distributed.is_main:
         write_json(out_dir / HEADER, header)
         remove_stale_temps(out_dir)  # before any rank writes again
@@ -158,7 +171,6 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
             np.save(out_dir / REFERENCE_SCORES, score_images(teacher, reference.images, score, config.batch_size, device))
         write_manifest(out_dir, header, shard_infos)
     distributed.barrier()
-    return store
 
 
 def check_store_header(out_dir: Path, header: dict) -> None:
@@ -242,6 +254,8 @@ def label_with_weights(weights: Path, pool: Pool, config: LabelConfig, out_dir: 
     noise (dropout 0, stochastic depth off; with `noise`, the noised-teacher ablation's), the
     weights file's hash as the teacher's identity."""
     teacher, teacher_hash = load_labeling_teacher(weights, noise)
+    check_model_fits(teacher.spec, pool.classes, pool.channels, weights, "the unlabeled pool's data",
+                     "label with a teacher trained on these classes, or give the config of its data (--config)")
     return pseudo_label(teacher, pool, config, out_dir, device, teacher_hash=teacher_hash,
                         distributed=distributed, noise=noise, labeled=labeled, reference=reference)
 
@@ -254,6 +268,13 @@ def load_labeling_teacher(weights: Path, noise: StudentNoise | None = None) -> t
     path = exported_weights_file(weights)
     teacher = load_exported(path) if noise is None else load_exported(path, noise.dropout, noise.survival_prob)
     return teacher, file_sha256(path)
+
+
+def damaged_shards(manifest: dict) -> list[str]:
+    """Why each damaged pool shard stopped: each counts as one undecodable item, yet lost at least
+    that many samples, so every command and report names them rather than leave them in a count."""
+    return [entry["reason"] for shard in manifest["shards"] for entry in shard["bad_files"]
+            if entry["id"].endswith(DAMAGED_SHARD)]
 
 
 def write_manifest(out_dir: Path, header: dict, shard_infos: list[dict]) -> None:

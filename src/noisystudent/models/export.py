@@ -9,6 +9,7 @@ optional packages `onnx` and `onnxscript` (`pip install 'noisystudent[export]'`)
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from dataclasses import asdict
@@ -67,4 +68,8 @@ def _write_torchscript(model: torch.nn.Module, example: torch.Tensor, descriptio
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # PyTorch deprecates TorchScript; it still serves widely
         traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(path), _extra_files={"noisystudent.json": description})
+    # into memory, not to `path`: the zip's root folder is named after the file saved to, here a
+    # random temp name, so the same model gave other bytes each time
+    buffer = io.BytesIO()
+    torch.jit.save(traced, buffer, _extra_files={"noisystudent.json": description})
+    path.write_bytes(buffer.getvalue())

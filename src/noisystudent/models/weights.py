@@ -65,8 +65,37 @@ def load_exported(path: str | Path, dropout: float = 0.0, survival_prob: float =
         raise UserError(f"{path}: its tensors are not those of its described model {spec.name} "
                         f"({spec.num_classes} classes, {spec.in_chans} channels): {'; '.join(problems)}; "
                         f"the file was edited or mixed up, re-export it from its run")
+    check_finite(tensors, path)
     model.load_state_dict(tensors)
     return model
+
+
+def check_model_fits(spec: ModelSpec, classes: list[str], channels: int, path: str | Path, data: str,
+                     fix: str) -> None:
+    """Refuse a model made for other classes (by name, or by count for weights exported before they
+    named them) or channels than `data` has, naming both lists and the `fix`."""
+    same_classes = list(spec.classes) == classes if spec.classes is not None else spec.num_classes == len(classes)
+    if same_classes and spec.in_chans == channels:
+        return
+    raise UserError(f"{path} is a model of {spec.num_classes} classes ({_shortened(spec.classes)}) on "
+                    f"{spec.in_chans}-channel images, {data} has {len(classes)} classes ({_shortened(classes)}) on "
+                    f"{channels}-channel images; {fix}")
+
+
+def _shortened(names, shown: int = 6) -> str:
+    if names is None:
+        return "unnamed"
+    names = list(names)
+    return ", ".join(names[:shown]) + (f", ... {len(names) - shown} more" if len(names) > shown else "")
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Refuse weights holding NaN or Inf: a model made of them predicts NaN (or one class) everywhere,
+    labels, evaluates and trains without a word until much later, blaming something else."""
+    for key, tensor in tensors.items():
+        if isinstance(tensor, torch.Tensor) and tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise UserError(f"{source}: tensor {key} holds NaN or Inf values; these weights come from a training "
+                            f"that diverged or a damaged file: retrain or re-export them")
 
 
 def load_initial_weights(model: Classifier, source: str) -> None:
@@ -109,9 +138,13 @@ def _initial_state(source: str) -> dict[str, torch.Tensor]:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
         except Exception as error:  # safetensors and torch raise several types for a damaged file
-            raise UserError(f"init {source} cannot be read ({type(error).__name__}: {error})") from None
+            # torch's own text for a file that is not a checkpoint runs to 8 lines and advises
+            # weights_only=False: the error's type is what a user can act on
+            raise UserError(f"init {source} cannot be read as weights ({type(error).__name__}); give a run's stage "
+                            f"folder, a .safetensors file or a PyTorch state dict (.pth) of the same model") from None
         if not isinstance(state, dict):
             raise UserError(f"init {source} holds no state dict of tensors")
+        check_finite(state, f"init {source}")
         return {key.removeprefix("backbone."): value for key, value in state.items()}  # ours wrap a timm backbone
     if source.startswith("timm/") or "/" not in source:
         name = source.removeprefix("timm/")
