@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import environment, write_result  # noqa: E402
 
-from noisystudent.labels.store import shard_name, write_manifest  # noqa: E402
+from noisystudent.labels.store import STORE_FORMAT, shard_name, write_manifest  # noqa: E402
 
 CLASSES, TOP_K, SHARD, SEED, TARGET_FRACTION = 1000, 10, 100_000, 0, 0.8
 
@@ -71,7 +71,7 @@ def synthetic_store(root: Path, n_images: int) -> Path:
         })
         pq.write_table(table, root / shard_name(index))
         counts.append(n)
-    write_manifest(root, {"synthetic": True, "seed": SEED}, counts)
+    write_manifest(root, {"format": STORE_FORMAT, "synthetic": True, "seed": SEED}, counts)
     return root
 
 

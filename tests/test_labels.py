@@ -11,7 +11,7 @@ from noisystudent.config import LabelConfig
 from noisystudent.data import ImageSet, memory_pool
 from noisystudent.errors import UserError
 from noisystudent.labels import LabelStore, pseudo_label, read_selection, select_from_store
-from noisystudent.labels.store import shard_name, shard_table, write_manifest
+from noisystudent.labels.store import STORE_FORMAT, shard_name, shard_table, write_manifest
 from noisystudent.models import build_model, predict_logits
 from noisystudent.labels import dense_targets
 
@@ -40,8 +40,8 @@ def dense(class_ids, probs, num_classes):
     return dense_targets(torch.as_tensor(class_ids), torch.as_tensor(probs), num_classes)
 
 
-def make_store(root, argmax, confidence, shard_size, num_classes=None, energy=None):
-    """A store with chosen argmax / confidence (and energy: what selection reads), written shard by shard."""
+def make_store(root, argmax, confidence, shard_size, num_classes=None, scores=None):
+    """A store with chosen argmax / confidence (and out-of-domain scores), written shard by shard."""
     root.mkdir(parents=True, exist_ok=True)
     argmax, confidence = np.asarray(argmax), np.asarray(confidence, dtype=np.float32)
     num_classes = num_classes or int(argmax.max()) + 1
@@ -51,12 +51,12 @@ def make_store(root, argmax, confidence, shard_size, num_classes=None, energy=No
         logits = torch.nn.functional.one_hot(torch.from_numpy(argmax[start:stop]).long(), num_classes).float()
         table = shard_table([f"u{i}" for i in range(start, stop)], logits, 1.0, min(num_classes, 3))
         table = table.set_column(2, "confidence", pa.array(confidence[start:stop]))
-        if energy is not None:
-            column = table.schema.get_field_index("energy")
-            table = table.set_column(column, "energy", pa.array(np.asarray(energy, np.float32)[start:stop]))
+        if scores is not None:
+            column = table.schema.get_field_index("ood_score")
+            table = table.set_column(column, "ood_score", pa.array(np.asarray(scores, np.float32)[start:stop]))
         pq.write_table(table, root / shard_name(index))
         counts.append({"count": stop - start, "inputs": stop - start, "bad_files": []})
-    write_manifest(root, {}, counts)
+    write_manifest(root, {"format": STORE_FORMAT, "ood_score": "energy"}, counts)
     return LabelStore(root)
 
 
@@ -169,9 +169,9 @@ def test_top_confidence_duplicates_short_classes_and_keeps_most_confident_of_lon
     stats = select_from_store(store, tmp_path / "selection.parquet", 3, threshold=0.3, images_per_class=3)
     assert multiplicities(tmp_path / "selection.parquet", 8).tolist() == [0, 1, 1, 0, 1, 1, 2, 0]
     by_class = {c["class"]: c for c in stats["per_class"]}
-    assert by_class[0] == {"class": 0, "available": 5, "kept": 5, "dropped_low_confidence": 0,
+    assert by_class[0] == {"class": 0, "available": 5, "kept": 5, "dropped_out_of_domain": 0, "dropped_low_confidence": 0,
                            "dropped_over_target": 2, "duplicated": 0, "selected": 3}
-    assert by_class[1] == {"class": 1, "available": 3, "kept": 2, "dropped_low_confidence": 1,
+    assert by_class[1] == {"class": 1, "available": 3, "kept": 2, "dropped_out_of_domain": 0, "dropped_low_confidence": 1,
                            "dropped_over_target": 0, "duplicated": 1, "selected": 3}
     assert by_class[2]["selected"] == 0 and by_class[2]["available"] == 0
     assert stats["selected"] == 6 and stats["kept_fraction"] == 7 / 8
@@ -249,20 +249,31 @@ def test_a_teacher_for_other_classes_is_refused_on_the_first_batch(tmp_path):
 
 
 @pytest.mark.parametrize("drop", [False, True])
-def test_out_of_domain_filter_drops_high_energy_images_and_estimates_the_share(tmp_path, drop):
-    """Energies 0..19: above 13.5 are 6 of 20. The estimate assumes in-domain images exceed the
-    labeled quantile q as often as labeled ones do (1 - q) and out-of-domain ones always."""
+def test_out_of_domain_filter_drops_flags_and_counts_separately(tmp_path, drop):
+    """Scores 0..19 against a reference uniform on [0, 10]: its 0.9 quantile is 9, so 10..19
+    are flagged (listed in the CSV) and, with the filter, dropped and counted as out of domain,
+    not as low confidence."""
     from noisystudent.labels import OutOfDomain
-    store = make_store(tmp_path / "store", np.arange(20) % 2, np.full(20, 0.9), 7, energy=np.arange(20))
-    stats = select_from_store(store, tmp_path / "selection.parquet", 2, 0.3, 10,
-                              out_of_domain=OutOfDomain(13.5, 0.9, drop))
-    rows, copies = read_selection(tmp_path / "selection.parquet")
-    assert stats["out_of_domain"]["above"] == 6 and stats["out_of_domain"]["share_above"] == pytest.approx(0.3)
-    assert stats["out_of_domain"]["estimated_share"] == pytest.approx((0.3 - 0.1) / 0.9)
+    confidence = np.where(np.arange(20) < 2, 0.1, 0.9)  # rows 0 and 1 fall to the threshold
+    store = make_store(tmp_path / "store", np.arange(20) % 2, confidence, 7, scores=np.arange(20))
+    stats = select_from_store(store, tmp_path / "selection.parquet", 2, 0.3, 9,
+                              out_of_domain=OutOfDomain(np.linspace(0, 10, 101), 0.9, drop, "energy"))
+    rows, _ = read_selection(tmp_path / "selection.parquet")
+    ood = stats["out_of_domain"]
+    assert ood["above"] == 10 and ood["share_above"] == pytest.approx(0.5) and ood["threshold"] == pytest.approx(9)
+    flagged = (tmp_path / "out_of_domain.csv").read_text().splitlines()
+    assert flagged[0] == "id,predicted_class,confidence,ood_score,dropped" and len(flagged) == 11
+    assert flagged[1] == f"u10,0,0.9000,10.0000,{int(drop)}"
+    assert stats["dropped_low_confidence"] == 2
     if drop:
-        assert sorted(rows.tolist()) == list(range(14)) and stats["kept"] == 14
+        assert sorted(rows.tolist()) == list(range(2, 10)) and stats["kept"] == 8 and stats["dropped_out_of_domain"] == 10
+        assert [c["dropped_out_of_domain"] for c in stats["per_class"]] == [5, 5]
+        assert all(c["suspect_copies"] == 0 for c in stats["per_class"])
     else:
-        assert sorted(rows.tolist()) == list(range(20)) and stats["kept"] == 20
+        assert sorted(rows.tolist()) == list(range(2, 20)) and stats["kept"] == 18 and stats["dropped_out_of_domain"] == 0
+        assert [c["suspect_copies"] for c in stats["per_class"]] == [5, 5]
+        assert [c["suspect_share"] for c in stats["per_class"]] == [pytest.approx(5 / 9)] * 2
+        assert len(stats["warnings"]) == 2 and stats["warnings"][0].startswith("class 0: 56% of its 9 selected copies")
 
 
 def test_energy_is_minus_logsumexp_of_the_logits_and_is_stored():
@@ -272,6 +283,7 @@ def test_energy_is_minus_logsumexp_of_the_logits_and_is_stored():
     assert energy(logits)[0] < energy(logits)[1], "a confident image scores lower (more in domain)"
     table = shard_table(["a", "b"], logits, 1.0, 3)
     assert np.allclose(table.column("energy").to_numpy(), energy(logits).numpy())
+    assert np.allclose(table.column("ood_score").to_numpy(), energy(logits).numpy()), "the score when none is fit"
 
 
 def test_a_noised_teacher_labels_differently_reproducibly_and_into_its_own_store(tmp_path):

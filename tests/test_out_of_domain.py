@@ -1,26 +1,34 @@
-"""A pool with out-of-domain images (data.ood_fraction) and the energy filter that finds them."""
+"""A pool with out-of-domain images (data.ood_fraction), the scores that find them
+(labels/ood.py), the share estimate and the filter."""
 
 import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
-from noisystudent.data import OOD_LABEL, ImageSet, mix_out_of_domain
-from noisystudent.labels import LabelStore
+from noisystudent.config import LabelConfig, load_config
+from noisystudent.data import OOD_LABEL, ImageSet, hold_out_reference, memory_pool, mix_out_of_domain
+from noisystudent.errors import ConfigError, UserError
+from noisystudent.labels import LabelStore, pseudo_label
+from noisystudent.labels.ood import FEATURE_SCORES, OOD_SCORES, auroc, estimate_share, fit_ood_score
+from noisystudent.models import build_model
+from noisystudent.models.airnet import LOGIT_SCALE
 from noisystudent.pipeline import Pipeline, run
 
 
-def test_a_mixed_pool_holds_the_asked_share_of_rendered_characters():
+@pytest.mark.parametrize("source", ["characters", "strokes"])
+def test_a_mixed_pool_holds_the_asked_share_of_out_of_domain_images(source):
     pool = ImageSet(torch.zeros(80, 1, 32, 32, dtype=torch.uint8), torch.arange(80) % 10, [f"p{i}" for i in range(80)],
                     list("abcdefghij"))
-    mixed = mix_out_of_domain(pool, 0.2, seed=3)
+    mixed = mix_out_of_domain(pool, 0.2, seed=3, source=source)
     out = mixed.labels == OOD_LABEL
     assert len(mixed) == 100 and int(out.sum()) == 20 and all(mixed.ids[i].startswith("ood-") for i in out.nonzero().flatten())
-    assert mixed.images[out].float().mean() > 5 and mixed.images[~out].max() == 0, "characters drawn, padded to 32 px"
+    assert mixed.images[out].float().mean() > 5 and mixed.images[~out].max() == 0, "drawn, padded to 32 px"
     assert not out[:20].all(), "shuffled in, not appended"
-    again = mix_out_of_domain(pool, 0.2, seed=3)
+    again = mix_out_of_domain(pool, 0.2, seed=3, source=source)
     assert again.ids == mixed.ids and torch.equal(again.images, mixed.images)
 
 
@@ -28,39 +36,218 @@ def test_a_run_on_a_mixed_pool_counts_and_filters_the_out_of_domain_images(tiny_
     """The label stage counts them and keeps them out of the pseudo-label accuracy; the selection
     estimates their share from the teacher alone, and the filter keeps fewer images than the
     confidence threshold alone."""
-    config = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, ood_fraction=0.25))
+    config = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, ood_fraction=0.25,
+                                                                       reference_fraction=0.1))
     run(config, log=lambda line: None)
     folder = Path(tiny_config.runs_dir) / "tiny" / "round-1"
     labels = json.loads((folder / "labels" / "stats.json").read_text())
     assert labels["out_of_domain_in_pool"] == round(0.25 / 0.75 * 500) and labels["pseudo_label_accuracy"] > 0.2
+    assert len(np.load(folder / "labels" / "reference_scores.npy")) == 10, "one held-out image per class"
     plain = json.loads((folder / "selection" / "stats.json").read_text())
     assert plain["out_of_domain"]["dropped"] is False and 0 <= plain["out_of_domain"]["estimated_share"] <= 1
+    assert plain["out_of_domain"]["score"] == "relative_mahalanobis" and plain["dropped_out_of_domain"] == 0
+    flagged = (folder / "selection" / "out_of_domain.csv").read_text().splitlines()
+    assert len(flagged) == 1 + plain["out_of_domain"]["above"]
     truth = plain["out_of_domain_truth"]
     assert truth["in_pool"] == labels["out_of_domain_in_pool"] and truth["kept"] + truth["kept_in_domain"] == plain["kept"]
     filtered_config = dataclasses.replace(config, name="filtered",
                                           selection=dataclasses.replace(config.selection, ood_quantile=0.5))
-    run(filtered_config, log=lambda line: None)
+    lines = []
+    run(filtered_config, log=lines.append)
     filtered = json.loads((Path(tiny_config.runs_dir) / "filtered" / "round-1" / "selection" / "stats.json").read_text())
     assert filtered["out_of_domain"]["dropped"] is True and filtered["kept"] < plain["kept"]
+    assert filtered["out_of_domain_truth"]["kept"] <= truth["kept"]
     # a filter that drops at random keeps the same share of out-of-domain images; this one keeps less
     assert filtered["out_of_domain_truth"]["kept"] / filtered["kept"] < truth["kept"] / plain["kept"] / 2
+    dropped = filtered["dropped_out_of_domain"]
+    assert dropped == filtered["out_of_domain"]["above"] > 0
+    assert dropped == sum(c["dropped_out_of_domain"] for c in filtered["per_class"])
+    assert filtered["pool"] == dropped + filtered["dropped_low_confidence"] + filtered["kept"]
+    assert any(f"{dropped} dropped as out of domain" in line and "est. out of domain" in line for line in lines), lines
     # The score separates: 167 out-of-domain images among 500, so a random score's AUROC is 0.5 with a
-    # standard deviation of 0.026; the teacher's energy measured 0.88 here.
+    # standard deviation of 0.026
     store = LabelStore(folder / "labels")
     pool = Pipeline(config).unlabeled
     assert list(store.column("id")) == pool.images.ids, "a store row per pool image, in order"
-    assert auroc(store.column("energy"), pool.truth == OOD_LABEL) > 0.7
+    out = pool.truth == OOD_LABEL
+    assert auroc(store.column("ood_score")[~out], store.column("ood_score")[out]) > 0.7
 
 
-def auroc(score: np.ndarray, positive: np.ndarray) -> float:
-    """The chance that a positive scores above a negative (Mann-Whitney U over both counts)."""
-    ranks = np.empty(len(score))
-    ranks[np.argsort(score, kind="stable")] = np.arange(1, len(score) + 1)
-    positives, negatives = int(positive.sum()), int((~positive).sum())
-    return (ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives)
+def test_auroc_is_the_share_of_out_in_pairs_ordered_right_ties_half():
+    rng = np.random.default_rng(0)
+    inside, outside = rng.integers(0, 5, 40).astype(float), rng.integers(2, 8, 30).astype(float)
+    pairs = (outside[None] > inside[:, None]).mean() + 0.5 * (outside[None] == inside[:, None]).mean()
+    assert auroc(inside, outside) == pytest.approx(pairs)
+    assert auroc(np.zeros(3), np.ones(2)) == 1 and auroc(np.ones(3), np.zeros(2)) == 0
+    assert auroc(np.ones(3), np.ones(2)) == 0.5
 
 
-def test_auroc_is_one_for_a_separating_score_and_a_half_for_a_random_one():
-    positive = np.arange(2000) % 4 == 0
-    assert auroc(positive.astype(float), positive) == 1.0
-    assert abs(auroc(np.random.default_rng(0).random(2000), positive) - 0.5) < 0.05
+def clusters(rng, count, centers):
+    labels = rng.integers(0, len(centers), count)
+    return torch.tensor(centers[labels] + rng.normal(0, 1, (count, centers.shape[1])), dtype=torch.float32), \
+        torch.as_tensor(labels)
+
+
+@pytest.mark.parametrize("name", OOD_SCORES)
+def test_every_score_ranks_an_unseen_cluster_above_new_in_domain_points_better_than_chance(name):
+    """Features: 4 classes in 16 dimensions, spread along the first 4; out of domain: a cluster
+    along another axis, which a classifier reading the first 4 coordinates sees as weak logits.
+    Each score beats a random one (AUROC 0.5) by a wide margin on new seeded draws."""
+    rng = np.random.default_rng(0)
+    centers = np.zeros((4, 16))
+    centers[np.arange(4), np.arange(4)] = 6.0
+    train, labels = clusters(rng, 400, centers)
+    inside, _ = clusters(rng, 300, centers)
+    outside = torch.tensor(rng.normal(0, 1, (300, 16)) + np.eye(16)[8] * 6.0, dtype=torch.float32)
+    head = lambda features: features[:, :4] * 2.0  # noqa: E731  a linear classifier of the 4 classes
+    score = fit_ood_score(name, train if name in FEATURE_SCORES else None, labels if name in FEATURE_SCORES else None)
+    value = auroc(score(inside, head(inside)).numpy(), score(outside, head(outside)).numpy())
+    chance = auroc(rng.random(300), rng.random(300))
+    assert value > 0.9 and abs(chance - 0.5) < 0.1, (value, chance)
+
+
+def test_an_unknown_score_is_refused():
+    with pytest.raises(UserError, match="not one of energy"):
+        fit_ood_score("entropy")
+
+
+@pytest.mark.parametrize("share", [0.0, 0.05, 0.2, 0.5])
+def test_the_share_estimate_recovers_the_truth_within_its_interval(share):
+    """In-domain scores N(0, 1) (the reference: 1,000 new draws), out of domain N(5, 1): the
+    estimate is within 3 points, its interval holds the truth; a pure in-domain pool estimates ~0."""
+    rng = np.random.default_rng(1)
+    reference = rng.normal(0, 1, 1000)
+    inside = rng.normal(0, 1, 4000)
+    outside = rng.normal(5, 1, round(share / (1 - share) * 4000))
+    pool = np.concatenate([inside, outside])
+    cut = np.quantile(reference, 0.8)
+    estimate = estimate_share(float((pool <= cut).mean()), len(pool), reference, cut)
+    low, high = estimate["interval"]
+    assert abs(estimate["estimated_share"] - share) < 0.03 and low <= share <= high, estimate
+    assert high - low < 0.1
+
+
+def test_the_reference_is_held_out_of_each_class_seeded_and_disjoint():
+    labeled = ImageSet(torch.zeros(50, 1, 8, 8, dtype=torch.uint8), torch.arange(50) % 5, [f"l{i}" for i in range(50)],
+                       list("abcde"))
+    train, reference = hold_out_reference(labeled, 0.2, seed=0)
+    assert len(reference) == 10 and (reference.labels.bincount(minlength=5) == 2).all()
+    assert set(train.ids).isdisjoint(reference.ids) and len(train) + len(reference) == 50
+    assert hold_out_reference(labeled, 0.2, seed=0)[1].ids == reference.ids
+    assert hold_out_reference(labeled, 0.0, seed=0) == (labeled, None)
+    assert len(hold_out_reference(labeled, 0.95, seed=0)[0]) == 5, "each class keeps one image to train on"
+
+
+def test_a_filter_without_a_reference_is_refused():
+    with pytest.raises(ConfigError, match="needs data.reference_fraction > 0"):
+        load_config(overrides=["data.reference_fraction=0", "selection.ood_quantile=0.95"])
+
+
+def test_a_store_of_the_old_format_is_refused_with_the_reason(tmp_path):
+    (tmp_path / "header.json").write_text(json.dumps({"teacher_sha256": "", "temperature": 1.0}))
+    pool = memory_pool(ImageSet(torch.zeros(4, 1, 32, 32, dtype=torch.uint8), torch.zeros(4, dtype=torch.long),
+                                [f"u{i}" for i in range(4)], list("abc")), "pool")
+    with pytest.raises(UserError, match="format 1 .before out-of-domain scores"):
+        pseudo_label(build_model("resnet_tiny_32", 3, 1), pool, LabelConfig(), tmp_path, torch.device("cpu"))
+
+
+def test_the_store_keeps_the_fitted_score_and_the_reference_scores(tmp_path):
+    """A feature score is computed from the same forward pass as the logits; the reference is
+    scored into reference_scores.npy; the header names the score."""
+    torch.manual_seed(0)
+    model = build_model("resnet_tiny_32", 3, 1)
+    images = torch.randint(0, 256, (24, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    labeled = ImageSet(images[:12], torch.arange(12) % 3, [f"l{i}" for i in range(12)], list("abc"))
+    reference = ImageSet(images[12:15], torch.arange(3), [f"r{i}" for i in range(3)], list("abc"))
+    pool = memory_pool(ImageSet(images[15:], torch.zeros(9, dtype=torch.long), [f"u{i}" for i in range(9)],
+                                list("abc")), "pool")
+    store = pseudo_label(model, pool, LabelConfig(ood_score="mahalanobis", shard_size=4), tmp_path, torch.device("cpu"),
+                         labeled=labeled, reference=reference)
+    from noisystudent.labels.ood import fit_on_images, score_images
+    score = fit_on_images("mahalanobis", model, labeled.images, labeled.labels, 8, torch.device("cpu"))
+    assert np.allclose(store.column("ood_score"), score_images(model, images[15:], score, 8, torch.device("cpu")),
+                       rtol=1e-4)
+    assert np.allclose(store.reference_scores, score_images(model, reference.images, score, 8, torch.device("cpu")),
+                       rtol=1e-4)
+    assert json.loads((tmp_path / "header.json").read_text())["ood_score"] == "mahalanobis"
+
+
+def test_a_score_computes_in_fp32_inside_a_bf16_autocast():
+    """Labeling runs the teacher under bf16 autocast where the CPU has bf16 units; the score
+    must not inherit it (it failed to store, and would round distances)."""
+    rng = np.random.default_rng(0)
+    features = torch.tensor(rng.normal(0, 1, (64, 8)), dtype=torch.float32)
+    labels = torch.arange(64) % 4
+    score = fit_ood_score("relative_mahalanobis", features, labels)
+    plain = score(features, features[:, :4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        inside = score(features.bfloat16(), features[:, :4].bfloat16())
+    assert inside.dtype == torch.float32 and torch.allclose(inside, plain, rtol=0.05, atol=0.05)
+
+
+def test_the_new_fields_at_their_defaults_leave_every_stages_inputs_as_before():
+    """A run directory made before the out-of-domain reference resumes and skips: at their defaults
+    data.reference_fraction, data.ood_source and labels.ood_score are in no stage's inputs (so
+    no fingerprint changes); set, they are, and they redo what they change."""
+    from noisystudent.config import DataConfig, LabelConfig as Labels
+    from noisystudent.runs import NEW_DATA_INPUTS, NEW_LABEL_INPUTS, plan_run
+
+    assert NEW_DATA_INPUTS == {key: getattr(DataConfig(), key) for key in NEW_DATA_INPUTS}
+    assert NEW_LABEL_INPUTS == {key: getattr(Labels(), key) for key in NEW_LABEL_INPUTS}
+    assert DataConfig().reference_fraction == 0, "opt-in: no labels are held out unless asked"
+    plan = plan_run(load_config())
+    for stage in plan.stages():
+        text = json.dumps(stage.inputs)
+        assert not any(f'"{key}"' in text for key in ("reference_fraction", "ood_source", "ood_score")), stage.path
+    held_out = plan_run(load_config(overrides=["data.reference_fraction=0.1"]))
+    assert held_out.teacher.inputs_hash != plan.teacher.inputs_hash, "the teacher trains on fewer labels"
+    scored = plan_run(load_config(overrides=["labels.ood_score=energy"]))
+    assert scored.teacher.inputs_hash == plan.teacher.inputs_hash
+    assert scored.rounds[0].labels.inputs_hash != plan.rounds[0].labels.inputs_hash
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny_32", "airnet_small_32"])
+def test_features_are_the_penultimate_ones_and_the_logits_forwards(name):
+    """The feature scores read the pooled features before the classifier; the logits that come
+    with them are the model's own (AirNet scales its classifier's output)."""
+    torch.manual_seed(0)
+    model = build_model(name, 10, 1).eval()
+    images = torch.rand(6, 1, 32, 32)
+    with torch.no_grad():
+        features, logits = model.features_and_logits(images)
+        backbone = model.backbone
+        trunk = backbone.forward_features(model.prepare(images))
+        assert features.shape == (6, backbone.num_features) and trunk.dim() == 4
+        pooled = torch.nn.functional.adaptive_max_pool2d(trunk, 1) if name.startswith("airnet") else trunk.mean((2, 3))
+        assert torch.allclose(features, pooled.flatten(1), atol=1e-6)
+        assert torch.allclose(logits, model(images), atol=1e-6)
+        assert torch.allclose(model.features(images), features)
+        scale = LOGIT_SCALE if name.startswith("airnet") else 1
+        assert torch.allclose(backbone.get_classifier()(features) * scale, logits,
+                              atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny_32", "resnet_small_32", "resnet_slim_32", "resnet_medium_32",
+                                  "resnet_wide_32", "airnet_small_32", "airnet_medium_32", "airnet_wide_32"])
+def test_the_default_score_fits_and_scores_with_every_small_model(name):
+    from noisystudent.labels.ood import fit_on_images, score_images
+
+    torch.manual_seed(0)
+    model = build_model(name, 3, 1)
+    images = torch.randint(0, 256, (18, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    score = fit_on_images(LabelConfig().ood_score, model, images[:12], torch.arange(12) % 3, 8, torch.device("cpu"))
+    scores = score_images(model, images[12:], score, 8, torch.device("cpu"))
+    assert score.name == "relative_mahalanobis" and scores.shape == (6,) and np.isfinite(scores).all()
+
+
+def test_a_selection_made_before_the_reference_is_still_described():
+    """A finished run folder from before resumes: its selection's stats (no separate drop counts,
+    no warnings, an energy estimate without interval) still make the console's and report's line."""
+    from noisystudent.summary import describe_selection
+
+    old = {"mode": "top_confidence", "pool": 59000, "kept": 58971, "kept_fraction": 0.9995, "selected": 58970,
+           "unique": 58178, "images_per_class": 5897, "per_class": [],
+           "out_of_domain": {"score": "energy", "quantile": 0.99, "max_energy": -4.95, "dropped": False, "above": 1141,
+                             "share_above": 0.0193, "estimated_share": 0.0094}}
+    assert describe_selection(old) == ("of 59000: 29 dropped by the filters, 58971 kept; 58970 selected (792 as "
+                                       "duplicate copies); est. out of domain 0.9% (energy), 1141 flagged")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -14,6 +15,8 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_builds_from_a_tiny_run_with_valid_figures_and_the_runs_numbers(tiny_config, capsys):
+    # with the out-of-domain reference (opt-in: data.reference_fraction), so the report has its estimate
+    tiny_config = dataclasses.replace(tiny_config, data=dataclasses.replace(tiny_config.data, reference_fraction=0.1))
     summary = run(tiny_config, log=lambda line: None)
     run_dir = Path(tiny_config.runs_dir) / tiny_config.name
     outputs = build_report(run_dir)
@@ -41,6 +44,14 @@ def test_report_builds_from_a_tiny_run_with_valid_figures_and_the_runs_numbers(t
     assert mce == pytest.approx(student_eval["mce"], abs=0.05)
     assert re.search(rf"{100 * summary['final_top1']:.2f}", html)
     assert main(["report", str(run_dir)]) == 0 and "report.html" in capsys.readouterr().out
+    stats_path = run_dir / "round-1" / "selection" / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    assert f"- round 1: of {stats['pool']}: {stats['dropped_out_of_domain']} dropped as out of domain" in markdown
+    stats["warnings"] = ["class 3: 80% of its 40 selected copies score out of domain"]  # a class mostly suspect
+    stats_path.write_text(json.dumps(stats))
+    build_report(run_dir)
+    assert "- warning (round 1): class 3: 80%" in (run_dir / "report.md").read_text()
+    assert "<li>warning (round 1): class 3: 80%" in (run_dir / "report.html").read_text()
 
 
 def test_report_of_an_unfinished_run_says_what_to_do(tmp_path, capsys):

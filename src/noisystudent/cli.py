@@ -113,9 +113,9 @@ def cmd_label(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     distributed, device_name = init_from_environment(config.device)
-    session = start_session(config, device_name)
+    session = start_session(config, device_name)  # the reference held out as a run holds it
     store = label_with_weights(args.teacher, session.unlabeled, config.labels, args.output, session.device,
-                               distributed)
+                               distributed, labeled=session.labeled, reference=session.reference)
     if distributed.is_main:
         manifest = store.manifest
         print(f"{manifest['count']} images in {len(manifest['shards'])} shards, top-{manifest['stored_k']} per image: "

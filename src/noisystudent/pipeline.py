@@ -27,24 +27,21 @@ import numpy as np
 import torch
 
 from .config import INIT_FROM_TEACHER, Config, TrainConfig, dump_yaml
-from .data import OOD_LABEL, ImageSet, load_splits
+from .data import OOD_LABEL, ImageSet, hold_out_reference, load_splits
 from .distributed import init_from_environment
 from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
 from .io import exclusive_lock, read_json, remove_stale_temps, write_json, write_text
-from .labels import (LabelStore, PseudoLabeledSet, damaged_shards, energy, in_domain_accuracy, load_labeling_teacher,
+from .labels import (LabelStore, PseudoLabeledSet, damaged_shards, in_domain_accuracy, load_labeling_teacher,
                      load_pseudo_labeled, pseudo_label, select_and_gather)
 from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
-                     predict_logits, resolved_precision)
+                     resolved_precision)
 from .noise import RandAugment, student_noise
 from .provenance import provenance
 from .runs import CONFIG, EVAL, SUMMARY, TIMINGS, RoundPlan, RunPlan, Stage, plan_run, run_dir, teacher_dir
 from .session import start_session
-from .summary import fraction, format_summary, robustness_summary, round_summary
+from .summary import describe_selection, fraction, format_summary, robustness_summary, round_summary
 from .train import train_model
-
-
-LABELED_ENERGY = "labeled_energy.npy"  # in the label stage: the teacher's energies on the labeled images
 
 
 class Pipeline:
@@ -57,8 +54,10 @@ class Pipeline:
         self.log = log if self.distributed.is_main else (lambda line: None)
         self.run_dir = run_dir(config)
         session = start_session(config, device_name)
-        self.device, self.labeled, self.unlabeled, self.test = (session.device, session.labeled, session.unlabeled,
-                                                                session.test)
+        # session.labeled is what models train on: the out-of-domain reference (session.reference,
+        # data.reference_fraction) is held out of every model's training and scored like the pool
+        self.device, self.labeled, self.unlabeled, self.test, self.reference = (
+            session.device, session.labeled, session.unlabeled, session.test, session.reference)
 
     # -- stages ---------------------------------------------------------------------------------
 
@@ -171,7 +170,8 @@ class Pipeline:
         if size == self.labeled.images.shape[-1]:
             return self.labeled
         data = dataclasses.replace(self.config.data, image_size=size)
-        return load_splits(data, self.config.seed, cache_dir=self.config.image_cache())[0]
+        labeled = load_splits(data, self.config.seed, cache_dir=self.config.image_cache())[0]
+        return hold_out_reference(labeled, data.reference_fraction, self.config.seed)[0]
 
     def label_stage(self, stage: Stage, teacher_dir: Path) -> dict:
         if not stage.is_done():  # every rank labels its share of the shards
@@ -182,7 +182,8 @@ class Pipeline:
             noise = student_noise(self.config.noise) if self.config.noise.labeling else None  # an ablation only
             teacher, teacher_hash = load_labeling_teacher(teacher_dir, noise)
             store = pseudo_label(teacher, self.unlabeled, self.config.labels, stage.path, self.device,
-                                 teacher_hash=teacher_hash, distributed=self.distributed, noise=noise)
+                                 teacher_hash=teacher_hash, distributed=self.distributed, noise=noise,
+                                 labeled=self.labeled, reference=self.reference)
             if self.distributed.is_main:
                 truth = self.unlabeled.truth  # only Fashion-MNIST's pool has one; your own images do not
                 manifest = store.manifest
@@ -192,12 +193,6 @@ class Pipeline:
                              store.column("argmax"), truth)}
                 if truth is not None and (truth == OOD_LABEL).any():
                     stats["out_of_domain_in_pool"] = int((truth == OOD_LABEL).sum())
-                # the teacher's out-of-domain scores on images it knows are in domain: the
-                # selection's reference for its out-of-domain threshold
-                # (in eval mode: un-noised, also in the noised-labeling ablation)
-                logits = predict_logits(teacher, self.labeled.images, self.config.labels.batch_size, self.device,
-                                        desc="labeled energies")
-                np.save(stage.path / LABELED_ENERGY, energy(logits).numpy())
                 write_json(stage.path / "stats.json", stats)
                 stage.mark_done()
             self.record_time(stage, "labels", started)
@@ -211,7 +206,7 @@ class Pipeline:
             started = time.perf_counter()
             stage.begin()
             remove_stale_temps(stage.path)  # a SIGKILL mid-write leaves its temp file (images.npy can be GBs)
-            stats = select_and_gather(store, stage.path, self.unlabeled, np.load(store.root / LABELED_ENERGY),
+            stats = select_and_gather(store, stage.path, self.unlabeled, store.reference_scores,
                                       self.config.selection, self.labeled.num_classes, self.config.labels.batch_size,
                                       self.config.seed)
             write_json(stage.path / "stats.json", stats)
@@ -285,8 +280,10 @@ class Pipeline:
             self.log(f"  warning: {reason}")
         store = LabelStore(plan.labels.path)
         selection_stats = self.selection_stage(plan.selection, store)
-        self.log(f"  pseudo labels: accuracy {fraction(label_stats['pseudo_label_accuracy'])} on the pool, kept "
-                 f"{selection_stats['kept']}/{selection_stats['pool']}, {selection_stats['selected']} selected")
+        self.log(f"  pseudo labels: accuracy {fraction(label_stats['pseudo_label_accuracy'])} on the pool; "
+                 f"{describe_selection(selection_stats)}")
+        for warning in selection_stats.get("warnings", []):  # none in a selection made before them
+            self.log(f"  warning: {warning}")
         output_eval = self.student_stage((plan.student, plan.student_eval), plan.index, store, plan.selection.path,
                                          teacher.path)
         if plan.finetune is not None:

@@ -174,13 +174,13 @@ def probe_selection(config: Config, pool, num_classes: int, folder: Path,
         # the label stage's own code: undecodable images are left out of the store, as in a run
         store = pseudo_label(ConfidentGuesser(num_classes, generator), prefix, config.labels, folder / f"store-{size}",
                              torch.device("cpu"))
-        labeled_energy = energy(confident_logits(1000, num_classes, generator)).numpy()
+        reference = energy(confident_logits(1000, num_classes, generator)).numpy()  # the stand-in store's score
         best = math.inf
         for attempt in range(3):
             selection = folder / f"selection-{size}-{attempt}"
             selection.mkdir(parents=True)
             started = time.perf_counter()
-            select_and_gather(store, selection, prefix, labeled_energy, config.selection, num_classes,
+            select_and_gather(store, selection, prefix, reference, config.selection, num_classes,
                               config.labels.batch_size, config.seed)
             best = min(best, time.perf_counter() - started)
             shutil.rmtree(selection)  # pixels at a large resolution are GBs
@@ -218,7 +218,9 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
 
 def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path) -> list[StageCost]:
     session = start_session(config)
+    # session.labeled is what models train on: the held-out out-of-domain reference costs no training
     device, labeled, pool, test = session.device, session.labeled, session.unlabeled, session.test
+    referenced = 0 if session.reference is None else len(session.reference)
     classes, shapes = labeled.num_classes, (labeled.channels, config.data.image_size, config.data.image_size)
     pool_size = pool.size
     per_class = config.selection.images_per_class
@@ -308,8 +310,9 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
         stored = classes if classes <= 100 else min(config.labels.top_k, classes)
         store_bytes = None if pool_size is None else pool_size * (STORE_BYTES_FIXED + STORE_BYTES_PER_CLASS * stored)
         costs.append(StageCost(name(round_plan.labels), teacher, pool_size, None, parameters, flops, store_bytes or 0,
-                               # the teacher also scores the labeled images (the out-of-domain reference)
-                               None if forward is None or pool_size is None else (pool_size + len(labeled)) * forward,
+                               # the teacher also reads the labeled images: the training ones to fit the
+                               # out-of-domain score, the held-out ones to score the reference
+                               None if forward is None or pool_size is None else (pool_size + len(labeled) + referenced) * forward,
                                "" if pool_size is not None else "pool size unknown until read (tar shards)"))
         selection_fit = None if pool_size is None else measured(
             ("selection", config.selection.storage), lambda: probe_selection(config, pool, classes, folder))

@@ -19,8 +19,8 @@ import numpy as np  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .io import atomic_write, read_json, write_text  # noqa: E402
 from .runs import CONFIG, DONE, SUMMARY, round_indices, stage_dir, teacher_dir  # noqa: E402
-from .summary import (ROBUSTNESS_HEADER, ROUNDS_HEADER, damage_warnings, headline, robustness_rows,  # noqa: E402
-                      rounds_rows)
+from .summary import (ROBUSTNESS_HEADER, ROUNDS_HEADER, damage_warnings, describe_selection, headline,  # noqa: E402
+                      robustness_rows, rounds_rows)
 
 
 def _stages(run_dir: Path) -> list[Path]:
@@ -131,6 +131,18 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def selection_notes(run_dir: Path) -> list[str]:
+    """Per round: where the pool's images went and the estimated out-of-domain share
+    (summary.describe_selection), then its warnings (a class whose copies are mostly suspect)."""
+    notes = []
+    for k in round_indices(run_dir):
+        path = stage_dir(run_dir, k, "selection") / "stats.json"
+        if path.is_file():
+            stats = read_json(path)
+            notes += [f"round {k}: {describe_selection(stats)}", *(f"warning (round {k}): {w}" for w in stats.get("warnings", []))]
+    return notes
+
+
 def build_report(run_dir: str | Path) -> dict[str, Path]:
     """Write report/ figures, report.md and report.html into the run directory."""
     run_dir = Path(run_dir)
@@ -162,11 +174,14 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
                robustness_rows(teacher, student))]
 
     warnings = damage_warnings(summary)
+    notes = selection_notes(run_dir)
     markdown = [f"# Noisy Student run `{summary['name']}`", "", headline(summary), ""]
     if warnings:
         markdown += ["## Damaged pool shards", "", *(f"- {warning}" for warning in warnings), ""]
     for title, header, rows in tables:
         markdown += [f"## {title}", "", _markdown_table(header, rows), ""]
+    if notes:
+        markdown += ["## Selection", "", *(f"- {note}" for note in notes), ""]
     for title, path in figures.items():
         markdown += [f"## {title.capitalize()}", "", f"![{title}](report/{path.name})", ""]
     write_text(run_dir / "report.md", "\n".join(markdown))
@@ -177,6 +192,8 @@ def build_report(run_dir: str | Path) -> dict[str, Path]:
                   "</ul>"]
     for title, header, rows in tables:
         parts += [f"<h2>{html.escape(title)}</h2>", _html_table(header, rows)]
+    if notes:
+        parts += ["<h2>Selection</h2><ul>", *(f"<li>{html.escape(note)}</li>" for note in notes), "</ul>"]
     for title, path in figures.items():
         encoded = base64.b64encode(path.read_bytes()).decode()
         parts += [f"<h2>{html.escape(title.capitalize())}</h2>", f'<img alt="{html.escape(title)}" src="data:image/png;base64,{encoded}">']

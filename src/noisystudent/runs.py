@@ -46,6 +46,19 @@ CONFIG, SUMMARY, TIMINGS = "config.yaml", "summary.json", "timings.jsonl"
 # What no stage's result depends on (see the module docstring).
 NOT_DATA_INPUTS = ("max_bad_fraction", "decode_threads", "cache_dir", "storage")  # and TrainConfig.inputs() leaves out checkpoint_every, prefetch
 TEST_ONLY = ("test", "test_limit")  # what only evaluations read
+# Fields added after runs were made (the out-of-domain reference and score, issue 32): a stage's
+# inputs leave each out while it equals its default, which computes what the stage computed
+# before the field existed, so a run directory made then keeps its fingerprints and resumes
+# (its finished stages skip). Set to anything else, the field joins the inputs and redoes the
+# stages it changes. Only ever add to these, with the default the behaviour had before.
+NEW_DATA_INPUTS = {"ood_source": "characters", "reference_fraction": 0.0}
+NEW_LABEL_INPUTS = {"ood_score": "relative_mahalanobis"}
+LABEL_INPUTS = ("temperature", "top_k", "shard_size")
+
+
+def without_new_defaults(inputs: dict, new: dict) -> dict:
+    """`inputs` less the keys of `new` whose value is their default there."""
+    return {key: value for key, value in inputs.items() if key not in new or value != new[key]}
 
 
 def run_dir(config: Config) -> Path:
@@ -173,7 +186,8 @@ class RunPlan:
 def plan_run(config: Config) -> RunPlan:
     """Every stage of a run and its inputs, from the config alone (nothing is read or written)."""
     run = run_dir(config)
-    data = {key: value for key, value in asdict(config.data).items() if key not in NOT_DATA_INPUTS}
+    data = without_new_defaults({key: value for key, value in asdict(config.data).items()
+                                 if key not in NOT_DATA_INPUTS}, NEW_DATA_INPUTS)
     training_data = {key: value for key, value in data.items() if key not in TEST_ONLY}
     common = {"data": training_data, "seed": config.seed}
     evaluation = {"data": data, "seed": config.seed,
@@ -196,7 +210,8 @@ def plan_run(config: Config) -> RunPlan:
     for k in range(1, config.rounds + 1):
         labels = Stage(stage_dir(run, k, "labels"), {
             "upstream": previous.inputs_hash, **common,
-            "labels": {key: getattr(config.labels, key) for key in ("temperature", "top_k", "shard_size")},
+            "labels": without_new_defaults({key: getattr(config.labels, key) for key in (*LABEL_INPUTS, *NEW_LABEL_INPUTS)},
+                                           NEW_LABEL_INPUTS),
             **({"noise": asdict(config.noise)} if config.noise.labeling else {})})  # the noised-teacher ablation
         selection = Stage(stage_dir(run, k, "selection"), {"upstream": labels.inputs_hash,
                                                            "selection": selection_inputs}, resumes=False)

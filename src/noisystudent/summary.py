@@ -20,11 +20,33 @@ def round_summary(plan: RoundPlan, teacher_eval: dict, output_eval: dict, stats:
         # a damaged shard lost an unknown number of samples, which no count above covers
         "damaged_shards": stats["labels"].get("damaged_shards", []),
         "kept_fraction": stats["selection"]["kept_fraction"],
-        # the pool's out-of-domain share as the teacher's energies estimate it (labels/selection.py)
+        # the pool's out-of-domain share as the teacher's scores estimate it (labels/ood.py)
         "estimated_ood_share": stats["selection"].get("out_of_domain", {}).get("estimated_share"),
         "teacher_top1": teacher_eval["top1"], "student_top1": output_eval["top1"], "student_top5": output_eval["top5"],
         **({"before_finetune_top1": student_eval["top1"]} if plan.finetune is not None else {}),
     }
+
+
+def describe_selection(stats: dict) -> str:
+    """A selection stage in one line: where the pool's images went (each filter's count) and the
+    estimated out-of-domain share with its 95% interval. Also the stats of a selection made before
+    the out-of-domain reference (a finished run folder resumed): they count no drops apart and
+    their estimate has no interval."""
+    if "dropped_out_of_domain" in stats:
+        dropped = (f"{stats['dropped_out_of_domain']} dropped as out of domain, "
+                   f"{stats['dropped_low_confidence']} below the confidence threshold")
+    else:
+        dropped = f"{stats['pool'] - stats['kept']} dropped by the filters"
+    line = (f"of {stats['pool']}: {dropped}, {stats['kept']} kept; "
+            f"{stats['selected']} selected ({stats['selected'] - stats['unique']} as duplicate copies)")
+    ood = stats.get("out_of_domain")
+    if ood and ood.get("estimated_share") is not None:
+        line += f"; est. out of domain {100 * ood['estimated_share']:.1f}%"
+        if "interval" in ood:
+            low, high = ood["interval"]
+            line += f" [{100 * low:.1f}, {100 * high:.1f}]"
+        line += f" ({ood['score']}), {ood['above']} flagged"
+    return line
 
 
 def robustness_summary(metrics: dict) -> dict:

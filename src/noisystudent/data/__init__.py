@@ -9,14 +9,14 @@ from pathlib import Path
 from .images import ImageSet, pad_to
 from .fashion_mnist import FASHION_MNIST_CLASSES, load_fashion_mnist, resolve_root
 from .pool import Batch, Pool, memory_pool, open_pool
-from .split import split_labeled_unlabeled
+from .split import hold_out_reference, split_labeled_unlabeled
 from .out_of_domain import OOD_LABEL, mix_out_of_domain
 from .augment import center_boxes, inception_crop, sample_inception, sample_weak, weak_augment
 from .sources import DATA_SOURCES, register_data_source
 
 __all__ = [
     "ImageSet", "pad_to", "FASHION_MNIST_CLASSES", "load_fashion_mnist", "resolve_root", "Batch", "Pool",
-    "memory_pool", "open_pool", "split_labeled_unlabeled", "center_boxes", "inception_crop", "sample_inception", "sample_weak", "weak_augment", "load_splits", "DATA_SOURCES",
+    "memory_pool", "open_pool", "hold_out_reference", "split_labeled_unlabeled", "center_boxes", "inception_crop", "sample_inception", "sample_weak", "weak_augment", "load_splits", "DATA_SOURCES",
     "register_data_source", "OOD_LABEL", "mix_out_of_domain",
 ]
 
@@ -45,8 +45,8 @@ def _fashion_mnist(data_config, seed: int, test_only: bool):
                                                  seed=seed, unlabeled_limit=data_config.unlabeled_limit)
     name = "fashion_mnist train (unlabeled split)"
     if data_config.ood_fraction:
-        unlabeled = mix_out_of_domain(unlabeled, data_config.ood_fraction, seed)
-        name += f" + {data_config.ood_fraction:.0%} rendered characters"
+        unlabeled = mix_out_of_domain(unlabeled, data_config.ood_fraction, seed, data_config.ood_source)
+        name += f" + {data_config.ood_fraction:.0%} out-of-domain {data_config.ood_source}"
     return labeled, memory_pool(unlabeled, name), test
 
 

@@ -1,12 +1,13 @@
-"""Out-of-domain images for a mixed demo pool: rendered characters.
+"""Out-of-domain images for a mixed demo pool: rendered characters or drawn strokes.
 
 The paper's pool (JFT) is mostly out of ImageNet's domain, which is why it filters by
 confidence and why soft labels help there. To study that on Fashion-MNIST, `data.ood_fraction`
 mixes into its unlabeled pool images from another distribution that can be made on any machine
 without a download: 28 x 28 grayscale renderings of one to three characters (letters, digits,
 punctuation) in Pillow's built-in font, at random sizes, positions and rotations, bright on
-black like Fashion-MNIST. They have no class (hidden label -1), so the pool's accuracy and the
-selection's stats can count what the teacher does with them.
+black like Fashion-MNIST (`characters`), or pen strokes like MNIST's handwriting (`strokes`):
+one to three smooth curves of random width (`data.ood_source`). They have no class (hidden label
+-1), so the pool's accuracy and the selection's stats can count what the teacher does with them.
 """
 
 from __future__ import annotations
@@ -42,18 +43,44 @@ def rendered_characters(count: int, seed: int, size: int = 28) -> torch.Tensor:
     return torch.from_numpy(images)
 
 
-def mix_out_of_domain(pool: ImageSet, fraction: float, seed: int) -> ImageSet:
-    """`pool` plus rendered characters making up `fraction` of the result, appended with ids
-    `ood-NNNNNN` and label -1, then shuffled in (seeded) so that every shard holds some."""
+def drawn_strokes(count: int, seed: int, size: int = 28) -> torch.Tensor:
+    """uint8 [count, 1, size, size]: each image one to three pen strokes, each a smooth curve through
+    four random points (seeded), a handwriting-like source with no glyph shapes."""
+    rng = np.random.default_rng(seed)
+    scale = 4  # drawn at 4x and downsampled: anti-aliased edges like a scanned pen's
+    images = np.zeros((count, 1, size, size), np.uint8)
+    t = np.linspace(0, 1, 24)[:, None]
+    for i in range(count):
+        canvas = Image.new("L", (scale * size, scale * size))
+        draw = ImageDraw.Draw(canvas)
+        width = int(rng.integers(6, 12))  # 1.5 to 3 px, MNIST's pen
+        for _ in range(int(rng.integers(1, 4))):
+            p0, p1, p2, p3 = rng.uniform(4, size - 4, size=(4, 2)) * scale
+            curve = (1 - t) ** 3 * p0 + 3 * (1 - t) ** 2 * t * p1 + 3 * (1 - t) * t ** 2 * p2 + t ** 3 * p3  # cubic Bezier
+            draw.line([tuple(point) for point in curve], fill=int(rng.integers(180, 256)), width=width, joint="curve")
+        images[i, 0] = np.asarray(canvas.resize((size, size), Image.BILINEAR, reducing_gap=2.0))
+    return torch.from_numpy(images)
+
+
+OOD_SOURCES = {"characters": rendered_characters, "strokes": drawn_strokes}
+
+
+def out_of_domain_images(source: str, count: int, seed: int, size: int) -> torch.Tensor:
+    """uint8 [count, 1, size, size] of `source`, drawn at 28 px and zero-padded to `size` as
+    Fashion-MNIST's images are."""
+    images = OOD_SOURCES[source](count, seed)
+    pad = (size - images.shape[-1]) // 2
+    return torch.nn.functional.pad(images, (pad, size - images.shape[-1] - pad, pad, size - images.shape[-1] - pad))
+
+
+def mix_out_of_domain(pool: ImageSet, fraction: float, seed: int, source: str = "characters") -> ImageSet:
+    """`pool` plus out-of-domain images (`source`, one of OOD_SOURCES) making up `fraction` of
+    the result, appended with ids `ood-NNNNNN` and label -1, then shuffled in (seeded) so that
+    every shard holds some."""
     count = round(fraction / (1 - fraction) * len(pool))
     if count == 0:
         return pool
-    size = pool.images.shape[-1]
-    characters = rendered_characters(count, seed)
-    if size != characters.shape[-1]:  # Fashion-MNIST pools are padded to image_size: pad the same way
-        pad = (size - characters.shape[-1]) // 2
-        characters = torch.nn.functional.pad(characters, (pad, size - 28 - pad, pad, size - 28 - pad))
-    images = torch.cat([pool.images, characters])
+    images = torch.cat([pool.images, out_of_domain_images(source, count, seed, pool.images.shape[-1])])
     labels = torch.cat([pool.labels, torch.full((count,), OOD_LABEL, dtype=pool.labels.dtype)])
     ids = pool.ids + [f"ood-{i:06d}" for i in range(count)]
     order = torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))

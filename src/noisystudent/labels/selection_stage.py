@@ -12,10 +12,8 @@ from ..config import SelectionConfig
 from ..data import OOD_LABEL, Pool
 from ..errors import UserError
 from .gather import gather_selected_images
-from .selection import SELECTION_FILE, OutOfDomain, read_selection, select_from_store
-from .store import LabelStore
-
-OOD_REFERENCE_QUANTILE = 0.99  # the quantile the stats estimate the out-of-domain share at, when not filtering
+from .selection import FLAG_QUANTILE, SELECTION_FILE, OutOfDomain, read_selection, select_from_store
+from .store import LabelStore, check_format
 
 
 def in_domain_accuracy(argmax: np.ndarray, truth: np.ndarray, copies: np.ndarray | None = None) -> float | None:
@@ -32,20 +30,27 @@ def out_of_domain_truth(store: LabelStore, truth: np.ndarray, rows: np.ndarray, 
     out = truth == OOD_LABEL
     kept = store.column("confidence") >= threshold
     if out_of_domain.drop:
-        kept &= store.column("energy") <= out_of_domain.max_energy
+        kept &= store.column("ood_score") <= out_of_domain.threshold
     return {"in_pool": int(out.sum()), "kept": int((kept & out).sum()), "kept_in_domain": int((kept & ~out).sum()),
             "selected_unique": int(out[rows].sum()), "selected_with_copies": int(copies[out[rows]].sum()),
             "selected_total": int(copies.sum())}
 
 
-def select_and_gather(store: LabelStore, folder: Path, pool: Pool, labeled_energy: np.ndarray,
+def select_and_gather(store: LabelStore, folder: Path, pool: Pool, reference: np.ndarray | None,
                       selection: SelectionConfig, num_classes: int, batch_size: int, seed: int) -> dict:
     """The selection stage's work, into `folder`: filter and balance (streamed over the store),
     the stats (with the pool's hidden labels, where it has them), then the selected images
-    gathered in `selection.storage`. `noisystudent plan` times this very function."""
-    quantile = selection.ood_quantile if selection.ood_quantile is not None else OOD_REFERENCE_QUANTILE
-    out_of_domain = OutOfDomain(float(np.quantile(labeled_energy, quantile)), quantile,
-                                drop=selection.ood_quantile is not None)
+    gathered in `selection.storage`. `reference` is the held-out reference's out-of-domain scores
+    (None: no reference, so no out-of-domain stats). `noisystudent plan` times this very function."""
+    check_format(store.root, store.manifest)
+    out_of_domain = None
+    if reference is not None and len(reference):
+        quantile = selection.ood_quantile if selection.ood_quantile is not None else FLAG_QUANTILE
+        out_of_domain = OutOfDomain(reference, quantile, drop=selection.ood_quantile is not None,
+                                    score=store.manifest["ood_score"])
+    elif selection.ood_quantile is not None:
+        raise UserError(f"selection.ood_quantile is set, but {store.root} has no reference scores (labeled without "
+                        f"held-out images: data.reference_fraction > 0 gives them)")
     stats = select_from_store(store, folder / SELECTION_FILE, num_classes, selection.confidence_threshold,
                               selection.images_per_class, selection.mode, seed=seed, out_of_domain=out_of_domain)
     truth = pool.truth
@@ -61,7 +66,7 @@ def select_and_gather(store: LabelStore, folder: Path, pool: Pool, labeled_energ
                         f"{selection.confidence_threshold}{also}; lower it")
     if truth is not None:
         stats["selected_pseudo_label_accuracy"] = in_domain_accuracy(store.column("argmax")[rows], truth[rows], copies)
-        if (truth == OOD_LABEL).any():
+        if (truth == OOD_LABEL).any() and out_of_domain is not None:
             stats["out_of_domain_truth"] = out_of_domain_truth(store, truth, rows, copies,
                                                                selection.confidence_threshold, out_of_domain)
     gather_selected_images(pool, store, folder, batch_size, selection.storage)

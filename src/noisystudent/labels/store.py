@@ -5,19 +5,25 @@ statistics), clean un-augmented images, under inference_mode. The paper found no
 teacher hurts.
 
 Per image the store keeps: id, argmax, confidence (max softmax probability at T=1, what the
-threshold filters on), energy (-logsumexp of the logits, the out-of-domain score) and the
-training target softmax(logits / T) as its top-k classes: `topk_ids` (int32) and `topk_probs`
-(float16), k = every class up to 100 classes, else `labels.top_k`.
-That is 6k + 12 bytes per image plus the id, against 4,000 for the official code's fp32 vector
+threshold filters on), energy (-logsumexp of the logits), ood_score (`labels.ood_score`, higher =
+more out of domain: labels/ood.py) and the training target softmax(logits / T) as its top-k
+classes: `topk_ids` (int32) and `topk_probs` (float16), k = every class up to 100 classes, else
+`labels.top_k`. That is 6k + 16 bytes per image plus the id, against 4,000 for the official code's fp32 vector
 over 1,000 classes (520 GB at 130M images). Soft targets are rebuilt from top-k and
 renormalized to sum to 1 (`LabelStore.topk`); the mass outside the top-k is dropped.
 
 Layout of a store directory:
-    header.json         teacher hash, k, T, shard size, the pool's identity: what the shards were made with
+    header.json         format, teacher hash, k, T, shard size, the out-of-domain score, the pool's
+                        identity: what the shards were made with
     shard-00000.parquet one per chunk of `labels.shard_size` pool items, in pool order; items that
                         do not decode are left out and listed in the shard's metadata with the reason
+    reference_scores.npy  the out-of-domain scores of the held-out reference (labeled images no model
+                        trained on; data.reference_fraction), what the selection reads them against
     manifest.json       written last, when every shard exists: the header, per shard its count, items
                         read and undecodable files; totals; k
+
+Format 2 added ood_score and the reference; a format-1 store (no `format` in its header) is
+refused with that reason, since its selection would have no reference to read scores against.
 
 The pool is decoded and predicted one batch at a time, so labeling holds one batch of pixels
 and one shard of predictions, whatever the pool's size. More than `data.max_bad_fraction`
@@ -47,15 +53,17 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import LabelConfig
-from ..data import Pool
+from ..data import ImageSet, Pool
 from ..data.shards import DAMAGED_SHARD
 from ..distributed import SINGLE, Distributed
 from ..errors import UserError
 from ..io import atomic_write, changed_keys, exclusive_lock, lookup, read_json, remove_stale_temps, write_json
 from ..models import check_model_fits, exported_weights_file, inference, load_exported, noised_inference, to_model_input
 from ..noise import StudentNoise
+from .ood import OodScore, fit_ood_score, fit_on_images, score_images
 
-HEADER, MANIFEST = "header.json", "manifest.json"
+HEADER, MANIFEST, REFERENCE_SCORES = "header.json", "manifest.json", "reference_scores.npy"
+STORE_FORMAT = 2  # 2: the ood_score column and reference_scores.npy
 TARGET_FILES = ("targets-ids.npy", "targets-probs.npy")  # LabelStore.topk's memory-mapped targets
 SHARD_INFO = "noisystudent"  # Parquet schema metadata key: items read and undecodable files
 ALL_CLASSES_UP_TO = 100  # below this many classes the full distribution is cheap enough to keep
@@ -83,7 +91,10 @@ def energy(logits: torch.Tensor) -> torch.Tensor:
     return -torch.logsumexp(logits.float(), dim=1)
 
 
-def shard_table(ids: list[str], logits: torch.Tensor, temperature: float, top_k: int) -> pa.Table:
+def shard_table(ids: list[str], logits: torch.Tensor, temperature: float, top_k: int,
+                ood_scores: torch.Tensor | None = None) -> pa.Table:
+    """One shard's columns; `ood_scores` are the fitted out-of-domain score's, None: the energy
+    (a score that needs nothing fit)."""
     confidence, argmax = logits.softmax(dim=1).max(dim=1)
     top_probs, top_ids = (logits / temperature).softmax(dim=1).topk(top_k, dim=1)  # sorted, most probable first
     return pa.table({
@@ -91,6 +102,7 @@ def shard_table(ids: list[str], logits: torch.Tensor, temperature: float, top_k:
         "argmax": pa.array(argmax.numpy().astype(np.int32)),
         "confidence": pa.array(confidence.numpy().astype(np.float32)),
         "energy": pa.array(energy(logits).numpy().astype(np.float32)),
+        "ood_score": pa.array((energy(logits) if ood_scores is None else ood_scores).numpy().astype(np.float32)),
         "topk_ids": pa.FixedSizeListArray.from_arrays(pa.array(top_ids.numpy().astype(np.int32).reshape(-1)), top_k),
         "topk_probs": pa.FixedSizeListArray.from_arrays(
             pa.array(top_probs.numpy().astype(np.float16).reshape(-1), pa.float16()), top_k),
@@ -99,16 +111,24 @@ def shard_table(ids: list[str], logits: torch.Tensor, temperature: float, top_k:
 
 def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
                  teacher_hash: str = "", distributed: Distributed = SINGLE,
-                 noise: StudentNoise | None = None) -> "LabelStore":
+                 noise: StudentNoise | None = None, labeled: ImageSet | None = None,
+                 reference: ImageSet | None = None) -> "LabelStore":
     """Label `pool` with `teacher` into `out_dir`: one shard per chunk of `labels.shard_size` pool
     items, decoded and predicted a batch at a time (resumable per shard, shared across ranks).
     `noise` (never in a real run: the paper's noised-teacher ablation) labels with the teacher's
     dropout and stochastic depth on (the caller built it with them) and its RandAugment on the
-    inputs."""
+    inputs.
+
+    The out-of-domain score is `labels.ood_score`, fit on the teacher's `labeled` images (the ones
+    it trained on); without them (stand-in teachers: plan's probe, benchmarks of throughput) it is
+    the energy, which needs nothing fit, and the header says so. `reference` (held-out labeled
+    images) is scored into reference_scores.npy, what the selection reads the pool's scores against."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = LabelStore(out_dir)
-    header = {"teacher_sha256": teacher_hash, "temperature": config.temperature, "top_k": config.top_k,
-              "shard_size": config.shard_size, "pool": pool.identity}
+    score = fit_on_images(config.ood_score, teacher, labeled.images, labeled.labels, config.batch_size, device) \
+        if labeled is not None else fit_ood_score("energy")
+    header = {"format": STORE_FORMAT, "teacher_sha256": teacher_hash, "temperature": config.temperature,
+              "top_k": config.top_k, "shard_size": config.shard_size, "ood_score": score.name, "pool": pool.identity}
     if noise is not None:  # a noised store is never mistaken for a clean one
         augment = noise.randaugment
         header["noised"] = {"dropout": noise.dropout, "survival_prob": noise.survival_prob, "randaugment": None if
@@ -119,13 +139,15 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
         return store
     with exclusive_lock(out_dir) if distributed.is_main else contextlib.nullcontext():  # one command at a time
         check_store_header(out_dir, header)  # again: another may have begun it before this one held it
-        _label_shards(teacher, pool, config, out_dir, device, header, distributed, noise)
+        _label_shards(teacher, pool, config, out_dir, device, header, distributed, noise, score, reference)
     return store
 
 
 def _label_shards(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
-                  header: dict, distributed: Distributed, noise: StudentNoise | None) -> None:
-    """pseudo_label's work, once its store is checked and held: the missing shards, then the manifest."""
+                  header: dict, distributed: Distributed, noise: StudentNoise | None, score: OodScore,
+                  reference: ImageSet | None) -> None:
+    """pseudo_label's work, once its store is checked and held: the missing shards, then the
+    reference's scores and the manifest."""
     if distributed.is_main:
         write_json(out_dir / HEADER, header)
         remove_stale_temps(out_dir)  # before any rank writes again
@@ -137,7 +159,7 @@ def _label_shards(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out
         if index % distributed.world_size != distributed.rank or (out_dir / shard_name(index)).is_file():
             progress.update(sum(1 for _ in items))
             continue
-        table = label_chunk(teacher, pool, items, config, device, progress, noise, index)
+        table = label_chunk(teacher, pool, items, config, device, progress, score, noise, index)
         atomic_write(out_dir / shard_name(index), lambda tmp: pq.write_table(table, tmp))
     progress.close()
     distributed.barrier()
@@ -145,6 +167,8 @@ def _label_shards(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out
     bad = [tuple(entry) for info in shard_infos for entry in info["bad_files"]]
     pool.check_bad_fraction(bad, sum(info["inputs"] for info in shard_infos))  # on every rank: all stop together
     if distributed.is_main:
+        if reference is not None:  # before the manifest: a finished store has its reference
+            np.save(out_dir / REFERENCE_SCORES, score_images(teacher, reference.images, score, config.batch_size, device))
         write_manifest(out_dir, header, shard_infos)
     distributed.barrier()
 
@@ -158,6 +182,7 @@ def check_store_header(out_dir: Path, header: dict) -> None:
                             f"noisystudent; delete it to relabel")
         return
     recorded = read_json(out_dir / HEADER)
+    check_format(out_dir, recorded)
     changed = changed_keys(recorded, header)
     if changed:
         details = "; ".join(f"{key}: {lookup(recorded, key)!r} in the store, {lookup(header, key)!r} now"
@@ -166,11 +191,21 @@ def check_store_header(out_dir: Path, header: dict) -> None:
                         f"({details}); delete {out_dir} to relabel, or label into a new folder")
 
 
+def check_format(out_dir: Path, recorded: dict) -> None:
+    """Refuse a store of another format (a header or manifest) where its format matters: relabeling
+    into it, selecting from it (format 1 has no out-of-domain score or reference). Its targets
+    still read."""
+    if recorded.get("format", 1) != STORE_FORMAT:
+        raise UserError(f"{out_dir} is a label store of format {recorded.get('format', 1)} (before out-of-domain "
+                        f"scores and their reference); this version reads format {STORE_FORMAT}: delete {out_dir} "
+                        f"to relabel, or label into a new folder")
+
+
 def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig, device: torch.device,
-                progress: tqdm, noise: StudentNoise | None = None, index: int = 0) -> pa.Table:
+                progress: tqdm, score: OodScore, noise: StudentNoise | None = None, index: int = 0) -> pa.Table:
     """One shard's table; its schema metadata records the items read and the undecodable ones.
     With `noise` (pseudo_label), every random draw is seeded by (shard, batch): reproducible."""
-    ids, logits, bad, inputs = [], [], [], 0
+    ids, logits, scores, bad, inputs = [], [], [], [], 0
     num_classes = len(pool.classes)
     with (inference if noise is None else noised_inference)(teacher, device):
         for number, batch in enumerate(pool.batches(items, config.batch_size)):
@@ -181,7 +216,13 @@ def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig
                     torch.manual_seed(seed)  # the dropout and stochastic-depth masks
                     if noise.randaugment is not None:
                         images = noise.randaugment(images, torch.Generator().manual_seed(seed))
-                logits.append(teacher(to_model_input(images, device)).float().cpu())
+                if score.needs_features:
+                    features, batch_logits = teacher.features_and_logits(to_model_input(images, device))
+                    logits.append(batch_logits.float().cpu())
+                    scores.append(score(features.float().cpu(), logits[-1]))
+                else:
+                    logits.append(teacher(to_model_input(images, device)).float().cpu())
+                    scores.append(score(None, logits[-1]))
                 if logits[-1].shape[1] != num_classes:  # on the first batch, not after a whole shard
                     raise UserError(f"the teacher predicts {logits[-1].shape[1]} classes but the data has "
                                     f"{num_classes} ({', '.join(pool.classes[:5])}...); label with a teacher "
@@ -194,7 +235,8 @@ def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig
         raise UserError(f"{pool.where} has repeated image ids (e.g. {Counter(ids).most_common(1)[0][0]!r}); "
                         f"every image needs its own path or key")
     logits = torch.cat(logits) if logits else torch.empty(0, num_classes)
-    table = shard_table(ids, logits, config.temperature, top_k_for(num_classes, config))
+    table = shard_table(ids, logits, config.temperature, top_k_for(num_classes, config),
+                        torch.cat(scores) if scores else torch.empty(0))
     info = {"inputs": inputs, "bad_files": [list(entry) for entry in bad]}
     return table.replace_schema_metadata({SHARD_INFO: json.dumps(info)})
 
@@ -206,7 +248,8 @@ def shard_info(path: Path) -> dict:
 
 
 def label_with_weights(weights: Path, pool: Pool, config: LabelConfig, out_dir: Path, device: torch.device,
-                       distributed: Distributed = SINGLE, noise: StudentNoise | None = None) -> "LabelStore":
+                       distributed: Distributed = SINGLE, noise: StudentNoise | None = None,
+                       labeled: ImageSet | None = None, reference: ImageSet | None = None) -> "LabelStore":
     """pseudo_label with exported weights (a stage folder or its .safetensors), rebuilt without
     noise (dropout 0, stochastic depth off; with `noise`, the noised-teacher ablation's), the
     weights file's hash as the teacher's identity."""
@@ -214,7 +257,7 @@ def label_with_weights(weights: Path, pool: Pool, config: LabelConfig, out_dir: 
     check_model_fits(teacher.spec, pool.classes, pool.channels, weights, "the unlabeled pool's data",
                      "label with a teacher trained on these classes, or give the config of its data (--config)")
     return pseudo_label(teacher, pool, config, out_dir, device, teacher_hash=teacher_hash,
-                        distributed=distributed, noise=noise)
+                        distributed=distributed, noise=noise, labeled=labeled, reference=reference)
 
 
 def load_labeling_teacher(weights: Path, noise: StudentNoise | None = None) -> tuple[torch.nn.Module, str]:
@@ -259,6 +302,12 @@ class LabelStore:
         if not path.is_file():
             raise UserError(f"{self.root} is not a finished label store (no {MANIFEST}); rerun the command to finish it")
         return read_json(path)
+
+    @property
+    def reference_scores(self) -> np.ndarray | None:
+        """The held-out reference's out-of-domain scores, or None for a store labeled without one."""
+        path = self.root / REFERENCE_SCORES
+        return np.load(path) if path.is_file() else None
 
     def __len__(self) -> int:
         return self.manifest["count"]

@@ -317,13 +317,31 @@ class Classifier(nn.Module):
         self.register_buffer("std", torch.tensor(spec.std).view(1, -1, 1, 1), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.prepare(images))
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """The backbone's input: center-cropped (the official evaluation), resized to the model's
+        resolution, normalized."""
         spec = self.spec
         if not self.training and spec.crop_fraction:  # the official evaluation: center crop, then resize
             images = center_crop(images, spec.crop_fraction)
         size = (spec.train_resolution or spec.resolution) if self.training else spec.resolution
         if size is not None and images.shape[-2:] != (size, size):
             images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        return self.backbone((images - self.mean) / self.std)
+        return (images - self.mean) / self.std
+
+    def features_and_logits(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the penultimate features, the logits) from one pass through the trunk: what the
+        feature-space out-of-domain scores read (labels/ood.py). Both come from the backbone's
+        timm-style forward_head, the features with pre_logits=True, so the logits are exactly
+        forward's: a model whose head does more than its classifier layer after the pooled
+        features (AirNet scales its logits, and drops out before the classifier) keeps it."""
+        trunk = self.backbone.forward_features(self.prepare(images))
+        return self.backbone.forward_head(trunk, pre_logits=True), self.backbone.forward_head(trunk)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The penultimate features (pooled, before the classifier)."""
+        return self.backbone.forward_head(self.backbone.forward_features(self.prepare(images)), pre_logits=True)
 
 
 def center_crop(images: torch.Tensor, fraction: float) -> torch.Tensor:
