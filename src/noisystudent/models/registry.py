@@ -143,9 +143,9 @@ SMALL_IMAGE_MODELS: dict[str, RegistryEntry] = {
     "airnet_small_32": RegistryEntry("noisystudent_airnet_small_32", 32, 32, 0.5,
                                      why="0.3M, widths 32-64-128: the demo's teacher and first student"),
     "airnet_medium_32": RegistryEntry("noisystudent_airnet_medium_32", 32, 32, 0.5,
-                                      why="0.7M, widths 48-96-192: the demo's final student, ~0.55x small's images/s"),
+                                      why="0.7M, widths 48-96-192: the demo's final student"),
     "airnet_wide_32": RegistryEntry("noisystudent_airnet_wide_32", 32, 32, 0.5,
-                                    why="1.2M, airbench94's widths 64-128-256: for GPUs, ~0.35x small's images/s"),
+                                    why="1.2M, airbench94's widths 64-128-256: for GPUs"),
 }
 
 
