@@ -357,6 +357,12 @@ def results_lines() -> list[str]:
     lines += rounds_table_lines("supervised_plateau", "The supervised plateau the AirNet demo must beat "
                                 "(`configs/sweeps/supervised-plateau.yaml`: its round-0 teacher alone on the same 1,000 "
                                 "labels, noised as in the demo, longer and longer, at both of its AirNets)")
+    lines += rounds_table_lines("demo_noise", "The demo with lighter model noise and longer students "
+                                "(`configs/sweeps/demo-noise.yaml`; compare seed 0 with the seeds table's seed 0, the "
+                                "same config and seed at 1 thread)")
+    lines += rounds_table_lines("scarce_labels", "Where labels are scarce (`configs/sweeps/scarce-labels.yaml`: the demo "
+                                "with 10 labels per class against its teacher trained alone for 1x, 4x and 8x the "
+                                "demo teacher's images; a negative difference is the method's lead)")
     lines += rounds_table_lines("student_ceiling_airnet", "What an AirNet demo student could reach with perfect "
                                 "labels (`configs/sweeps/student-ceiling-airnet.yaml`: its model on all 60,000 true "
                                 "labels, for the images one demo student sees, noised as the students are)")
@@ -496,7 +502,24 @@ def headline_lines() -> list[str]:
                   f"{'yes' if seeds['all_within_budget'] else 'no'}). The final student ends "
                   f"{100 * (demo_final - seeds['teacher_top1_mean']):+.2f} points above its teacher.",
               "", margin_sentence(load("method_margin"))]
+    if (RESULTS / "scarce_labels.json").is_file():
+        lines += ["", scarce_sentence(load("scarce_labels"))]
     return lines
+
+
+def scarce_sentence(table: dict) -> str:
+    """The demo at 10 labels per class against the best of its supervised schedules, paired by seed."""
+    method = table["variants"][table["reference"]]
+    supervised = {name: entry for name, entry in table["variants"].items() if name != table["reference"]}
+    name = max(supervised, key=lambda name: supervised[name]["final_top1"]["mean"])
+    paired = pair(supervised[name])
+    lead = ("no seed paired yet" if not paired else
+            f"{-100 * paired['mean']:+.2f}" + (f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
+            + f" points paired over {paired['n']} seed{'s' * (paired['n'] > 1)}")
+    state = " (PARTIAL)" if table["partial"] else ""
+    return (f"Where labels are scarce, 10 per class{state}: the demo's final student reaches "
+            f"{mean_std(method['final_top1'])}% against {mean_std(supervised[name]['final_top1'])}% for the best "
+            f"supervised schedule, `{name}`: {lead} ({link('scarce_labels')}).")
 
 
 # ---------------------------------------------------------------------------------------------
