@@ -37,7 +37,7 @@ from .config import Config, TrainConfig
 from .data import ImageSet
 from .data.images import BadImage
 from .labels import PseudoLabeledSet, energy, pseudo_label, select_and_gather
-from .models import build_model, count_flops, count_parameters, model_resolutions, predict_logits
+from .models import build_model, check_initial_sources, count_flops, count_parameters, model_resolutions, predict_logits
 from .noise import student_noise
 from .runs import plan_run
 from .session import start_session
@@ -217,6 +217,7 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=pri
 
 
 def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path) -> list[StageCost]:
+    check_initial_sources(config.init_sources())  # what the run would refuse, refused before the probes
     session = start_session(config)
     # session.labeled is what models train on: the held-out out-of-domain reference costs no training
     device, labeled, pool, test = session.device, session.labeled, session.unlabeled, session.test
