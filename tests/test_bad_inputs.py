@@ -11,9 +11,9 @@ copied under a second name, in label (across store shards) and predict; a second
 run folder, label store or predict OUTPUT in use; a stage that failed before it made anything, rerun with the
 advised fix; sweep files setting name=, runs_dir= or seed=, or listing a seed twice; predict
 with flags out of range, OUTPUT a folder, SOURCE missing, every image undecodable; a config that
-is not UTF-8; a reader that closes the pipe early; two TorchScript exports of one model. Left as
-they are: `init` from a hub name offline still waits out the hub's retries, and `plan`'s probe
-is not bounded in time (neither has a test that needs no clock or network).
+is not UTF-8; a reader that closes the pipe early; two TorchScript exports of one model; `init` from
+hub weights without internet (a blocked socket, HF_HUB_OFFLINE), a timm model without weights or a
+tag it does not have.
 """
 
 from __future__ import annotations
@@ -366,6 +366,14 @@ CASES = {
     "config is a directory": Case(config_is_a_directory, r"is a directory; give a YAML file"),
     "init file missing": Case(lambda tmp, _: (["run", str(folder_data(tmp)), "rounds=1", f"init=[{tmp / 'nope.pth'}]"], None),
                               r"init\[0\]: .*nope\.pth not found"),
+    "init a timm model without weights": Case(
+        # timm builds such a model with random weights, and says so only in a log line
+        lambda tmp, _: (["run", str(folder_data(tmp)), "init=[timm/noisystudent_resnet_tiny_32]"], None),
+        r"init timm/noisystudent_resnet_tiny_32: timm has no pretrained weights for noisystudent_resnet_tiny_32; give"),
+    "init a hub tag that does not exist": Case(
+        lambda tmp, _: (["plan", str(folder_data(tmp)), "--no-probe", "init=[timm/resnet18.nosuchtag]"], None),
+        r"init timm/resnet18\.nosuchtag: Invalid pretrained tag \(nosuchtag\) for resnet18\. "
+        r"`timm\.list_pretrained\('resnet18\*'\)` lists its tags"),
     "scalar where a section goes": Case(scalar_where_a_section_goes, r"'teacher': is a section of keys, got 5"),
     "NaN weights": Case(evaluate_nan_weights, r"nan\.safetensors: tensor .* holds NaN or Inf values"),
     "init from NaN weights": Case(init_from_nan_weights, r"init .*nan\.safetensors: tensor .* holds NaN or Inf"),
@@ -428,6 +436,76 @@ def test_a_bad_input_stops_with_one_line_naming_the_fix_and_loses_nothing(name, 
     if kept is not None:
         assert files_digest(kept) == before, "a refused command changes nothing that was there"
     assert not list(tmp_path.rglob(".*.tmp")), "no half-written file is left behind"
+
+
+def offline(monkeypatch, tmp: Path, how: str) -> list[tuple]:
+    """This process without internet, as on a machine that has none: every name lookup and connection
+    fails (`socket`), or the hub library is in its offline mode (`HF_HUB_OFFLINE`). Empty weight
+    caches, so weights downloaded on this machine before do not count. Returns the lookups tried."""
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp / "hf-cache"))  # what HF_HUB_CACHE sets at import
+    monkeypatch.setenv("TORCH_HOME", str(tmp / "torch-home"))  # timm's cache of weights it fetches by URL
+    lookups = []
+    if how == "HF_HUB_OFFLINE":
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
+
+    def no_network(*args, **kwargs):
+        lookups.append(args)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known (no network in this test)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    return lookups
+
+
+@pytest.mark.parametrize("how", ["socket", "HF_HUB_OFFLINE"])
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_init_from_hub_weights_without_internet_stops_at_once_naming_the_model_and_the_fix(command, how, tmp_path,
+                                                                                         monkeypatch, capsys):
+    """timm's own download asks the hub five times per file name before it gives up (a minute), and
+    a run loads a round's init only when the round starts: refused before anything trains, after
+    one question to the hub at most."""
+    lookups = offline(monkeypatch, tmp_path, how)
+    config = folder_data(tmp_path)
+    argv = [command, str(config), "rounds=1", "init=[null,timm/test_efficientnet.r160_in1k]"]
+    capsys.readouterr()
+    assert main(argv + (["--no-probe"] if command == "plan" else [])) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert "init timm/test_efficientnet.r160_in1k: the weights of test_efficientnet.r160_in1k must be downloaded, " \
+           "and timm/test_efficientnet.r160_in1k cannot be reached" in err, err
+    assert "copy that folder here, or save the model's state_dict to a .safetensors file and point init at it" in err
+    assert "HF_HUB_OFFLINE unset" in err
+    # one question to the hub, not retried (its HTTP client may look the name up twice); timm's own
+    # download asked 6 times for each of 2 file names
+    assert len(lookups) <= 2, lookups
+    assert not (tmp_path / "runs" / "demo" / "round-0").exists(), "refused before any stage started"
+
+
+def test_hub_weights_in_the_local_cache_load_without_internet(tmp_path, monkeypatch):
+    """Weights downloaded before (here: a file laid out as the Hugging Face cache keeps a download)
+    load offline through timm's own loading, without a question to the hub."""
+    import timm
+
+    from noisystudent.models import load_initial_weights
+
+    lookups = offline(monkeypatch, tmp_path, "socket")
+    torch.manual_seed(1)
+    hub = timm.create_model("test_efficientnet", num_classes=1000)
+    snapshot = tmp_path / "hf-cache" / "models--timm--test_efficientnet.r160_in1k" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in hub.state_dict().items()}, str(snapshot / "model.safetensors"))
+    (snapshot.parent.parent / "refs").mkdir()
+    (snapshot.parent.parent / "refs" / "main").write_text("0" * 40)
+    model = build_model("test_efficientnet", 3, 3)
+    load_initial_weights(model, "timm/test_efficientnet.r160_in1k")
+    assert not lookups
+    loaded, own = model.backbone.state_dict(), hub.state_dict()
+    assert all(torch.equal(loaded[k], own[k]) for k in own if not k.startswith("classifier."))
+    assert loaded["classifier.weight"].shape == (3, own["classifier.weight"].shape[1]), "a new head for 3 classes"
 
 
 def test_a_damaged_shard_within_the_tolerance_is_listed_in_the_manifest_and_named(tmp_path, finished_run, capsys):

@@ -15,7 +15,8 @@ from noisystudent.labels import LabelStore, read_selection
 from noisystudent.labels import select_and_gather
 from noisystudent.data import open_pool
 from noisystudent.labels import pseudo_label
-from noisystudent.plan import ConfidentGuesser, fit_line, plan_costs, probe_selection, selected_image_cost
+from noisystudent.plan import (SKIPPED_NOTE, ConfidentGuesser, fit_line, plan_costs, probe_selection, probe_training,
+                              selected_image_cost)
 from test_folder_data import COLORS, make_tree
 from noisystudent.runs import plan_run
 from noisystudent.train import steps_for
@@ -39,7 +40,8 @@ def test_plan_lists_every_stage_with_sizes_and_writes_nothing(tiny_config, capsy
 def test_plan_with_a_probe_times_every_stage(tiny_config, capsys):
     code = main(["plan", "smoke", f"runs_dir={tiny_config.runs_dir}", f"data.root={tiny_config.data.root}", "data.labels_per_class=10",
                  "data.unlabeled_limit=200", "data.test_limit=50", "models=resnet_tiny_32", "rounds=1",
-                 "evaluate.robustness=false", "--json", "--probe-steps", "2", "threads=2"])
+                 "evaluate.robustness=false", "--json", "--probe-steps", "2", "threads=2",
+                 "--probe-seconds", "inf"])  # every probe runs, however slow this machine
     assert code == 0
     costs = json.loads(capsys.readouterr().out)
     assert [cost["stage"] for cost in costs][:3] == ["round-0/teacher", "round-0/teacher (eval)", "round-1/labels"]
@@ -124,3 +126,38 @@ def test_the_selection_probe_skips_what_does_not_decode_as_a_run_does(tmp_path, 
     larger = LabelStore(tmp_path / "probe" / "store-18")
     bad = [entry["id"] for shard in larger.manifest["shards"] for entry in shard["bad_files"]]
     assert len(larger) == 17 and bad == ["green/0.png"], "the undecodable image is left out of the store"
+
+
+def test_no_probe_starts_once_the_probe_time_is_spent(tiny_config, capsys):
+    """--probe-seconds bounds the probing: here none is left at the start, so no probe runs (counted
+    by the lines that announce each), every stage a probe prices is "?" and says why, and the sizes
+    are all there; the first pass lists every probe, so the count is the plan's whole."""
+    lines = []
+    costs = plan_costs(tiny_config, probe=True, probe_steps=1, log=lines.append, probe_seconds=0)
+    assert not [line for line in lines if "probing" in line]
+    (skipped,) = [line for line in lines if "skipped" in line]
+    assert skipped.endswith("probes skipped: --probe-seconds 0 spent") and skipped.split()[0] == skipped.split()[2]
+    assert int(skipped.split()[0]) >= 5, "teacher training, evaluation and robustness, labeling, selection, student"
+    assert all(cost.seconds is None and SKIPPED_NOTE in cost.note for cost in costs)
+    assert all(cost.images for cost in costs) and all(cost.parameters for cost in costs if cost.model)
+    code = main(["plan", "smoke", f"runs_dir={tiny_config.runs_dir}", f"data.root={tiny_config.data.root}",
+                 "data.labels_per_class=10", "data.unlabeled_limit=200", "data.test_limit=50", "rounds=1",
+                 "--probe-seconds", "0"])
+    out = capsys.readouterr().out
+    assert code == 0 and f"note: {SKIPPED_NOTE}" in out and "+ ?" in out
+
+
+def test_a_training_probe_takes_its_steps_and_no_more(tiny_config, tmp_path):
+    """--probe-steps bounds each training probe: 2 untimed steps, then the timed ones, whatever the
+    config's epochs (here a teacher of thousands of steps)."""
+    tiny_config.teacher.epochs = 1000.0
+    seconds = probe_training("resnet_tiny_32", tiny_config.teacher, (1, 32, 32), 10, None, False,
+                             torch.device("cpu"), 3, tmp_path, {})
+    (stage,) = tmp_path.iterdir()
+    steps = [json.loads(line)["step"] for line in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert steps[-1] == 3 + 2 and seconds > 0
+
+
+def test_plan_probe_seconds_out_of_range_is_refused(capsys):
+    assert main(["plan", "smoke", "--probe-seconds", "-1"]) == 2
+    assert "--probe-seconds -1.0: must be >= 0" in capsys.readouterr().err

@@ -164,9 +164,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     if args.probe_steps < 1:
         raise UserError("--probe-steps must be >= 1")
+    if not args.probe_seconds >= 0:  # NaN too
+        raise UserError(f"--probe-seconds {args.probe_seconds}: must be >= 0 (0 probes nothing, as --no-probe)")
     config = load_config(resolve_config(args.config), args.overrides)
     costs = plan_costs(config, probe=not args.no_probe, probe_steps=args.probe_steps,
-                       log=lambda line: print(line, file=sys.stderr))
+                       log=lambda line: print(line, file=sys.stderr), probe_seconds=args.probe_seconds)
     print(json.dumps([asdict(cost) for cost in costs], indent=2) if args.json else format_table(costs))
     return 0
 
@@ -209,6 +211,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .config import PRECISIONS
+    from .plan import PROBE_SECONDS, PROBE_STEPS
 
     parser = argparse.ArgumentParser(prog="noisystudent", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -333,7 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="For each stage of each round: images, optimizer steps, parameters, FLOPs per image, the\n"
                     "disk it writes and its time on this device, from a short probe of the real training,\n"
-                    "labeling and evaluation code on synthetic data of the run's shapes (a minute or two).\n"
+                    "labeling and evaluation code on synthetic data of the run's shapes, with a progress bar\n"
+                    "(a minute or two for the demo). Each probe takes at most --probe-steps timed steps, and\n"
+                    "none starts after --probe-seconds of probing: the stages left unprobed show time \"?\".\n"
                     "Nothing is written under runs/. A pool of tar shards has no size before it is read, and\n"
                     "a selection's size is an upper bound unless selection.images_per_class is set.\n\n"
                     "example:\n  noisystudent plan demo\n  noisystudent plan configs/imagenet-paper.yaml --no-probe\n"
@@ -343,7 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("--json", action="store_true", help="print the stages as JSON instead of a table")
     plan.add_argument("--no-probe", action="store_true",
                       help="sizes only, no timing probe (for models this device cannot run)")
-    plan.add_argument("--probe-steps", type=int, default=6, help="timed training steps per model (default 6)")
+    plan.add_argument("--probe-steps", type=int, default=PROBE_STEPS,
+                      help=f"timed steps per probe: training steps, inference batches (default {PROBE_STEPS})")
+    plan.add_argument("--probe-seconds", type=float, default=PROBE_SECONDS,
+                      help=f"no probe starts after this many seconds of probing; one already started finishes "
+                           f"(default {PROBE_SECONDS:g})")
     plan.set_defaults(func=cmd_plan)
 
     export = commands.add_parser(

@@ -277,6 +277,10 @@ class Config:
         None for random ones."""
         return self.init[round_index] if round_index < len(self.init) else None
 
+    def init_sources(self) -> list[tuple[str, str]]:
+        """(key, source) of each `init` entry that names weights to load (not null, not INIT_FROM_TEACHER)."""
+        return [(f"init[{k}]", source) for k, source in enumerate(self.init) if source not in (None, INIT_FROM_TEACHER)]
+
     def validate(self) -> "Config":
         """Raise ConfigError naming the first impossible value."""
         checks: list[tuple[str, bool, str]] = [

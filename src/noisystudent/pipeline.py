@@ -29,12 +29,11 @@ import torch
 from .config import INIT_FROM_TEACHER, Config, TrainConfig, dump_yaml
 from .data import OOD_LABEL, ImageSet, hold_out_reference, load_splits
 from .distributed import init_from_environment
-from .errors import UserError
 from .evaluate import compare_to_baseline, evaluate_weights
 from .io import exclusive_lock, read_json, remove_stale_temps, write_json, write_text
 from .labels import (LabelStore, PseudoLabeledSet, damaged_shards, in_domain_accuracy, load_labeling_teacher,
                      load_pseudo_labeled, pseudo_label, select_and_gather)
-from .models import (build_model, check_student_size, load_exported, load_initial_weights, model_resolutions,
+from .models import (build_model, check_initial_sources, check_student_size, load_exported, load_initial_weights, model_resolutions,
                      resolved_precision)
 from .noise import RandAugment, student_noise
 from .provenance import provenance
@@ -231,10 +230,7 @@ class Pipeline:
         for k in range(1, config.rounds + 1):  # refuse a bad model schedule before training anything
             check_student_size(config.model_for_round(k - 1), config.model_for_round(k), self.labeled.num_classes,
                                self.labeled.channels, config.allow_smaller_student, config.data.image_size)
-        for k, init in enumerate(config.init):  # a missing file stops the run now, not after a round
-            if init not in (None, INIT_FROM_TEACHER) and not init.startswith("timm/") and not Path(init).exists():
-                raise UserError(f"init[{k}]: {init} not found; give a run's stage folder, a weights file, a timm "
-                                f"hub name (timm/...) or {INIT_FROM_TEACHER} (the round's own teacher)")
+        check_initial_sources(config.init_sources())  # a missing file stops the run now, not after a round
         plan = plan_run(config)
         plan.check()  # every stage on disk against this config, before anything is written
         with exclusive_lock(self.run_dir) if self.distributed.is_main else contextlib.nullcontext():

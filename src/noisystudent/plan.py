@@ -26,24 +26,29 @@ import json
 import math
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .config import Config, TrainConfig
 from .data import ImageSet
 from .data.images import BadImage
 from .labels import PseudoLabeledSet, energy, pseudo_label, select_and_gather
-from .models import build_model, count_flops, count_parameters, model_resolutions, predict_logits
+from .models import build_model, check_initial_sources, count_flops, count_parameters, model_resolutions, predict_logits
 from .noise import student_noise
 from .runs import plan_run
 from .session import start_session
 from .train import joint_batch_sizes, steps_for, train_model
 
 STORE_BYTES_PER_CLASS, STORE_BYTES_FIXED = 6, 40  # int32 id + float16 probability per stored class; id, argmax, ...
+PROBE_STEPS = 6  # timed steps per probe: training steps (after 2 untimed), inference batches (after 1)
+PROBE_SECONDS = 300.0  # no probe starts after this much probing; the stages left get no time ("?")
+SKIPPED_NOTE = "time unknown: a probe it needs was skipped when --probe-seconds ran out"
 
 
 @dataclass
@@ -89,7 +94,7 @@ def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, 
 
 
 def probe_forward(model_name: str, shapes: tuple[int, int, int], classes: int, batch: int, device: torch.device,
-                  resolutions: dict, batches: int = 5) -> float:
+                  resolutions: dict, batches: int = PROBE_STEPS) -> float:
     """Seconds per image of un-noised inference (labeling, clean accuracy) at `batch`: the median
     batch after a warm-up one (the first call at a shape sets up its kernels)."""
     channels, size, _ = shapes
@@ -209,15 +214,62 @@ def selected_image_cost(pool, storage: str, sample: int = 64) -> tuple[float, fl
     return (statistics.fmean(sizes), statistics.fmean(seconds)) if sizes else (0.0, 0.0)
 
 
-def plan_costs(config: Config, probe: bool = True, probe_steps: int = 6, log=print) -> list[StageCost]:
+def plan_costs(config: Config, probe: bool = True, probe_steps: int = PROBE_STEPS, log=print,
+               probe_seconds: float = PROBE_SECONDS) -> list[StageCost]:
     """One StageCost per stage of the run `config` describes, in run order. The probes write into
-    a temporary folder, removed at the end."""
+    a temporary folder, removed at the end. Each probe takes at most `probe_steps` timed steps, and
+    none starts once `probe_seconds` have gone to probing: a probe started before finishes (a few
+    steps), and the stages whose probes did not run are priced "?" with a note, so a config too
+    large for this device gives a partial plan in bounded time, not a plan that never ends."""
     with tempfile.TemporaryDirectory(prefix="noisystudent-plan-") as folder:
-        return _plan_costs(config, probe, probe_steps, log, Path(folder))
+        return _plan_costs(config, probe, probe_steps, log, Path(folder), probe_seconds)
 
 
-def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path) -> list[StageCost]:
-    session = start_session(config)
+def run_probes(probes: dict, results: dict, budget: float, log) -> int:
+    """Run the (key -> function) `probes` in order into `results`, with a progress bar on stderr
+    (on a terminal; else a line per probe through `log`), until `budget` seconds have been spent;
+    the probes skipped for the budget get None. Returns how many ran."""
+    done = 0
+    started = time.perf_counter()
+    with tqdm(total=len(probes), desc="plan: probing", unit="probe", disable=None, file=sys.stderr) as bar:
+        say = log if bar.disable else (lambda line: bar.write(line, file=sys.stderr))
+        for key, function in probes.items():
+            if time.perf_counter() - started >= budget:
+                results[key] = None
+                continue
+            bar.set_postfix_str(f"{key[0]} {key[1]}")
+            say(f"  probing {key[0]} {key[1]} ...")
+            results[key] = function()
+            done += 1
+            bar.update()
+    return done
+
+
+def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path,
+                probe_seconds: float = PROBE_SECONDS) -> list[StageCost]:
+    check_initial_sources(config.init_sources())  # what the run would refuse, refused before the probes
+    costs = _price_stages(config, probe, probe_steps, folder)  # first pass: which probes it needs
+    if probe and costs.probes:
+        ran = run_probes(costs.probes, costs.measurements, probe_seconds, log)
+        if ran < len(costs.probes):
+            log(f"  {len(costs.probes) - ran} of {len(costs.probes)} probes skipped: --probe-seconds "
+                f"{probe_seconds:g} spent")
+        costs = _price_stages(config, probe, probe_steps, folder, costs.measurements, costs.session)
+    return costs.stages
+
+
+@dataclass
+class _Pricing:
+    stages: list[StageCost]
+    probes: dict  # probe key -> the function measuring it, for each probe the prices lack
+    measurements: dict  # probe key -> its result (None: skipped for the time budget)
+    session: object
+
+
+def _price_stages(config: Config, probe: bool, probe_steps: int, folder: Path, measurements: dict | None = None,
+                  session=None) -> _Pricing:
+    """Every stage's cost from the probes' `measurements`; the probes still to run are listed."""
+    session = session or start_session(config)
     # session.labeled is what models train on: the held-out out-of-domain reference costs no training
     device, labeled, pool, test = session.device, session.labeled, session.unlabeled, session.test
     referenced = 0 if session.reference is None else len(session.reference)
@@ -230,6 +282,9 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
     plan = plan_run(config)
     costs: list[StageCost] = []
     cache: dict = {}
+    measurements = {} if measurements is None else measurements
+    probes: dict = {}
+    skipped: list = []  # keys of probes skipped for the time budget, since the last stage priced
 
     def resolutions(name: str) -> dict:
         return model_resolutions(name) if config.data.resolution == "model" else {}
@@ -249,12 +304,21 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
         return cache[name, size]
 
     def measured(key, function):
+        """The probe's result; None without probes, and while the probe is still to run (listed)."""
         if not probe:
             return None
-        if key not in cache:
-            log(f"  probing {key[0]} {key[1]} ...")
-            cache[key] = function()
-        return cache[key]
+        if key not in measurements:
+            probes.setdefault(key, function)
+        elif measurements[key] is None:
+            skipped.append(key)
+        return measurements.get(key)
+
+    def add(cost: StageCost) -> None:
+        """Append `cost`; a time its skipped probes left unknown is said in its note."""
+        if skipped:
+            cost.note = "; ".join(note for note in (cost.note, SKIPPED_NOTE) if note)
+            skipped.clear()
+        costs.append(cost)
 
     def training(stage_name: str, model: str, train: TrainConfig, pseudo_size: int | None, noise,
                  at: dict, freeze_fraction: float = 0.0) -> StageCost:
@@ -283,11 +347,11 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
         parameters, flops = model_facts(model, at)
         robust_images = min(config.evaluate.images, len(test)) if config.evaluate.robustness else 0
         forward = measured(("forward", model, 256, at.get("resolution")),
-                           lambda: probe_forward(model, shapes, classes, 256, device, at))
-        seconds = None if forward is None else len(test) * forward
+                           lambda: probe_forward(model, shapes, classes, 256, device, at, probe_steps))
+        fits = measured(("robustness", model, at.get("resolution")),
+                        lambda: probe_robustness(model, test, config, device, folder, at)) if robust_images else None
+        seconds = None if forward is None or (robust_images and fits is None) else len(test) * forward
         if robust_images and seconds is not None:
-            fits = measured(("robustness", model, at.get("resolution")),
-                            lambda: probe_robustness(model, test, config, device, folder, at))
             fixed, per_image = fits["cold" if first else "warm"]
             seconds += fixed + robust_images * per_image
         return StageCost(stage_name, model, len(test) + robust_images, None, parameters, flops, 0, seconds,
@@ -298,40 +362,41 @@ def _plan_costs(config: Config, probe: bool, probe_steps: int, log, folder: Path
 
     noise = student_noise(config.noise)
     teacher_model = config.model_for_round(0)
-    costs.append(training(name(plan.teacher), teacher_model, config.teacher, None,
+    add(training(name(plan.teacher), teacher_model, config.teacher, None,
                           noise if config.noise.teacher else None, resolutions(teacher_model)))
-    costs.append(evaluation(name(plan.teacher) + " (eval)", teacher_model, True, resolutions(teacher_model)))
+    add(evaluation(name(plan.teacher) + " (eval)", teacher_model, True, resolutions(teacher_model)))
     for round_plan in plan.rounds:
         teacher = round_plan.teacher_model
         parameters, flops = model_facts(teacher, resolutions(teacher))
         forward = measured(("forward", teacher, config.labels.batch_size, resolutions(teacher).get("resolution")),
                            lambda: probe_forward(teacher, shapes, classes, config.labels.batch_size, device,
-                                                 resolutions(teacher)))
+                                                 resolutions(teacher), probe_steps))
         stored = classes if classes <= 100 else min(config.labels.top_k, classes)
         store_bytes = None if pool_size is None else pool_size * (STORE_BYTES_FIXED + STORE_BYTES_PER_CLASS * stored)
-        costs.append(StageCost(name(round_plan.labels), teacher, pool_size, None, parameters, flops, store_bytes or 0,
+        add(StageCost(name(round_plan.labels), teacher, pool_size, None, parameters, flops, store_bytes or 0,
                                # the teacher also reads the labeled images: the training ones to fit the
                                # out-of-domain score, the held-out ones to score the reference
                                None if forward is None or pool_size is None else (pool_size + len(labeled) + referenced) * forward,
                                "" if pool_size is not None else "pool size unknown until read (tar shards)"))
         selection_fit = None if pool_size is None else measured(
             ("selection", config.selection.storage), lambda: probe_selection(config, pool, classes, folder))
-        costs.append(StageCost(name(round_plan.selection), None, selected, None, None, None,
+        add(StageCost(name(round_plan.selection), None, selected, None, None, None,
                                0 if selected is None else round(selected * selected_image_bytes),
                                None if selection_fit is None else selection_fit[0] + pool_size * selection_fit[1],
                                selection_note))
         student_train = config.student_for_round(round_plan.index)
         student = round_plan.student_model
-        costs.append(training(name(round_plan.student), student, student_train,
-                              selected if selected is not None else len(labeled), noise, resolutions(student)))
-        costs[-1].note = selection_note
-        costs.append(evaluation(name(round_plan.student) + " (eval)", student, False, resolutions(student)))
+        student_cost = training(name(round_plan.student), student, student_train,
+                                selected if selected is not None else len(labeled), noise, resolutions(student))
+        student_cost.note = selection_note
+        add(student_cost)
+        add(evaluation(name(round_plan.student) + " (eval)", student, False, resolutions(student)))
         if round_plan.finetune is not None:
             at = fine_tune_resolutions(student)
-            costs.append(training(name(round_plan.finetune), student, config.finetune_training(round_plan.index), None,
+            add(training(name(round_plan.finetune), student, config.finetune_training(round_plan.index), None,
                                   None, at, config.finetune.freeze_fraction))
-            costs.append(evaluation(name(round_plan.finetune) + " (eval)", student, False, at))
-    return costs
+            add(evaluation(name(round_plan.finetune) + " (eval)", student, False, at))
+    return _Pricing(costs, probes, measurements, session)
 
 
 def _size(count: float | None, unit: str = "") -> str:

@@ -8,12 +8,16 @@ their teacher's hash).
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.error import HTTPError
+from urllib.parse import urlparse
+from urllib.request import Request, urlopen
 
 import timm
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from timm.models import adapt_input_conv
+from timm.models import adapt_input_conv, get_pretrained_cfg
+from torch.hub import get_dir
 
 from ..errors import UserError
 from ..io import atomic_write
@@ -146,13 +150,88 @@ def _initial_state(source: str) -> dict[str, torch.Tensor]:
             raise UserError(f"init {source} holds no state dict of tensors")
         check_finite(state, f"init {source}")
         return {key.removeprefix("backbone."): value for key, value in state.items()}  # ours wrap a timm backbone
-    if source.startswith("timm/") or "/" not in source:
-        name = source.removeprefix("timm/")
-        if not timm.is_model(name.split(".")[0]):
-            raise UserError(f"init {source}: neither a file nor a timm model name (e.g. timm/tf_efficientnet_b0.ns_jft_in1k)")
+    if is_hub_name(source):
+        local = hub_weights_file(source)  # refused here, at once, when they can be neither read nor downloaded
         try:
-            return timm.create_model(name, pretrained=True).state_dict()
-        except Exception as error:  # no internet, unknown tag, hub errors
+            # a file already on disk is loaded as timm loads a download (its filter for old checkpoints,
+            # and so on), without asking the hub first: offline, that question alone retries for a minute
+            overlay = {"file": local} if local is not None else None
+            return timm.create_model(source.removeprefix("timm/"), pretrained=True,
+                                     pretrained_cfg_overlay=overlay).state_dict()
+        except Exception as error:  # unknown tag, hub errors, a connection lost during the download
             raise UserError(f"init {source}: timm could not load its weights ({type(error).__name__}: {error}); "
-                            f"this needs internet, or download the file elsewhere and pass its path") from None
+                            f"{hub_fix(source.removeprefix('timm/'))}") from None
     raise UserError(f"init {source}: file not found")
+
+
+def hub_fix(name: str) -> str:
+    """What to do about hub weights that cannot be downloaded here."""
+    return (f"download them where there is internet (python -c \"import timm; timm.create_model('{name}', "
+            f"pretrained=True)\" fills ~/.cache/huggingface: copy that folder here, or save the model's state_dict "
+            f"to a .safetensors file and point init at it), or run where huggingface.co is reachable with "
+            f"HF_HUB_OFFLINE unset")
+
+
+HUB_PROBE_SECONDS = 10  # one request, no retries: a reachable hub answers well within this
+
+
+def is_hub_name(source: str) -> bool:
+    """Whether an `init` entry that is no file on disk names timm hub weights (timm/NAME, or a bare NAME)."""
+    return source.startswith("timm/") or "/" not in source
+
+
+def check_initial_sources(sources: list[tuple[str, str]]) -> None:
+    """Refuse `init` entries, (key, source), before anything trains (the rounds load theirs only when
+    they start, hours in): a path that is not there, or hub weights that can be neither read nor
+    downloaded."""
+    for key, source in sources:
+        if Path(source).exists():
+            continue
+        if source.startswith("timm/") or ("/" not in source and timm.is_model(source.split(".")[0])):
+            hub_weights_file(source)
+            continue
+        raise UserError(f"{key}: {source} not found; give a run's stage folder, a weights file or a timm hub name "
+                        f"(timm/...)")
+
+
+def hub_weights_file(source: str) -> str | None:
+    """A file on this machine holding the timm hub weights `source` names (Hugging Face's cache, or
+    torch hub's for weights timm fetches by URL), or None when they are to be downloaded and their
+    host answers. Refuse at once what timm cannot load: a name with no weights, or weights to
+    download with the hub unreachable or HF_HUB_OFFLINE set, which timm would find out only after
+    retrying each of its file names for about a minute, and a run only after training a round."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+    from huggingface_hub.errors import HfHubHTTPError
+
+    name = source.removeprefix("timm/")
+    if not timm.is_model(name.split(".")[0]):
+        raise UserError(f"init {source}: neither a file nor a timm model name (e.g. timm/tf_efficientnet_b0.ns_jft_in1k)")
+    try:
+        config = get_pretrained_cfg(name)
+    except RuntimeError as error:  # a tag the architecture does not have
+        raise UserError(f"init {source}: {error} `timm.list_pretrained('{name.split('.')[0]}*')` lists its "
+                        f"tags") from None
+    if config is None or not (config.hf_hub_id or config.url):  # timm would build it with random weights, silently
+        raise UserError(f"init {source}: timm has no pretrained weights for {name}; give a weights file, or a name "
+                        f"from timm.list_pretrained()")
+    repo, _, revision = (config.hf_hub_id or "").partition("@")  # timm's hf_split
+    names = [config.hf_hub_filename] if config.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+    for filename in names if repo else []:
+        cached = try_to_load_from_cache(repo, filename, revision=revision or None)
+        if isinstance(cached, str):
+            return cached
+    if config.url:
+        cached = Path(get_dir()) / "checkpoints" / Path(urlparse(config.url).path).name  # timm's cache
+        if cached.is_file():
+            return str(cached)
+    try:  # one question to the host the download would come from: is it there?
+        if repo:
+            get_hf_file_metadata(hf_hub_url(repo, names[0], revision=revision or None), timeout=HUB_PROBE_SECONDS)
+        else:
+            urlopen(Request(config.url, method="HEAD"), timeout=HUB_PROBE_SECONDS).close()
+    except (HfHubHTTPError, HTTPError):
+        return None  # the host answered (a file it lacks, a redirect): timm's download takes it from here
+    except Exception as error:  # no network, DNS, a timeout, HF_HUB_OFFLINE (OfflineModeIsEnabled)
+        raise UserError(f"init {source}: the weights of {name} must be downloaded, and {repo or config.url} cannot be "
+                        f"reached ({type(error).__name__}); {hub_fix(name)}") from None
+    return None
