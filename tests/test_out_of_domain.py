@@ -45,7 +45,7 @@ def test_a_run_on_a_mixed_pool_counts_and_filters_the_out_of_domain_images(tiny_
     assert len(np.load(folder / "labels" / "reference_scores.npy")) == 10, "one held-out image per class"
     plain = json.loads((folder / "selection" / "stats.json").read_text())
     assert plain["out_of_domain"]["dropped"] is False and 0 <= plain["out_of_domain"]["estimated_share"] <= 1
-    assert plain["out_of_domain"]["score"] == "relative_mahalanobis" and plain["dropped_out_of_domain"] == 0
+    assert plain["out_of_domain"]["score"] == "feature_ensemble" and plain["dropped_out_of_domain"] == 0
     flagged = (folder / "selection" / "out_of_domain.csv").read_text().splitlines()
     assert len(flagged) == 1 + plain["out_of_domain"]["above"]
     truth = plain["out_of_domain_truth"]
@@ -100,10 +100,51 @@ def test_every_score_ranks_an_unseen_cluster_above_new_in_domain_points_better_t
     inside, _ = clusters(rng, 300, centers)
     outside = torch.tensor(rng.normal(0, 1, (300, 16)) + np.eye(16)[8] * 6.0, dtype=torch.float32)
     head = lambda features: features[:, :4] * 2.0  # noqa: E731  a linear classifier of the 4 classes
-    score = fit_ood_score(name, train if name in FEATURE_SCORES else None, labels if name in FEATURE_SCORES else None)
-    value = auroc(score(inside, head(inside)).numpy(), score(outside, head(outside)).numpy())
+    # the stem's view (feature_ensemble): the same points, so the test reads the penultimate part
+    score = fit_ood_score(name, train if name in FEATURE_SCORES else None, labels if name in FEATURE_SCORES else None,
+                          train)
+    value = auroc(score(inside, head(inside), inside).numpy(), score(outside, head(outside), outside).numpy())
     chance = auroc(rng.random(300), rng.random(300))
     assert value > 0.9 and abs(chance - 0.5) < 0.1, (value, chance)
+
+
+def test_the_feature_ensemble_finds_what_only_the_stem_sees():
+    """Out-of-domain points whose penultimate features look like new in-domain ones (a classifier
+    maps them onto its classes) but whose low-level statistics (the stem's spread) lie off every
+    class's, along the directions the classes differ in (relative Mahalanobis subtracts the
+    distance to all classes as one Gaussian, so a shift along directions that no class varies in
+    would cancel; real stems do vary by class, docs/ood.md): the penultimate score
+    ranks them at chance, the ensemble nearly perfectly; and
+    on points off in the penultimate features only, the ensemble keeps most of that score's
+    ranking (the stem part adds noise, not a veto). Seeded draws; margins far above their spread."""
+    rng = np.random.default_rng(1)
+    centers = np.zeros((4, 16))
+    centers[np.arange(4), np.arange(4)] = 6.0
+    stem_centers = np.zeros((4, 8))
+    stem_centers[np.arange(4), np.arange(4)] = 4.0
+    train, labels = clusters(rng, 600, centers)
+    train_stem = torch.tensor(stem_centers[labels.numpy()] + rng.normal(0, 1, (600, 8)), dtype=torch.float32)
+    reference, _ = clusters(rng, 100, centers)
+    reference_stem, _ = clusters(rng, 100, stem_centers)
+    inside, _ = clusters(rng, 300, centers)
+    inside_stem, _ = clusters(rng, 300, stem_centers)
+    lookalike, _ = clusters(rng, 300, centers)
+    off_stem = torch.tensor(rng.normal(0, 1, (300, 8)) - 5.0 * (np.arange(8) < 4), dtype=torch.float32)
+    off_features = torch.tensor(rng.normal(0, 1, (300, 16)) + np.eye(16)[8] * 6.0, dtype=torch.float32)
+    head = lambda features: features[:, :4] * 2.0  # noqa: E731
+
+    ensemble = fit_ood_score("feature_ensemble", train, labels, train_stem, (reference, reference_stem))
+    penultimate = fit_ood_score("relative_mahalanobis", train, labels)
+
+    def ranks(score, features, stem):
+        return auroc(score(inside, head(inside), inside_stem).numpy(), score(features, head(features), stem).numpy())
+
+    assert ranks(penultimate, lookalike, off_stem) < 0.6 and ranks(ensemble, lookalike, off_stem) > 0.98
+    assert ranks(penultimate, off_features, inside_stem) > 0.98 and ranks(ensemble, off_features, inside_stem) > 0.9
+    # standardized on the reference: each part's reference scores have mean 0 and std 1
+    parts = [part(view, head(reference)) for part, view in zip(ensemble.parts, (reference, reference_stem))]
+    for values, (mean, std) in zip(parts, ensemble.standardize.tolist()):
+        assert abs(float(values.double().mean()) - mean) < 1e-4 * std and abs(float(values.double().std()) - std) < 1e-4 * std
 
 
 def test_an_unknown_score_is_refused():
@@ -151,9 +192,11 @@ def test_a_store_of_the_old_format_is_refused_with_the_reason(tmp_path):
         pseudo_label(build_model("resnet_tiny_32", 3, 1), pool, LabelConfig(), tmp_path, torch.device("cpu"))
 
 
-def test_the_store_keeps_the_fitted_score_and_the_reference_scores(tmp_path):
-    """A feature score is computed from the same forward pass as the logits; the reference is
-    scored into reference_scores.npy; the header names the score."""
+@pytest.mark.parametrize("name", ["mahalanobis", "feature_ensemble"])
+def test_the_store_keeps_the_fitted_score_and_the_reference_scores(tmp_path, name):
+    """A feature score is computed from the same forward pass as the logits (feature_ensemble: and
+    the stem's spread, standardized on the reference); the reference is scored into
+    reference_scores.npy; the header names the score: what the selection reads."""
     torch.manual_seed(0)
     model = build_model("resnet_tiny_32", 3, 1)
     images = torch.randint(0, 256, (24, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
@@ -161,15 +204,17 @@ def test_the_store_keeps_the_fitted_score_and_the_reference_scores(tmp_path):
     reference = ImageSet(images[12:15], torch.arange(3), [f"r{i}" for i in range(3)], list("abc"))
     pool = memory_pool(ImageSet(images[15:], torch.zeros(9, dtype=torch.long), [f"u{i}" for i in range(9)],
                                 list("abc")), "pool")
-    store = pseudo_label(model, pool, LabelConfig(ood_score="mahalanobis", shard_size=4), tmp_path, torch.device("cpu"),
+    store = pseudo_label(model, pool, LabelConfig(ood_score=name, shard_size=4), tmp_path, torch.device("cpu"),
                          labeled=labeled, reference=reference)
     from noisystudent.labels.ood import fit_on_images, score_images
-    score = fit_on_images("mahalanobis", model, labeled.images, labeled.labels, 8, torch.device("cpu"))
+    score = fit_on_images(name, model, labeled.images, labeled.labels, 8, torch.device("cpu"), reference.images)
     assert np.allclose(store.column("ood_score"), score_images(model, images[15:], score, 8, torch.device("cpu")),
                        rtol=1e-4)
     assert np.allclose(store.reference_scores, score_images(model, reference.images, score, 8, torch.device("cpu")),
                        rtol=1e-4)
-    assert json.loads((tmp_path / "header.json").read_text())["ood_score"] == "mahalanobis"
+    assert json.loads((tmp_path / "header.json").read_text())["ood_score"] == name
+    if name == "feature_ensemble":
+        assert abs(float(np.mean(store.reference_scores))) < 1e-3, "each part has mean 0 on the reference"
 
 
 def test_a_score_computes_in_fp32_inside_a_bf16_autocast():
@@ -186,19 +231,24 @@ def test_a_score_computes_in_fp32_inside_a_bf16_autocast():
 
 
 def test_the_new_fields_at_their_defaults_leave_every_stages_inputs_as_before():
-    """A run directory made before the out-of-domain reference resumes and skips: at their defaults
-    data.reference_fraction, data.ood_source and labels.ood_score are in no stage's inputs (so
-    no fingerprint changes); set, they are, and they redo what they change."""
+    """A run directory made before the out-of-domain reference resumes and skips: at the values
+    such runs had, data.reference_fraction, data.ood_source and labels.ood_score
+    (relative_mahalanobis, the default until feature_ensemble) are in no stage's inputs (so no
+    fingerprint changes); set otherwise, they are, and they redo what they change: the new default
+    score relabels (its store holds other scores) but retrains no teacher."""
     from noisystudent.config import DataConfig, LabelConfig as Labels
     from noisystudent.runs import NEW_DATA_INPUTS, NEW_LABEL_INPUTS, plan_run
 
     assert NEW_DATA_INPUTS == {key: getattr(DataConfig(), key) for key in NEW_DATA_INPUTS}
-    assert NEW_LABEL_INPUTS == {key: getattr(Labels(), key) for key in NEW_LABEL_INPUTS}
+    assert NEW_LABEL_INPUTS == {"ood_score": "relative_mahalanobis"} and Labels().ood_score == "feature_ensemble"
     assert DataConfig().reference_fraction == 0, "opt-in: no labels are held out unless asked"
-    plan = plan_run(load_config())
-    for stage in plan.stages():
+    before = plan_run(load_config(overrides=["labels.ood_score=relative_mahalanobis"]))
+    for stage in before.stages():
         text = json.dumps(stage.inputs)
         assert not any(f'"{key}"' in text for key in ("reference_fraction", "ood_source", "ood_score")), stage.path
+    plan = plan_run(load_config())
+    assert plan.teacher.inputs_hash == before.teacher.inputs_hash
+    assert plan.rounds[0].labels.inputs_hash != before.rounds[0].labels.inputs_hash
     held_out = plan_run(load_config(overrides=["data.reference_fraction=0.1"]))
     assert held_out.teacher.inputs_hash != plan.teacher.inputs_hash, "the teacher trains on fewer labels"
     scored = plan_run(load_config(overrides=["labels.ood_score=energy"]))
@@ -237,7 +287,28 @@ def test_the_default_score_fits_and_scores_with_every_small_model(name):
     images = torch.randint(0, 256, (18, 1, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     score = fit_on_images(LabelConfig().ood_score, model, images[:12], torch.arange(12) % 3, 8, torch.device("cpu"))
     scores = score_images(model, images[12:], score, 8, torch.device("cpu"))
-    assert score.name == "relative_mahalanobis" and scores.shape == (6,) and np.isfinite(scores).all()
+    assert score.name == "feature_ensemble" and scores.shape == (6,) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny_32", "airnet_small_32"])
+def test_the_stem_spread_comes_from_the_same_pass_and_leaves_no_hook(name):
+    """feature_ensemble's low-level view: the per-channel standard deviation of the stem's output
+    (ResNet's and AirNet's act1), read by a hook during the pass that gives the features and the
+    logits; the hook is gone afterwards (a kept one would run on every later forward)."""
+    torch.manual_seed(0)
+    model = build_model(name, 10, 1).eval()
+    images = torch.rand(5, 1, 32, 32)
+    backbone = model.backbone
+    with torch.no_grad():
+        features, logits, stem = model.features_logits_and_stem_spread(images)
+        x = model.prepare(images)
+        stem_output = backbone.act1(backbone.conv1(x)) if name.startswith("airnet") else \
+            backbone.act1(backbone.bn1(backbone.conv1(x)))
+        assert torch.allclose(stem, stem_output.std(dim=(2, 3)), atol=1e-5)
+        assert stem.shape == (5, backbone.feature_info[0]["num_chs"])
+        assert torch.allclose(logits, model(images), atol=1e-6)
+        assert torch.allclose(features, model.features(images), atol=1e-6)
+    assert not model.stem()._forward_hooks
 
 
 def test_a_selection_made_before_the_reference_is_still_described():

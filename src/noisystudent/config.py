@@ -147,11 +147,11 @@ class LabelConfig:
     top_k: int = 100  # classes stored per image when there are more than 100 (else all of them); at 1000
     #                   classes 100 leaves ~2% of the mass out, 10 leaves ~9% (benchmarks/results/topk_targets.json)
     # The out-of-domain score stored per image (labels/ood.py): energy, max_softmax, max_logit, or
-    # the feature-space mahalanobis / relative_mahalanobis / knn, fit on the teacher's labeled
-    # images. The default is the best of them in benchmarks/results/ood_filter.json (AUROC 0.95 on
-    # rendered characters and drawn strokes; energy 0.55 and 0.80)
+    # the feature-space mahalanobis / relative_mahalanobis / knn / feature_ensemble, fit on the
+    # teacher's labeled images. The default is the best of them in
+    # benchmarks/results/ood_filter.json (docs/ood.md)
     ood_score: Literal["energy", "max_softmax", "max_logit", "mahalanobis", "relative_mahalanobis",
-                       "knn"] = "relative_mahalanobis"
+                       "knn", "feature_ensemble"] = "feature_ensemble"
 
 
 @dataclass

@@ -52,6 +52,10 @@ TEST_ONLY = ("test", "test_limit")  # what only evaluations read
 # (its finished stages skip). Set to anything else, the field joins the inputs and redoes the
 # stages it changes. Only ever add to these, with the default the behaviour had before.
 NEW_DATA_INPUTS = {"ood_source": "characters", "reference_fraction": 0.0}
+# ood_score's default became feature_ensemble after runs were made with relative_mahalanobis: that
+# value (what they stored) stays out of the inputs, so their folders resume as they were; the new
+# default is in the label stages' inputs, so a default run relabels such a folder rather than
+# reading the other score from its store.
 NEW_LABEL_INPUTS = {"ood_score": "relative_mahalanobis"}
 LABEL_INPUTS = ("temperature", "top_k", "shard_size")
 

@@ -13,6 +13,16 @@ feature-space ones, its penultimate features:
                *and* atypical overall, not what is merely far from the common directions
   knn          distance of the L2-normalized features to their KNN_K-th nearest labeled image's
                (Sun et al. 2022)
+  feature_ensemble  relative_mahalanobis on the penultimate features plus relative_mahalanobis on
+               the per-channel standard deviation of the stem's output (models/registry.py,
+               features_logits_and_stem_spread), each standardized by its mean and standard
+               deviation on the reference: Lee et al. 2018's ensemble over depths, with the two
+               depths that measured best. The stem sees low-level statistics (thin strokes on a
+               black ground vs filled garments) that the penultimate features discard; the middle
+               stages separated worse than either and summing all five stages ranked below the
+               penultimate alone (docs/ood.md). Lee et al. weight the depths by a regression on
+               out-of-domain examples; with none, each depth's score counts in units of its own
+               spread over in-domain images the teacher has not seen.
 
 The feature-space scores are fit on the images the teacher trained on (a bank, or class means
 and a covariance). What a score *means* is read off a reference: labeled images no model
@@ -35,8 +45,9 @@ import torch
 from ..errors import UserError
 from ..models import inference, to_model_input
 
-OOD_SCORES = ("energy", "max_softmax", "max_logit", "mahalanobis", "relative_mahalanobis", "knn")
-FEATURE_SCORES = ("mahalanobis", "relative_mahalanobis", "knn")
+OOD_SCORES = ("energy", "max_softmax", "max_logit", "mahalanobis", "relative_mahalanobis", "knn", "feature_ensemble")
+FEATURE_SCORES = ("mahalanobis", "relative_mahalanobis", "knn", "feature_ensemble")
+STEM_SCORES = ("feature_ensemble",)  # also read the stem's spread
 KNN_K = 5  # Sun et al. take k = 50 of 50,000 training images; a few of ~1,000 labeled ones keeps the
 #            k-th neighbour of a new in-domain image as near as on their scale
 SHRINKAGE = 0.1  # weight of the scaled identity in the shared covariance: 1,000 labeled images
@@ -54,19 +65,30 @@ class OodScore:
     precision: torch.Tensor | None = None  # mahalanobis: [D, D] inverse of the shrunk shared covariance
     background: torch.Tensor | None = None  # relative_mahalanobis: [D, D] the same, all classes as one
     bank: torch.Tensor | None = None  # knn: [N, D] normalized features of the labeled images
+    parts: tuple["OodScore", ...] = ()  # feature_ensemble: relative_mahalanobis on the features, on the stem's spread
+    standardize: torch.Tensor | None = None  # feature_ensemble: [2, 2] each part's (mean, std) on the reference
 
     @property
     def needs_features(self) -> bool:
         return self.name in FEATURE_SCORES
 
-    def __call__(self, features: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+    @property
+    def needs_stem(self) -> bool:
+        return self.name in STEM_SCORES
+
+    def __call__(self, features: torch.Tensor | None, logits: torch.Tensor,
+                 stem: torch.Tensor | None = None) -> torch.Tensor:
         # in fp32 also inside a bf16 autocast (labeling): bf16's 8 bits of mantissa would round
         # distances of hundreds to steps of about one
         with torch.autocast(logits.device.type, enabled=False):
-            return self._score(features, logits)
+            return self._score(features, logits, stem)
 
-    def _score(self, features: torch.Tensor | None, logits: torch.Tensor) -> torch.Tensor:
+    def _score(self, features: torch.Tensor | None, logits: torch.Tensor, stem: torch.Tensor | None) -> torch.Tensor:
         logits = logits.float()
+        if self.name == "feature_ensemble":
+            penultimate, spread = (part._score(view, logits, None) for part, view in zip(self.parts, (features, stem)))
+            (mean_a, std_a), (mean_b, std_b) = self.standardize.tolist()
+            return (penultimate - mean_a) / std_a + (spread - mean_b) / std_b
         if self.name == "energy":
             return -torch.logsumexp(logits, dim=1)
         if self.name == "max_softmax":
@@ -83,13 +105,27 @@ class OodScore:
         return distances.topk(min(KNN_K, len(self.bank)), dim=1, largest=False).values[:, -1]
 
 
-def fit_ood_score(name: str, features: torch.Tensor | None = None, labels: torch.Tensor | None = None) -> OodScore:
+def fit_ood_score(name: str, features: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                  stem: torch.Tensor | None = None,
+                  reference: tuple[torch.Tensor, torch.Tensor] | None = None) -> OodScore:
     """The score `name`, fit (for the feature-space ones) on the teacher's features of its labeled
-    images and their labels."""
+    images and their labels; feature_ensemble also on their `stem` spreads, and standardized on
+    `reference`, the (features, stem spreads) of the held-out reference. Without a reference
+    (data.reference_fraction 0: no filter and no estimate read the score) it is standardized on
+    the labeled images, which the teacher trained on: their penultimate distances are too small,
+    so that part then weighs more."""
     if name not in OOD_SCORES:
         raise UserError(f"out-of-domain score {name!r} is not one of {', '.join(OOD_SCORES)}")
     if name not in FEATURE_SCORES:
         return OodScore(name)
+    if name == "feature_ensemble":
+        parts = (fit_ood_score("relative_mahalanobis", features, labels),
+                 fit_ood_score("relative_mahalanobis", stem, labels))
+        views = (features, stem) if reference is None else reference
+        part_scores = [part(view, view[:, :1]) for part, view in zip(parts, views)]
+        standardize = torch.tensor([[float(v.double().mean()), float(v.double().std().clamp_min(1e-12))]
+                                    for v in part_scores])
+        return OodScore(name, parts=parts, standardize=standardize)
     features = features.double()
     if name == "knn":
         return OodScore(name, bank=torch.nn.functional.normalize(features, dim=1).float())
@@ -117,32 +153,44 @@ def _distances(features: torch.Tensor, means: torch.Tensor, precision: torch.Ten
     return torch.einsum("ncd,de,nce->nc", centered, precision, centered)
 
 
-def predict_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(penultimate features, logits), float32 on the CPU, of uint8 images, un-noised."""
-    features, logits = [], []
+def model_views(model: torch.nn.Module, inputs: torch.Tensor,
+                stem: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(penultimate features, logits, the stem's spread if `stem` else None) of one batch of model
+    inputs, from one pass, as they come (on the device, maybe bf16): what an OodScore reads."""
+    if stem:
+        return model.features_logits_and_stem_spread(inputs)
+    return (*model.features_and_logits(inputs), None)
+
+
+def predict_features(model: torch.nn.Module, images: torch.Tensor, batch_size: int, device: torch.device,
+                     stem: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(penultimate features, logits, the stem's spread or None), float32 on the CPU, of uint8
+    images, un-noised (eval mode): the view the label stage scores the pool with."""
+    views = []
     with inference(model, device):
         for start in range(0, len(images), batch_size):
-            batch_features, batch_logits = model.features_and_logits(
-                to_model_input(images[start:start + batch_size], device))
-            features.append(batch_features.float().cpu())
-            logits.append(batch_logits.float().cpu())
-    return torch.cat(features), torch.cat(logits)
+            views.append([None if view is None else view.float().cpu() for view in model_views(
+                model, to_model_input(images[start:start + batch_size], device), stem)])
+    return tuple(None if column[0] is None else torch.cat(column) for column in zip(*views))
 
 
 def fit_on_images(name: str, model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                  device: torch.device) -> OodScore:
+                  device: torch.device, reference: torch.Tensor | None = None) -> OodScore:
     """The score `name` fit on the teacher's view of its labeled images (features are computed only
-    for the feature-space scores)."""
+    for the feature-space scores); feature_ensemble standardized on the `reference` images' view."""
     if name not in FEATURE_SCORES:
         return fit_ood_score(name)
-    return fit_ood_score(name, predict_features(model, images, batch_size, device)[0], labels)
+    stem = name in STEM_SCORES
+    features, _, spread = predict_features(model, images, batch_size, device, stem)
+    reference_view = None if reference is None or not stem else \
+        predict_features(model, reference, batch_size, device, stem)[::2]
+    return fit_ood_score(name, features, labels, spread, reference_view)
 
 
 def score_images(model: torch.nn.Module, images: torch.Tensor, score: OodScore, batch_size: int,
                  device: torch.device) -> np.ndarray:
     """float32 scores of uint8 images (the reference's, in the label stage)."""
-    return score(*predict_features(model, images, batch_size, device)).numpy().astype(np.float32)
+    return score(*predict_features(model, images, batch_size, device, score.needs_stem)).numpy().astype(np.float32)
 
 
 def auroc(in_domain: np.ndarray, out_of_domain: np.ndarray) -> float:

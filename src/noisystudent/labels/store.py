@@ -60,7 +60,7 @@ from ..errors import UserError
 from ..io import atomic_write, changed_keys, exclusive_lock, lookup, read_json, remove_stale_temps, write_json
 from ..models import check_model_fits, exported_weights_file, inference, load_exported, noised_inference, to_model_input
 from ..noise import StudentNoise
-from .ood import OodScore, fit_ood_score, fit_on_images, score_images
+from .ood import OodScore, fit_ood_score, fit_on_images, model_views, score_images
 
 HEADER, MANIFEST, REFERENCE_SCORES = "header.json", "manifest.json", "reference_scores.npy"
 STORE_FORMAT = 2  # 2: the ood_score column and reference_scores.npy
@@ -122,10 +122,12 @@ def pseudo_label(teacher: torch.nn.Module, pool: Pool, config: LabelConfig, out_
     The out-of-domain score is `labels.ood_score`, fit on the teacher's `labeled` images (the ones
     it trained on); without them (stand-in teachers: plan's probe, benchmarks of throughput) it is
     the energy, which needs nothing fit, and the header says so. `reference` (held-out labeled
-    images) is scored into reference_scores.npy, what the selection reads the pool's scores against."""
+    images) is scored into reference_scores.npy, what the selection reads the pool's scores against;
+    feature_ensemble's two parts are also standardized on it."""
     out_dir.mkdir(parents=True, exist_ok=True)
     store = LabelStore(out_dir)
-    score = fit_on_images(config.ood_score, teacher, labeled.images, labeled.labels, config.batch_size, device) \
+    score = fit_on_images(config.ood_score, teacher, labeled.images, labeled.labels, config.batch_size, device,
+                          None if reference is None else reference.images) \
         if labeled is not None else fit_ood_score("energy")
     header = {"format": STORE_FORMAT, "teacher_sha256": teacher_hash, "temperature": config.temperature,
               "top_k": config.top_k, "shard_size": config.shard_size, "ood_score": score.name, "pool": pool.identity}
@@ -216,10 +218,12 @@ def label_chunk(teacher: torch.nn.Module, pool: Pool, items, config: LabelConfig
                     torch.manual_seed(seed)  # the dropout and stochastic-depth masks
                     if noise.randaugment is not None:
                         images = noise.randaugment(images, torch.Generator().manual_seed(seed))
-                if score.needs_features:
-                    features, batch_logits = teacher.features_and_logits(to_model_input(images, device))
+                if score.needs_features:  # one pass gives the logits and what the score reads
+                    features, batch_logits, stem = model_views(teacher, to_model_input(images, device),
+                                                               score.needs_stem)
                     logits.append(batch_logits.float().cpu())
-                    scores.append(score(features.float().cpu(), logits[-1]))
+                    scores.append(score(features.float().cpu(), logits[-1],
+                                        None if stem is None else stem.float().cpu()))
                 else:
                     logits.append(teacher(to_model_input(images, device)).float().cpu())
                     scores.append(score(None, logits[-1]))

@@ -55,14 +55,20 @@ class AirNet(nn.Module):
         super().__init__()
         self.num_classes, self.drop_rate, self.num_features = num_classes, drop_rate, widths[-1]
         self.conv1 = nn.Conv2d(in_chans, stem_width, kernel_size=3, padding=1, bias=True)
+        self.act1 = nn.GELU()  # a module (no weights), so that a hook sees the stem's output (feature_info)
         # timm's convention: linear in depth up to drop_path_rate (build_model resets it to ours)
         rates = [drop_path_rate * i / max(1, len(widths) - 1) for i in range(len(widths))]
         chans = (stem_width, *widths)
         self.groups = nn.Sequential(*(ConvGroup(chans[i], chans[i + 1], rates[i]) for i in range(len(widths))))
         self.fc = nn.Linear(self.num_features, num_classes, bias=False) if num_classes else nn.Identity()
+        # timm's description of the feature maps by depth (as its ResNets have): the stem's output,
+        # then each group's; the feature_ensemble out-of-domain score reads the first (labels/ood.py)
+        self.feature_info = [dict(num_chs=stem_width, reduction=1, module="act1"),
+                             *(dict(num_chs=width, reduction=2 ** (i + 1), module=f"groups.{i}")
+                               for i, width in enumerate(widths))]
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.groups(F.gelu(self.conv1(x)))
+        return self.groups(self.act1(self.conv1(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = F.adaptive_max_pool2d(x, 1).flatten(1)

@@ -339,6 +339,27 @@ class Classifier(nn.Module):
         trunk = self.backbone.forward_features(self.prepare(images))
         return self.backbone.forward_head(trunk, pre_logits=True), self.backbone.forward_head(trunk)
 
+    def stem(self) -> nn.Module:
+        """The module that outputs the backbone's first feature map as timm's feature_info names it
+        (ResNet's and AirNet's act1, after the stem's convolution and activation)."""
+        return self.backbone.get_submodule(self.backbone.feature_info[0]["module"])
+
+    def features_logits_and_stem_spread(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """features_and_logits from the same pass, and the stem's output's per-channel standard
+        deviation over positions ([N, C], float32): how much edge and texture energy each of the
+        first filters sees, a low-level statistic that rendered strokes and clothes differ in and
+        that the penultimate features, trained to name classes, mostly discard (the
+        feature_ensemble out-of-domain score, labels/ood.py). A forward hook reads it, so the
+        pass is forward's own."""
+        captured = []
+        handle = self.stem().register_forward_hook(  # inside the hook: ResNet's in-place ReLU output is not kept
+            lambda module, inputs, output: captured.append(output.float().std(dim=(2, 3))))
+        try:
+            features, logits = self.features_and_logits(images)
+        finally:
+            handle.remove()
+        return features, logits, captured[0]
+
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """The penultimate features (pooled, before the classifier)."""
         return self.backbone.forward_head(self.backbone.forward_features(self.prepare(images)), pre_logits=True)
