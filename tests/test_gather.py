@@ -1,9 +1,5 @@
 """The student's pseudo-labeled set is gathered from the pool once and read lazily."""
 
-import multiprocessing
-import resource
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +17,7 @@ from noisystudent.labels.gather import STORAGES
 from noisystudent.models import build_model, load_exported
 from noisystudent.pipeline import Pipeline, run
 from noisystudent.train.loop import inputs_fingerprint
+from memory import peak_growth
 from test_folder_data import COLORS, make_tree, write_shard
 
 CPU = torch.device("cpu")
@@ -88,36 +85,27 @@ def test_a_pool_that_changed_since_labeling_is_refused_by_name(tmp_path):
     assert not (tmp_path / "selection" / IMAGES).exists() and not list((tmp_path / "selection").glob(".*.tmp"))
 
 
-def peak_growth(folder: Path, smaller_pool: Path, pool: Path, size: int) -> int:
-    """Bytes the process's peak resident memory grew by while labeling, selecting 20 images per
-    class, gathering and loading `pool` at `size` px, beyond a pass on `smaller_pool`. That pass
-    runs twice first: the first makes the imports, thread pools, kernel caches and allocator
-    arenas (6 MB more at once, whatever the pool). Resident memory sees every allocation, torch's
-    and Arrow's included, which tracemalloc does not; run in a fresh process (below) so that the
-    peaks are these passes', not an earlier test's."""
+def label_select_gather_load(index: int, folder: Path, source: Path, size: int) -> None:
+    """A labeling pass on `source` at `size` px: label, select 20 images per class, gather, load."""
     torch.set_num_threads(1)
-    peaks = []
-    for name, source in (("warm-up", smaller_pool), ("smaller", smaller_pool), ("measured", pool)):
-        pool_, store = label_and_select(folder / name, source, images_per_class=20, shard_size=100, size=size)
-        gather_selected_images(pool_, store, folder / name / "selection", batch_size=16)
-        pseudo = load_pseudo_labeled(store, folder / name / "selection", "soft", 3)
-        assert len(pseudo.images) > 0 and bool(pseudo.images[:].any()), "images gathered and read back"
-        peaks.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024))
-    return peaks[2] - peaks[1]
+    pool, store = label_and_select(folder / f"pass-{index}", source, images_per_class=20, shard_size=100, size=size)
+    gather_selected_images(pool, store, folder / f"pass-{index}" / "selection", batch_size=16)
+    pseudo = load_pseudo_labeled(store, folder / f"pass-{index}" / "selection", "soft", 3)
+    assert len(pseudo.images) > 0 and bool(pseudo.images[:].any()), "images gathered and read back"
 
 
 def test_labeling_and_gathering_never_hold_the_pool_in_memory(tmp_path):
     """Pools of 180 and 900 images decoded at 96 px RGB (5.0 and 24.9 MB of pixels): what a pass
     holds is one batch of pixels, one shard of predictions and per-class histograms, the same for
     both (measured: 2.2 and 2.5 MB more). Holding the pool's pixels (as a tensor, an Arrow table or
-    arrays) would add 19.9 MB (a list of its batches as tensors: 28 MB), 3x the bound."""
+    arrays) would add 19.9 MB (a list of its batches as tensors: 28 MB), 3x the bound. Peak
+    resident memory (tests/memory.py), not tracemalloc, which sees neither torch's nor Arrow's."""
     pixels = {}
     for per_class in (60, 300):
         make_tree(tmp_path / f"pool-{per_class}", per_class, seed=9)
         pixels[per_class] = len(COLORS) * per_class * 3 * 96 * 96
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as fresh:
-        growth = fresh.submit(peak_growth, tmp_path / "runs", tmp_path / "pool-60", tmp_path / "pool-300",
-                              96).result(timeout=300)
+    growth = peak_growth(label_select_gather_load, (tmp_path / "runs", tmp_path / "pool-60", 96),
+                         (tmp_path / "runs", tmp_path / "pool-300", 96))
     assert growth < (pixels[300] - pixels[60]) / 3, f"peak grew {growth} bytes as the pool grew from 180 to 900 images"
 
 

@@ -1,5 +1,4 @@
 import json
-import tracemalloc
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +13,7 @@ from noisystudent.labels import LabelStore, pseudo_label, read_selection, select
 from noisystudent.labels.store import STORE_FORMAT, shard_name, shard_table, write_manifest
 from noisystudent.models import build_model, predict_logits
 from noisystudent.labels import dense_targets
+from memory import peak_growth
 
 
 class RecordingTeacher(torch.nn.Module):
@@ -227,18 +227,25 @@ def test_official_mode_random_rounding_reaches_the_target_in_expectation(tmp_pat
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes(), "seeded"
 
 
+def select_pass(index: int, store_root, mode: str) -> None:
+    store = LabelStore(store_root)
+    select_from_store(store, store_root.parent / f"selection-{index}.parquet", 10, 0.3, 1_000, mode=mode)
+
+
 @pytest.mark.parametrize("mode", ["top_confidence", "official"])
 def test_selection_memory_does_not_grow_with_the_pool(tmp_path, mode):
-    peaks = []
-    for n in (60_000, 240_000):
+    """Selection reads the store a shard (10,000 rows) at a time, so a pool of 800,000 rows peaks
+    where one of 50,000 does. Holding the pool's columns (ids as Arrow strings, argmax, confidence,
+    a row index: about 30 bytes a row) would add over 20 MB; the bound is a third of that. Peak
+    resident memory (tests/memory.py), since tracemalloc sees none of Arrow's allocations."""
+    roots = {}
+    for n in (50_000, 800_000):
         rng = np.random.default_rng(n)
-        store = make_store(tmp_path / f"store{n}", rng.integers(0, 10, n), rng.random(n), shard_size=10_000)
-        tracemalloc.start()
-        select_from_store(store, tmp_path / f"s{n}.parquet", 10, 0.3, 1_000, mode=mode)
-        peaks.append(tracemalloc.get_traced_memory()[1])
-        tracemalloc.stop()
-    whole_pool_columns = 240_000 * (8 + 4 + 8)  # argmax (int64), confidence, one row index per image
-    assert peaks[1] < 1.5 * peaks[0] and peaks[1] < whole_pool_columns, peaks
+        roots[n] = tmp_path / f"pool-{n}" / "store"
+        make_store(roots[n], rng.integers(0, 10, n), rng.random(n), shard_size=10_000)
+    whole_pool_columns = (800_000 - 50_000) * (8 + 4 + 8 + 4 + len("u123456"))  # the last two: an id's offset and text
+    growth = peak_growth(select_pass, (roots[50_000], mode), (roots[800_000], mode))
+    assert growth < whole_pool_columns / 3, f"peak grew {growth} bytes as the pool grew from 50,000 to 800,000 rows"
 
 
 def test_a_teacher_for_other_classes_is_refused_on_the_first_batch(tmp_path):

@@ -5,7 +5,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from noisystudent.cli import main
 from noisystudent.provenance import UNRECORDED
 from noisystudent.sweep import Sweep, summarize
+from waiting import TIMEOUT_S, wait_for
 
 
 def write_sweep(tmp_path: Path, tiny_idx_root: Path, variants: str) -> Path:
@@ -81,11 +81,11 @@ def test_sigterm_to_a_sweep_stops_its_running_runs_at_a_checkpoint(tmp_path, tin
     checkpoint = tmp_path / "runs" / "sweeps" / "tiny" / "long-seed0" / "round-0" / "teacher" / "checkpoints" / "last.pt"
     sweep = subprocess.Popen([sys.executable, "-m", "noisystudent.cli", "sweep", str(path), "--seeds", "0", "--variants", "long"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not checkpoint.exists() and sweep.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+    # the sweep sets its SIGTERM handler before it starts a run, and the run saves a checkpoint only
+    # inside its own handler's scope: once the checkpoint exists both are ready, however slow the machine
+    wait_for(checkpoint.exists, "checkpoint from the sweep's run", sweep)
     sweep.send_signal(signal.SIGTERM)
-    out, err = sweep.communicate(timeout=120)
+    out, err = sweep.communicate(timeout=TIMEOUT_S)
     assert sweep.returncode == 143, err
     assert "stopped by SIGTERM" in err and "long-seed0: stopped by SIGTERM" in out
     log = (tmp_path / "runs" / "sweeps" / "tiny" / "logs" / "long-seed0.log").read_text()

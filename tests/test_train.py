@@ -1,3 +1,4 @@
+import contextlib
 import importlib
 import signal
 import threading
@@ -289,19 +290,51 @@ def test_prefetched_batches_are_the_batches_built_on_demand(depth):
         assert torch.equal(inputs, expected_inputs) and torch.equal(targets, expected_targets)
 
 
+@contextlib.contextmanager
+def fails_after(seconds: int, built: list, release: threading.Event | None = None):
+    """A hang inside the block fails the test after `seconds` (SIGALRM; pytest-timeout is not a
+    dependency) instead of stalling the suite; `release` frees builders parked on it."""
+    def hung(signum, frame):
+        if release is not None:
+            release.set()
+        raise TimeoutError(f"the prefetcher hung; built {sorted(built)}")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        if release is not None:
+            release.set()
+
+
+def no_batch_workers() -> bool:
+    return not [thread for thread in threading.enumerate() if thread.name.startswith("batches")]
+
+
 def test_prefetch_passes_errors_on_and_stops_early_without_hanging():
-    built = []
+    """The error of step 4 reaches the loop, and the loop's end takes the workers with it: what was
+    in flight (5 and 6 at depth 2) finishes, nothing beyond is built, no worker thread is left. A
+    build past them waits for a release that comes only after the loop, so a prefetcher that keeps
+    building ahead hangs: the alarm fails the test then instead of stalling the suite."""
+    built, release = [], threading.Event()
 
     def build(step):
         built.append(step)
         if step == 4:
             raise ValueError("bad image at step 4")
+        if step > 6:
+            release.wait()
         return step
 
-    with pytest.raises(ValueError, match="step 4"):
-        for step, batch in batches_module.Prefetcher(build, range(10), 2):
-            assert batch == step
-    assert max(built) <= 7, "at most depth + 1 batches are in flight"
+    with fails_after(10, built, release):
+        with pytest.raises(ValueError, match="step 4"):
+            for step, batch in batches_module.Prefetcher(build, range(10), 2):
+                assert batch == step
+    assert max(built) <= 6, "at most depth + 1 batches are in flight"
+    assert no_batch_workers(), "the workers are gone"
 
 
 def test_leaving_the_prefetch_loop_early_finishes_the_workers_without_hanging():
@@ -317,25 +350,15 @@ def test_leaving_the_prefetch_loop_early_finishes_the_workers_without_hanging():
             release.wait()
         return step
 
-    def hung(signum, frame):
-        release.set()
-        raise TimeoutError(f"leaving the loop hung; built {sorted(built)}")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(10)
-    batches = iter(batches_module.Prefetcher(build, range(100), 2))
-    try:
+    with fails_after(10, built, release):
+        batches = iter(batches_module.Prefetcher(build, range(100), 2))
         for step, batch in batches:
             assert batch == step
             if step == 3:
                 break
         batches.close()  # as dropping the loop does, but an error in it is raised here, not ignored
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, previous)
-        release.set()
     assert sorted(built)[:4] == [0, 1, 2, 3] and max(built) <= 5, "what was in flight finished, nothing more started"
-    assert not [thread for thread in threading.enumerate() if thread.name.startswith("batches")], "the workers are gone"
+    assert no_batch_workers(), "the workers are gone"
 
 
 def test_stop_flags_are_read_in_one_go():
