@@ -134,13 +134,18 @@ def test_short_real_run_on_fashion_mnist(tmp_path, corruption_cache):
         f"runs_dir={tmp_path}", "name=fmnist", "rounds=1", "models=resnet_tiny_32,resnet_tiny_32",
         "data.labels_per_class=30", "data.unlabeled_limit=3000", "data.test_limit=2000",
         "teacher.epochs=30", "teacher.batch_size=50", "teacher.lr=0.05", "teacher.warmup_epochs=2",
+        # the student starts from its teacher (the same model): 5 noised passes are too few to train one from
+        # scratch up to its teacher (it ended at 36% against 68%), but enough to show that learning from the
+        # pseudo labels keeps most of what the teacher knows (measured: 67.05% -> 61.15%, the noise's shift not
+        # yet recovered); misaligned labels or a wrongly evaluated student lose far more than 10 points
+        "init=[null,teacher]",
         "student.epochs=5", "student.batch_size=32", "student.unlabeled_ratio=3", "student.lr=0.05",
         "noise.randaugment_magnitude=10", "evaluate.images=100", "evaluate.severities=[2,4]",
         "evaluate.perturbation_frames=4", "evaluate.pgd_steps=3", f"evaluate.cache_dir={corruption_cache}"])
     summary = run(config, log=lambda line: None)
     assert summary["teacher_top1"] > 0.6, summary  # a 10-class problem; chance is 0.1
     assert summary["rounds"][0]["pseudo_label_accuracy"] > 0.6
-    assert summary["final_top1"] > 0.3, "a short noised student is weaker than its teacher, but it learned"
+    assert summary["final_top1"] >= summary["teacher_top1"] - 0.10, summary
     assert summary["robustness"]["student"]["mce"] is not None
     assert (tmp_path / "fmnist" / "report.html").is_file()
 
