@@ -190,7 +190,9 @@ def test_the_new_fields_at_their_defaults_leave_every_stages_inputs_as_before():
     data.reference_fraction, data.ood_source and labels.ood_score are in no stage's inputs (so
     no fingerprint changes); set, they are, and they redo what they change."""
     from noisystudent.config import DataConfig, LabelConfig as Labels
-    from noisystudent.runs import NEW_DATA_INPUTS, NEW_LABEL_INPUTS, plan_run
+    from noisystudent.stages import plan_run
+    from noisystudent.stages.inputs import NEW_DATA_INPUTS
+    from noisystudent.stages.labels import NEW_LABEL_INPUTS
 
     assert NEW_DATA_INPUTS == {key: getattr(DataConfig(), key) for key in NEW_DATA_INPUTS}
     assert NEW_LABEL_INPUTS == {key: getattr(Labels(), key) for key in NEW_LABEL_INPUTS}

@@ -11,7 +11,7 @@ import pytest
 
 from noisystudent.cli import bundled_config
 from noisystudent.config import load_config
-from noisystudent.runs import plan_run
+from noisystudent.stages import plan_run
 
 GOLDEN = Path(__file__).parent / "golden" / "stage_inputs.json"
 CASES = {name: (name, []) for name in ("demo", "smoke", "imagenet-paper", "imagenet-paper-v1", "demo-resnet")}
