@@ -81,7 +81,7 @@ def test_every_help_teaches_with_examples_that_are_valid_commands(capsys, monkey
 def test_imagenet_paper_presets_validate_round_by_round_and_their_models_build_on_meta(preset, models, ratios):
     from noisystudent.cli import bundled_config
     from noisystudent.models import check_student_size, count_parameters, model_resolutions
-    from noisystudent.runs import plan_run
+    from noisystudent.stages import plan_run
 
     config = load_config(bundled_config(preset))
     assert [config.model_for_round(k) for k in range(config.rounds + 1)] == models

@@ -4,7 +4,7 @@ import dataclasses
 from pathlib import Path
 
 from noisystudent.config import Config, load_config
-from noisystudent.runs import plan_run
+from noisystudent.stages import plan_run
 
 ROOT = Path(__file__).parents[1]
 DOC = (ROOT / "docs" / "architecture.md").read_text()

@@ -1,13 +1,15 @@
 """The package's modules import each other without a cycle, and the bottom layers (models, data,
 noise, io) import nothing above them: a cycle makes a module's import order matter and hides
-which layer depends on which."""
+which layer depends on which. The stages (stages/) sit above what they use (models, data, labels,
+train, evaluate, the run contract) and below the pipeline and the plan, their only users."""
 
 import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "src" / "noisystudent"
 BOTTOM_LAYERS = ("models", "data", "noise", "io")
-ABOVE_THE_BOTTOM = ("config", "labels", "train", "evaluate", "pipeline", "plan", "runs", "session", "cli")
+ABOVE_THE_BOTTOM = ("config", "labels", "train", "evaluate", "pipeline", "plan", "runs", "session", "stages", "cli")
+ABOVE_THE_STAGES = ("pipeline", "plan", "cli")
 
 
 def module_name(path: Path) -> str:
@@ -92,6 +94,18 @@ def test_the_bottom_layers_import_nothing_above_them():
         if module.split(".")[1] in BOTTOM_LAYERS:
             upward = sorted(target for target in imported if target.split(".")[1] in ABOVE_THE_BOTTOM)
             assert not upward, f"{module} imports {upward}"
+
+
+def test_only_the_pipeline_and_the_plan_import_the_stages_and_the_stages_import_neither():
+    graph = import_graph()
+    for module, imported in graph.items():
+        layer = module.split(".")[1]
+        if layer not in ABOVE_THE_STAGES and layer != "stages":
+            assert not [target for target in imported if target.split(".")[1] == "stages"], module
+        if layer == "stages":
+            upward = sorted(target for target in imported if target.split(".")[1] in ABOVE_THE_STAGES)
+            assert not upward, f"{module} imports {upward}"
+    assert "noisystudent.stages" in graph["noisystudent.plan"] and "noisystudent.pipeline" not in graph["noisystudent.plan"]
 
 
 def test_the_cycle_finder_finds_a_cycle():

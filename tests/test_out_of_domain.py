@@ -237,7 +237,9 @@ def test_the_new_fields_at_their_defaults_leave_every_stages_inputs_as_before():
     fingerprint changes); set otherwise, they are, and they redo what they change: the new default
     score relabels (its store holds other scores) but retrains no teacher."""
     from noisystudent.config import DataConfig, LabelConfig as Labels
-    from noisystudent.runs import NEW_DATA_INPUTS, NEW_LABEL_INPUTS, plan_run
+    from noisystudent.stages import plan_run
+    from noisystudent.stages.inputs import NEW_DATA_INPUTS
+    from noisystudent.stages.labels import NEW_LABEL_INPUTS
 
     assert NEW_DATA_INPUTS == {key: getattr(DataConfig(), key) for key in NEW_DATA_INPUTS}
     assert NEW_LABEL_INPUTS == {"ood_score": "relative_mahalanobis"} and Labels().ood_score == "feature_ensemble"

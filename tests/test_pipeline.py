@@ -166,9 +166,9 @@ def test_finetune_stage_is_the_rounds_model_and_next_teacher(tiny_config):
 
 
 def test_the_teacher_trains_noised_only_when_asked(tiny_config, monkeypatch):
-    from noisystudent import pipeline as pipeline_module
+    from noisystudent.stages import training as training_module
     from noisystudent.noise import stochastic_depth_rates
-    from noisystudent.runs import plan_run
+    from noisystudent.stages import plan_run
 
     built = []
 
@@ -179,7 +179,7 @@ def test_the_teacher_trains_noised_only_when_asked(tiny_config, monkeypatch):
         built.append((model, options["randaugment"]))
         raise Stop
 
-    monkeypatch.setattr(pipeline_module, "train_model", record)
+    monkeypatch.setattr(training_module, "train_model", record)
     for noised in (False, True):
         tiny_config.noise.teacher = noised
         tiny_config.name = f"teacher-noise-{noised}"
@@ -192,7 +192,7 @@ def test_the_teacher_trains_noised_only_when_asked(tiny_config, monkeypatch):
 
 
 def test_a_student_with_init_teacher_starts_from_the_teacher_that_labeled_its_pool(tiny_config, monkeypatch):
-    from noisystudent import pipeline as pipeline_module
+    from noisystudent.stages import training as training_module
     from noisystudent.models import build_model, load_initial_weights
 
     tiny_config.rounds, tiny_config.teacher.epochs, tiny_config.selection.confidence_threshold = 0, 2, 0.0
@@ -210,7 +210,7 @@ def test_a_student_with_init_teacher_starts_from_the_teacher_that_labeled_its_po
         built.append(model)
         raise Stop
 
-    monkeypatch.setattr(pipeline_module, "train_model", record)
+    monkeypatch.setattr(training_module, "train_model", record)
     tiny_config.rounds = 1
     for init in (None, "teacher"):
         tiny_config.init = [None, init]

@@ -15,10 +15,12 @@ from noisystudent.labels import LabelStore, read_selection
 from noisystudent.labels import select_and_gather
 from noisystudent.data import open_pool
 from noisystudent.labels import pseudo_label
-from noisystudent.plan import (SKIPPED_NOTE, ConfidentGuesser, fit_line, plan_costs, probe_selection, probe_training,
-                              selected_image_cost)
+from noisystudent.plan import plan_costs
+from noisystudent.stages.cost import SKIPPED_NOTE, fit_line, selected_image_cost
+from noisystudent.stages.selection import ConfidentGuesser, probe_selection
+from noisystudent.stages.training import probe_training
 from test_folder_data import COLORS, make_tree
-from noisystudent.runs import plan_run
+from noisystudent.stages import plan_run
 from noisystudent.train import steps_for
 
 

@@ -10,7 +10,8 @@
       summary.json, report.html, report.md, report/ (figures)
 
 A stage's inputs are the settings its result depends on, and nothing else, plus the inputs hash
-of the stage it reads ("upstream"), so a change anywhere upstream reaches every stage after it.
+of the stage it reads ("upstream"), so a change anywhere upstream reaches every stage after it;
+each stage's module in stages/ defines them, and `stages.plan_run` names every stage of a run.
 A stage writes `inputs.json` when it starts and `DONE` (hash, inputs, contract version) last.
 Each trained model's evaluation is a stage of its own whose record is its `eval.json`: when
 only evaluation settings change (another suite, another subset), the models are re-evaluated,
@@ -27,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Config
@@ -43,28 +44,6 @@ from .io import LOCK, changed_keys, read_json, write_json
 CONTRACT = 4
 DONE, INPUTS, EVAL = "DONE", "inputs.json", "eval.json"
 CONFIG, SUMMARY, TIMINGS = "config.yaml", "summary.json", "timings.jsonl"
-# What no stage's result depends on (see the module docstring).
-NOT_DATA_INPUTS = ("max_bad_fraction", "decode_threads", "cache_dir", "storage")  # and TrainConfig.inputs() leaves out checkpoint_every, prefetch
-TEST_ONLY = ("test", "test_limit")  # what only evaluations read
-# Fields added after runs were made (the out-of-domain reference and score, issue 32): a stage's
-# inputs leave each out while it equals its default, which computes what the stage computed
-# before the field existed, so a run directory made then keeps its fingerprints and resumes
-# (its finished stages skip). Set to anything else, the field joins the inputs and redoes the
-# stages it changes. Only ever add to these, with the default the behaviour had before.
-NEW_DATA_INPUTS = {"ood_source": "characters", "reference_fraction": 0.0}
-# ood_score's default became feature_ensemble after runs were made with relative_mahalanobis: that
-# value (what they stored) stays out of the inputs, so their folders resume as they were; the new
-# default is in the label stages' inputs, so a default run relabels such a folder rather than
-# reading the other score from its store.
-NEW_LABEL_INPUTS = {"ood_score": "relative_mahalanobis"}
-LABEL_INPUTS = ("temperature", "top_k", "shard_size")
-
-
-def without_new_defaults(inputs: dict, new: dict) -> dict:
-    """`inputs` less the keys of `new` whose value is their default there."""
-    return {key: value for key, value in inputs.items() if key not in new or value != new[key]}
-
-
 def run_dir(config: Config) -> Path:
     return Path(config.runs_dir) / config.name
 
@@ -100,6 +79,15 @@ class Stage:
     def marker(self) -> Path:
         """Written last: the stage is finished (DONE; eval.json for an evaluation)."""
         return self.path / (EVAL if self.redo_when_changed else DONE)
+
+    @property
+    def kind(self) -> str:
+        """The stage's kind, its folder's name (stages/), or "evaluation"."""
+        return "evaluation" if self.redo_when_changed else self.path.name
+
+    @property
+    def round_index(self) -> int:
+        return int(self.path.parent.name.removeprefix("round-"))
 
     @property
     def inputs_hash(self) -> str:
@@ -185,53 +173,3 @@ class RunPlan:
     def check(self) -> None:
         for stage in self.stages():
             stage.check()
-
-
-def plan_run(config: Config) -> RunPlan:
-    """Every stage of a run and its inputs, from the config alone (nothing is read or written)."""
-    run = run_dir(config)
-    data = without_new_defaults({key: value for key, value in asdict(config.data).items()
-                                 if key not in NOT_DATA_INPUTS}, NEW_DATA_INPUTS)
-    training_data = {key: value for key, value in data.items() if key not in TEST_ONLY}
-    common = {"data": training_data, "seed": config.seed}
-    evaluation = {"data": data, "seed": config.seed,
-                  "evaluate": {key: value for key, value in asdict(config.evaluate).items() if key != "cache_dir"}}
-
-    def evaluation_of(trained: Stage, baseline: Stage | None) -> Stage:
-        # a student's mCE and mFR are relative to the round-0 teacher's evaluation
-        return Stage(trained.path, {"upstream": trained.inputs_hash, **evaluation,
-                                    "baseline": None if baseline is None else baseline.inputs_hash},
-                     redo_when_changed=True)
-
-    teacher = Stage(teacher_dir(run), {**common, "models": {"teacher": config.model_for_round(0),
-                                                            "init": config.init_for_round(0)},
-                                       "teacher": config.teacher.inputs(),
-                                       "noise": asdict(config.noise) if config.noise.teacher else {"teacher": False}})
-    teacher_eval = evaluation_of(teacher, None)
-    rounds, previous = [], teacher
-    # how the selected images are stored changes no pixel (labels/gather.py)
-    selection_inputs = {key: value for key, value in asdict(config.selection).items() if key != "storage"}
-    for k in range(1, config.rounds + 1):
-        labels = Stage(stage_dir(run, k, "labels"), {
-            "upstream": previous.inputs_hash, **common,
-            "labels": without_new_defaults({key: getattr(config.labels, key) for key in (*LABEL_INPUTS, *NEW_LABEL_INPUTS)},
-                                           NEW_LABEL_INPUTS),
-            **({"noise": asdict(config.noise)} if config.noise.labeling else {})})  # the noised-teacher ablation
-        selection = Stage(stage_dir(run, k, "selection"), {"upstream": labels.inputs_hash,
-                                                           "selection": selection_inputs}, resumes=False)
-        student = Stage(stage_dir(run, k, "student"), {
-            "upstream": selection.inputs_hash, **common,
-            "models": {"student": config.model_for_round(k), "init": config.init_for_round(k)},
-            "student": config.student_for_round(k).inputs(), "noise": asdict(config.noise),
-            "labels": {"kind": config.labels.kind}})
-        finetune = None
-        if config.finetune.epochs > 0:
-            finetune = Stage(stage_dir(run, k, "finetune"), {
-                "upstream": student.inputs_hash, **common, "finetune": asdict(config.finetune),
-                "student": {"weight_decay": config.student_for_round(k).weight_decay}})
-        plan = RoundPlan(k, config.model_for_round(k - 1), config.model_for_round(k), labels, selection, student,
-                         evaluation_of(student, teacher_eval), finetune,
-                         None if finetune is None else evaluation_of(finetune, teacher_eval))
-        rounds.append(plan)
-        previous = plan.output[0]
-    return RunPlan(teacher, teacher_eval, rounds)

@@ -1,6 +1,6 @@
 """The selection stage's work: filter and balance (streamed over the label store), its stats, and
-the selected images gathered for the student. The pipeline runs it; `noisystudent plan` times
-this very code."""
+the selected images gathered for the student. Its stage (stages/selection.py) runs it, and
+`noisystudent plan` times this very code."""
 
 from __future__ import annotations
 
