@@ -44,7 +44,7 @@ def plan_costs(config: Config, probe: bool = True, probe_steps: int = PROBE_STEP
     large for this device gives a partial plan in bounded time, not a plan that never ends."""
     check_initial_sources(config.init_sources())  # what the run would refuse, refused before the probes
     with tempfile.TemporaryDirectory(prefix="noisystudent-plan-") as folder:
-        context = CostContext(config, probe, probe_steps, log, Path(folder))
+        context = CostContext(config, probe, probe_steps, Path(folder))
         costs = price_stages(context)  # first pass: which probes it needs
         if probe and context.probes:
             ran = run_probes(context.probes, context.measurements, probe_seconds, log)

@@ -11,7 +11,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -45,8 +44,8 @@ class CostContext:
     `folder`. Pricing the stages lists the probes whose results it lacks (`probes`); once they
     ran into `measurements` (None: skipped for the time budget), pricing again uses them."""
 
-    def __init__(self, config: Config, probe: bool, probe_steps: int, log: Callable[[str], None], folder: Path):
-        self.config, self.probe, self.probe_steps, self.log, self.folder = config, probe, probe_steps, log, folder
+    def __init__(self, config: Config, probe: bool, probe_steps: int, folder: Path):
+        self.config, self.probe, self.probe_steps, self.folder = config, probe, probe_steps, folder
         session = start_session(config)
         # session.labeled is what models train on: the held-out out-of-domain reference costs no training
         self.device, self.labeled, self.pool, self.test = session.device, session.labeled, session.unlabeled, session.test
