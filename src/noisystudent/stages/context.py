@@ -9,6 +9,7 @@ from typing import Callable
 
 from ..config import Config
 from ..distributed import init_from_environment
+from ..io import read_json, write_json
 from ..runs import TIMINGS, Stage, run_dir
 from ..session import start_session
 
@@ -27,6 +28,17 @@ class RunContext:
         # data.reference_fraction) is held out of every model's training and scored like the pool
         self.device, self.labeled, self.unlabeled, self.test, self.reference = (
             session.device, session.labeled, session.unlabeled, session.test, session.reference)
+
+    def finish(self, stage: Stage, kind: str, started: float, stats: dict) -> None:
+        """On the main rank: the stage's stats.json, its DONE marker, then its time."""
+        write_json(stage.path / "stats.json", stats)
+        stage.mark_done()
+        self.record_time(stage, kind, started)
+
+    def stats_of(self, stage: Stage) -> dict:
+        """A finished stage's stats.json, read by every rank once the main one has written it."""
+        self.distributed.barrier()
+        return read_json(stage.path / "stats.json")
 
     def record_time(self, stage: Stage, kind: str, started: float) -> None:
         """Append a stage's wall seconds (this attempt's) to timings.jsonl: what `noisystudent plan`

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ..config import Config
 from ..data import OOD_LABEL
-from ..io import read_json, write_json
 from ..labels import damaged_shards, in_domain_accuracy, load_labeling_teacher, pseudo_label
 from ..noise import student_noise
 from ..runs import Stage, stage_dir
@@ -60,11 +59,8 @@ def run(context: RunContext, stage: Stage, teacher_dir: Path) -> dict:
                          store.column("argmax"), truth)}
             if truth is not None and (truth == OOD_LABEL).any():
                 stats["out_of_domain_in_pool"] = int((truth == OOD_LABEL).sum())
-            write_json(stage.path / "stats.json", stats)
-            stage.mark_done()
-        context.record_time(stage, "labels", started)
-    context.distributed.barrier()
-    return read_json(stage.path / "stats.json")
+            context.finish(stage, "labels", started, stats)
+    return context.stats_of(stage)
 
 
 def cost(context: CostContext, stage: Stage) -> list[StageCost]:

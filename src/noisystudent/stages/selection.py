@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from ..config import Config
-from ..io import read_json, remove_stale_temps, write_json
+from ..io import remove_stale_temps
 from ..labels import LabelStore, energy, pseudo_label, select_and_gather
 from ..runs import Stage, stage_dir
 from .context import RunContext
@@ -39,11 +39,8 @@ def run(context: RunContext, stage: Stage, store: LabelStore) -> dict:
         config = context.config
         stats = select_and_gather(store, stage.path, context.unlabeled, store.reference_scores, config.selection,
                                   context.labeled.num_classes, config.labels.batch_size, config.seed)
-        write_json(stage.path / "stats.json", stats)
-        stage.mark_done()
-        context.record_time(stage, "selection", started)
-    context.distributed.barrier()
-    return read_json(stage.path / "stats.json")
+        context.finish(stage, "selection", started, stats)
+    return context.stats_of(stage)
 
 
 def cost(context: CostContext, stage: Stage) -> list[StageCost]:
