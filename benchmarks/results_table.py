@@ -403,23 +403,36 @@ def speed_lines() -> list[str]:
 
 
 def margin_lines() -> list[str]:
-    """The demo's final students against the supervised plateau, paired by seed."""
+    """The method's final students against the supervised plateau, paired by seed, at the demo's
+    labels and where labels are scarce."""
     if not (RESULTS / "method_margin.json").is_file():
         return []
-    return ["", margin_sentence(load("method_margin"))]
+    return ["", *margin_sentences(load("method_margin"))]
 
 
-def margin_sentence(margin: dict) -> str:
+def margin_sentences(margin: dict) -> list[str]:
+    per_class = load("demo_seeds")["config"]["data"]["labels_per_class"]
+    lines = [margin_sentence(margin, f"With the demo's {10 * per_class:,} labels", link("method_margin"))]
+    if "scarce_labels" in margin:
+        lines += ["", margin_sentence(margin["scarce_labels"], "Where labels are scarce, 10 per class",
+                                      f"{link('method_margin')}, {link('scarce_labels')}")]
+    return lines
+
+
+def margin_sentence(margin: dict, setting: str, links: str) -> str:
+    """One setting's paired margin: both arms over the paired seeds, the margin with its standard
+    error against the target, and the verdict."""
     pairs = margin["pairs"]
     if not pairs:
-        return "The demo has no seed paired with the supervised plateau yet."
+        return f"{setting}: no seed has both the method and a supervised schedule yet ({links})."
     spread = "" if margin["margin_se"] is None else f" ± {margin['margin_se']:.2f} (standard error)"
     verdict = ("the method pays: the margin clears the target by more than 2 standard errors" if margin["target_met"]
                else "not yet shown to pay by the target margin")
-    return (f"Paired by seed over {len(pairs)} seed{'s' * (len(pairs) > 1)}{' (PARTIAL)' if margin['partial'] else ''}, "
-            f"the demo's final student against the best supervised schedule, `{margin['baseline_variant']}`: "
-            f"{margin['margin_mean']:+.2f}{spread} points (target {margin['target_points']:+.1f}); {verdict} "
-            f"({link('method_margin')}).")
+    return (f"{setting}, paired by seed over {len(pairs)} seed{'s' * (len(pairs) > 1)}"
+            f"{' (PARTIAL)' if margin['partial'] else ''}: the demo's final student reaches "
+            f"{mean_std(margin['final_top1'])}% against {mean_std(margin['supervised_top1'])}% for the best "
+            f"supervised schedule, `{margin['baseline_variant']}`, a margin of {margin['margin_mean']:+.2f}{spread} points "
+            f"(target {margin['target_points']:+.1f}); {verdict} ({links}).")
 
 
 def parity_lines() -> list[str]:
@@ -501,32 +514,8 @@ def headline_lines() -> list[str]:
                   f"{seeds['budget_minutes_on_reference']:.0f} min on the reference machine; within it: "
                   f"{'yes' if seeds['all_within_budget'] else 'no'}). The final student ends "
                   f"{100 * (demo_final - seeds['teacher_top1_mean']):+.2f} points above its teacher.",
-              "", margin_sentence(load("method_margin"))]
-    if (RESULTS / "scarce_labels.json").is_file():
-        lines += ["", scarce_sentence(load("scarce_labels"))]
+              "", *margin_sentences(load("method_margin"))]
     return lines
-
-
-def scarce_sentence(table: dict) -> str:
-    """The demo at 10 labels per class against the best of its supervised schedules, on the seeds
-    both ran (the same labels), paired by seed."""
-    method = table["variants"][table["reference"]]
-    supervised = {name: entry for name, entry in table["variants"].items() if name != table["reference"]}
-    most_seeds = max(entry["final_top1"]["n"] for entry in supervised.values())  # as supervised_rows: a mean
-    name = max((name for name, entry in supervised.items() if entry["final_top1"]["n"] == most_seeds),  # over the
-               key=lambda name: supervised[name]["final_top1"]["mean"])  # most seeds, not one lucky seed
-    paired = pair(supervised[name])
-    if not paired:
-        return f"Where labels are scarce, 10 per class: no seed has both runs yet ({link('scarce_labels')})."
-    by_seed = lambda entry: dict(zip(entry["seeds"], entry["final_top1_by_seed"]))  # noqa: E731
-    seeds = supervised[name]["paired_seeds"]
-    method_top1 = over_seeds([by_seed(method)[seed] for seed in seeds])
-    supervised_top1 = over_seeds([by_seed(supervised[name])[seed] for seed in seeds])
-    lead = f"{-100 * paired['mean']:+.2f}" + (f" ± {100 * paired['std']:.2f}" if paired["std"] is not None else "")
-    state = " (PARTIAL)" if table["partial"] else ""
-    return (f"Where labels are scarce, 10 per class{state}, on the {len(seeds)} seed{'s' * (len(seeds) > 1)} both "
-            f"ran: the demo's final student reaches {mean_std(method_top1)}% against {mean_std(supervised_top1)}% "
-            f"for the best supervised schedule, `{name}`: {lead} points, paired ({link('scarce_labels')}).")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,3 +35,32 @@ def test_a_margin_within_its_noise_or_without_three_pairs_does_not_meet_the_targ
     two = {"seeds": {"0": {"final_top1": 0.92}, "1": {"final_top1": 0.92}}}
     result = method_margin.margin(two, plateau)
     assert result["partial"] and not result["target_met"]
+
+
+def sweep_variant(by_seed: dict[int, float], machine: str = "m1") -> dict:
+    return {**variant(by_seed), "machine_by_seed": [machine] * len(by_seed)}
+
+
+def test_a_sweep_margin_pairs_the_best_supervised_variant_among_those_paired_on_the_most_seeds():
+    table = {"sweep_file": "s.yaml", "reference": "method", "variants": {
+        "method": sweep_variant({0: 0.80, 1: 0.78, 2: 0.79}),
+        "short": sweep_variant({0: 0.77, 1: 0.75, 2: 0.76}),
+        "long": sweep_variant({0: 0.775, 1: 0.755, 2: 0.765}),
+        "lucky": sweep_variant({0: 0.79})}}  # best mean, but on one seed only
+    result = method_margin.sweep_margin(table)
+    assert result["baseline_variant"] == "long" and result["baseline_seeds"] == [0, 1, 2]
+    assert [pair["difference_points"] for pair in result["pairs"]] == [2.5, 2.5, 2.5]
+    assert result["margin_se"] == 0.0 and result["target_met"]
+
+
+def test_a_sweep_margin_never_pairs_runs_from_other_or_unrecorded_machines():
+    table = {"sweep_file": "s.yaml", "reference": "method", "variants": {
+        "method": sweep_variant({0: 0.80, 1: 0.78, 2: 0.79}),
+        "elsewhere": sweep_variant({0: 0.70, 1: 0.70, 2: 0.70}, machine="m2"),
+        "unrecorded": sweep_variant({0: 0.70, 1: 0.70, 2: 0.70}, machine="unrecorded")}}
+    result = method_margin.sweep_margin(table)
+    assert result["baseline_variant"] is None and result["pairs"] == [] and not result["target_met"]
+    table["variants"]["here"] = {**sweep_variant({0: 0.77, 1: 0.75}), "machine_by_seed": ["m1", "m2"]}
+    result = method_margin.sweep_margin(table)
+    assert result["baseline_variant"] == "here" and [pair["seed"] for pair in result["pairs"]] == [0]
+    assert result["partial"] and not result["target_met"]
