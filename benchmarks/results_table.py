@@ -426,7 +426,7 @@ def margin_sentence(margin: dict, setting: str, links: str) -> str:
     if not pairs:
         return f"{setting}: no seed has both the method and a supervised schedule yet ({links})."
     spread = "" if margin["margin_se"] is None else f" ± {margin['margin_se']:.2f} (standard error)"
-    verdict = ("the method pays: the margin clears the target by more than 2 standard errors" if margin["target_met"]
+    verdict = ("the method pays: the margin meets the target and is more than 2 standard errors above zero" if margin["target_met"]
                else "not yet shown to pay by the target margin")
     return (f"{setting}, paired by seed over {len(pairs)} seed{'s' * (len(pairs) > 1)}"
             f"{' (PARTIAL)' if margin['partial'] else ''}: the demo's final student reaches "
