@@ -11,8 +11,9 @@ stochastic depth 0.8). In 1 thread, fp32, top-1 on the 2,000 test images:
 - seeds 0-3: the teacher and its student (the drop the test bounds);
 - seed 0, the student again with one thing changed, from the same teacher, labels and
   selection: no RandAugment; no dropout or stochastic depth; no noise at all; lr / 10; 40
-  passes instead of 5; not started from its teacher; and its pseudo labels misaligned with their images (each image trained
-  on the targets of the next one), the kind of fault the bound is there to catch;
+  passes instead of 5; not started from its teacher; its pseudo labels misaligned with their
+  images (each image trained on the targets of the next one). The last two are the kind of
+  fault the bound is there to catch;
 - seed 0, BatchNorm alone: the teacher's weights with their BatchNorm statistics re-estimated
   on RandAugmented training images (what a student's running statistics are estimated on), and
   the student's weights with theirs re-estimated on the same images un-noised.
