@@ -51,7 +51,9 @@ def command(name: str, processes: int, noised: bool, runs_dir: Path) -> list[str
                  f"name={name}", f"teacher.batch_size={BATCH_PER_PROCESS * processes}", "threads=1",
                  f"noise.teacher={str(noised).lower()}"]
     if processes > 1:
-        arguments = ["-m", "torch.distributed.run", f"--nproc_per_node={processes}", "--master_port=29611", *arguments]
+        # --standalone: the rendezvous binds a port the OS picks, so a fixed one taken by another
+        # job (or another benchmark) cannot fail or join the run
+        arguments = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *arguments]
     return [sys.executable, *arguments]  # the venv's Python, whether or not the venv is activated
 
 

@@ -1,6 +1,7 @@
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ from noisystudent.labels import LabelStore
 from noisystudent.pipeline import Pipeline, run
 from noisystudent.runs import CONTRACT
 from noisystudent.train import BatchBuilder
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "benchmarks"))
+
+from warm_student import SHORT_REAL_RUN  # noqa: E402
 
 
 def snapshot(run_dir: Path) -> dict:
@@ -130,17 +135,13 @@ def test_evaluate_command_prints_the_full_evaluation(tiny_config, capsys):
                     reason="Fashion-MNIST not installed (make test installs it)")
 def test_short_real_run_on_fashion_mnist(tmp_path, corruption_cache):
     """The real data, every stage and evaluation, one round, in about a minute on 2 cores."""
+    # the student starts from its teacher (the same model): 5 noised passes do not train one from scratch
+    # near its teacher (36.45% against 67.95%). Started from it, the student ends 2.35 to 5.7 points below
+    # it over 4 seeds, most of that its BatchNorm statistics, estimated on RandAugmented images (seed 0:
+    # 63.35%, 67.15% with them re-estimated on the same images un-noised); misaligned pseudo labels lose
+    # 28.85 points, no init 31.5. The bound sits between the two (benchmarks/results/warm_student.json).
     config = load_config(overrides=[
-        f"runs_dir={tmp_path}", "name=fmnist", "rounds=1", "models=resnet_tiny_32,resnet_tiny_32",
-        "data.labels_per_class=30", "data.unlabeled_limit=3000", "data.test_limit=2000",
-        "teacher.epochs=30", "teacher.batch_size=50", "teacher.lr=0.05", "teacher.warmup_epochs=2",
-        # the student starts from its teacher (the same model): 5 noised passes are too few to train one from
-        # scratch up to its teacher (it ended at 36% against 68%), but enough to show that learning from the
-        # pseudo labels keeps most of what the teacher knows (measured: 67.05% -> 61.15%, the noise's shift not
-        # yet recovered); misaligned labels or a wrongly evaluated student lose far more than 10 points
-        "init=[null,teacher]",
-        "student.epochs=5", "student.batch_size=32", "student.unlabeled_ratio=3", "student.lr=0.05",
-        "noise.randaugment_magnitude=10", "evaluate.images=100", "evaluate.severities=[2,4]",
+        f"runs_dir={tmp_path}", "name=fmnist", *SHORT_REAL_RUN, "evaluate.images=100", "evaluate.severities=[2,4]",
         "evaluate.perturbation_frames=4", "evaluate.pgd_steps=3", f"evaluate.cache_dir={corruption_cache}"])
     summary = run(config, log=lambda line: None)
     assert summary["teacher_top1"] > 0.6, summary  # a 10-class problem; chance is 0.1
@@ -218,7 +219,8 @@ def test_a_student_with_init_teacher_starts_from_the_teacher_that_labeled_its_po
         with pytest.raises(Stop):
             run(tiny_config, log=lambda line: None)
         student, expected = built[-1].backbone.state_dict(), teacher.backbone.state_dict()
-        same = [torch.equal(student[key], expected[key]) for key in expected if key.endswith("weight")]
+        # every tensor, BatchNorm statistics and classifier included: the student starts as its teacher
+        same = [torch.equal(student[key], expected[key]) for key in expected]
         assert all(same) == (init == "teacher") and any(same) == (init == "teacher"), init
 
 
