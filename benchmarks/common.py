@@ -40,6 +40,13 @@ def environment() -> dict:
     }
 
 
+def stage_seconds(run_dir: Path, kind: str | None = None) -> float:
+    """Seconds a run's stages took (its timings.jsonl), of one kind (train, eval, ...) or all: the
+    whole run's, however many calls it took to finish (a sweep resumes runs)."""
+    records = [json.loads(line) for line in (run_dir / "timings.jsonl").read_text().splitlines()]
+    return sum(record["seconds"] for record in records if kind is None or record["kind"] == kind)
+
+
 def write_result(name: str, result: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -8,18 +8,20 @@
 Times the fixed reference workload (common.reference_speed: 60 s of a bare resnet18 loop) before
 and after each seed's run and scales that run's budget by the mean: BUDGET_MINUTES on a machine as fast as REFERENCE_SPEED,
 proportionally longer on a slower one (machines of the same kind ran the same demo in 29 and 58
-minutes). Then runs the demo once per seed (each an ordinary, resumable run under --runs-dir)
-and writes benchmarks/results/demo_seeds.json: per seed the round-0 teacher, every round, the
-final top-1, wall minutes, the machine's budget and whether the run kept within it; the mean and
-sample std over seeds (`partial` until 3 seeds; seeds measured earlier with the same resolved
-config, in the JSON already, are kept, each with its own machine's budget); and demo_seeds.png,
-test top-1 against wall minutes (each stage's end, from the run's timings.jsonl). Overrides go
-before --seeds: `python benchmarks/demo_seeds.py student.unlabeled_ratio=2 --seeds 0`.
+minutes). Then runs the demo once per seed (a sweep, noisystudent.sweep: each seed an ordinary,
+resumable run under <runs-dir>/sweeps/demo-seeds/) and writes benchmarks/results/demo_seeds.json:
+per seed the round-0 teacher, every round, the final top-1, wall minutes, the machine's budget
+and whether the run kept within it; the mean and sample std over seeds (`partial` until 3
+seeds; seeds measured earlier with the same resolved config, in the JSON already, are kept,
+each with its own machine's budget); and demo_seeds.png, test top-1 against wall minutes (each
+stage's end, from the run's timings.jsonl). Overrides go before --seeds:
+`python benchmarks/demo_seeds.py student.unlabeled_ratio=2 --seeds 0`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -28,13 +30,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import REFERENCE_WORKLOAD, RESULTS, environment, reference_speed, write_result  # noqa: E402
+from common import REFERENCE_WORKLOAD, RESULTS, environment, reference_speed, stage_seconds, write_result  # noqa: E402
 
-from noisystudent.cli import bundled_config  # noqa: E402
-from noisystudent.config import load_config, to_dict  # noqa: E402
+from noisystudent.cli import resolve_config  # noqa: E402
+from noisystudent.config import to_dict  # noqa: E402
 from noisystudent.errors import UserError  # noqa: E402
+from noisystudent.io import read_json  # noqa: E402
 from noisystudent.models import set_threads  # noqa: E402
-from noisystudent.pipeline import run  # noqa: E402
+from noisystudent.runs import SUMMARY  # noqa: E402
+from noisystudent.sweep import Sweep, SweepRun, make_sweep, mean_std, run_sweep  # noqa: E402
 
 BUDGET_MINUTES, TARGET_TOP1, SEEDS_WANTED = 45.0, 0.90, 3
 # The reference workload's images/s on the machine the budget is set for: a 2-core machine of the
@@ -90,55 +94,53 @@ def earlier_seeds(settings: dict) -> dict:
     return {int(seed): entry for seed, entry in earlier["seeds"].items()} if earlier.get("config") == settings else {}
 
 
-def measure(config, runs_dir: Path) -> dict:
-    """Run (or resume) one seed's demo and time it against this machine's budget. The reference
-    workload runs right before and right after, and the budget scales by their mean: a shared
-    machine's speed drifts (the same 2-core machine timed 221 and 486 images/s 45 minutes apart)."""
-    set_threads(config.threads)  # the reference workload runs at the run's thread count
+def measure(sweep: Sweep, run: SweepRun) -> dict:
+    """Run (or resume) one seed's demo, the sweep's `run`, and time it against this machine's
+    budget. The reference workload runs right before and right after, and the budget scales by
+    their mean: a shared machine's speed drifts (the same 2-core machine timed 221 and 486 images/s
+    45 minutes apart)."""
+    set_threads(run.config.threads)  # the reference workload runs at the run's thread count
     before = reference_speed()["images_per_second"]
     started = time.perf_counter()
-    summary = run(config)
+    run_sweep(dataclasses.replace(sweep, runs=[run]))
     wall_minutes = (time.perf_counter() - started) / 60
     after = reference_speed()["images_per_second"]
     budget = BUDGET_MINUTES * REFERENCE_SPEED / statistics.fmean([before, after])
-    run_dir = runs_dir / config.name
-    stage_minutes = sum(json.loads(line)["seconds"] for line in (run_dir / "timings.jsonl").read_text().splitlines()) / 60
+    summary, stage_minutes = read_json(run.folder / SUMMARY), stage_seconds(run.folder) / 60
     return {"teacher_top1": summary["teacher_top1"], "final_top1": summary["final_top1"],
             "rounds": [r["student_top1"] for r in summary["rounds"]],
             "wall_minutes_this_call": round(wall_minutes, 1), "stage_minutes": round(stage_minutes, 1),
             "reference_images_per_second": {"before": before, "after": after}, "budget_minutes": round(budget, 1),
             "within_budget": stage_minutes <= budget, "provenance": summary["provenance"],
-            "accuracy_over_time": accuracy_over_time(run_dir)}
+            "accuracy_over_time": accuracy_over_time(run.folder)}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(SEEDS_WANTED)))
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "benchmarks")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="the sweep goes under its sweeps/demo-seeds/")
     parser.add_argument("--threads", type=int, help="torch threads per run (one run per core: 1); not a setting "
                                                       "of the demo, so not recorded among the overrides")
     parser.add_argument("overrides", nargs="*", help="config overrides for every seed")
     args = parser.parse_args()
-    try:
-        configs = {seed: load_config(bundled_config("demo"), [*args.overrides, f"seed={seed}",
-                                                              f"runs_dir={args.runs_dir}", f"name=demo-seed{seed}",
-                                                              f"threads={args.threads or 'null'}"])
-                   for seed in args.seeds}
+    try:  # one variant, the demo with the overrides: its runs are demo-seed<seed>
+        sweep = make_sweep({"name": "demo-seeds", "base": "demo", "seeds": args.seeds, "runs_dir": str(args.runs_dir),
+                            "overrides": [*args.overrides, f"threads={args.threads or 'null'}"],
+                            "variants": {"demo": []}}, "demo_seeds.py", resolve_config)
     except UserError as error:
         print(f"demo_seeds: error: {error}", file=sys.stderr)
         return 2
-    settings = comparable(next(iter(configs.values())))
+    settings = comparable(sweep.runs[0].config)
     per_seed = earlier_seeds(settings)
-    for seed, config in configs.items():
-        if seed in per_seed:
-            print(f"seed {seed}: kept from demo_seeds.json (measured with the same config)")
+    for run in sweep.runs:
+        if run.seed in per_seed:
+            print(f"seed {run.seed}: kept from demo_seeds.json (measured with the same config)")
             continue
-        per_seed[seed] = measure(config, args.runs_dir)
-        print(seed, per_seed[seed], flush=True)
+        per_seed[run.seed] = measure(sweep, run)
+        print(run.seed, per_seed[run.seed], flush=True)
     # another call (on the other core, say) may have finished seeds meanwhile: keep them too
     per_seed = dict(sorted({**earlier_seeds(settings), **per_seed}.items()))
-    finals = [entry["final_top1"] for entry in per_seed.values()]
-    mean = statistics.fmean(finals)
+    final_top1 = mean_std([entry["final_top1"] for entry in per_seed.values()])
     plot(per_seed, RESULTS / "demo_seeds.png")
     write_result("demo_seeds", {
         "benchmark": "demo_seeds", **environment(), "overrides": args.overrides, "config": settings,
@@ -149,10 +151,10 @@ def main() -> int:
         # seeds kept from earlier calls may come from other commits: results_table.py marks the table
         "run_commits": sorted({entry["provenance"]["code"][:7] + ("+dirty" if entry["provenance"]["code"].endswith("+dirty")
                                else "") for entry in per_seed.values()}),
-        "final_top1": {"mean": mean, "std": statistics.stdev(finals) if len(finals) > 1 else None, "n": len(finals)},
+        "final_top1": final_top1,
         "teacher_top1_mean": statistics.fmean(entry["teacher_top1"] for entry in per_seed.values()),
         "all_within_budget": all(entry["within_budget"] for entry in per_seed.values()),
-        "target_met": (len(per_seed) >= SEEDS_WANTED and mean >= TARGET_TOP1
+        "target_met": (len(per_seed) >= SEEDS_WANTED and final_top1["mean"] >= TARGET_TOP1
                        and all(entry["within_budget"] for entry in per_seed.values()))})
     return 0
 

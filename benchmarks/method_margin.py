@@ -31,12 +31,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import RESULTS, environment, write_result  # noqa: E402
 
+from noisystudent.sweep import mean_std  # noqa: E402
+
 TARGET_POINTS, PAIRS_WANTED = 1.5, 3
-
-
-def over_seeds(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values)}
 
 
 def paired_margin(method_by_seed: dict[int, float], baseline_by_seed: dict[int, float]) -> dict:
@@ -50,8 +47,8 @@ def paired_margin(method_by_seed: dict[int, float], baseline_by_seed: dict[int, 
     mean = statistics.fmean(differences) if differences else None
     se = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else None
     return {"pairs": pairs,
-            "final_top1": over_seeds([pair["final_top1"] for pair in pairs]) if pairs else None,
-            "supervised_top1": over_seeds([pair["supervised_top1"] for pair in pairs]) if pairs else None,
+            "final_top1": mean_std([pair["final_top1"] for pair in pairs]) if pairs else None,
+            "supervised_top1": mean_std([pair["supervised_top1"] for pair in pairs]) if pairs else None,
             "margin_mean": None if mean is None else round(mean, 2),
             "margin_se": None if se is None else round(se, 2), "target_points": TARGET_POINTS,
             "partial": len(pairs) < PAIRS_WANTED,

@@ -18,7 +18,8 @@ in-domain ones. Writes benchmarks/results/ood_filter.json.
 `student_paired_difference`: whole runs at the quick demo's scale (configs/smoke.yaml, one
 round: resnet_tiny_32 teacher and student, 500 labels, a pool of 4,000 plus 20% rendered
 characters), with and without the filter at the same quantile, per seed, paired on the seed:
-the filtered student's test top-1 minus the unfiltered one's, in points (~40 min on one core).
+the filtered student's test top-1 minus the unfiltered one's, in points (~40 min on one core): a
+sweep under <runs-dir>/sweeps/ood-filter-students/, so an interrupted one resumes.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import environment, write_result  # noqa: E402
 
-from noisystudent.cli import bundled_config  # noqa: E402
+from noisystudent.cli import bundled_config, resolve_config  # noqa: E402
 from noisystudent.config import load_config  # noqa: E402
 from noisystudent.data import load_splits  # noqa: E402
 from noisystudent.data.out_of_domain import OOD_SOURCES, out_of_domain_images  # noqa: E402
@@ -44,7 +45,7 @@ from noisystudent.data.split import hold_out_reference  # noqa: E402
 from noisystudent.labels.ood import (ESTIMATE_QUANTILE, OOD_SCORES, auroc, estimate_share, fit_ood_score,  # noqa: E402
                                      predict_features)
 from noisystudent.models import build_model, load_exported, set_compute  # noqa: E402
-from noisystudent.pipeline import run  # noqa: E402
+from noisystudent.sweep import finished_runs, make_sweep, run_sweep  # noqa: E402
 from noisystudent.train import train_model  # noqa: E402
 
 SHARES = (0.0, 0.05, 0.2, 0.5)
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--student-seeds", default="0,1,2", help="seeds of the paired student runs; '' skips them")
     parser.add_argument("--student-epochs", type=float, help="override the smoke students' epochs (plumbing checks)")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
+                        help="the student runs' sweep goes under its sweeps/ood-filter-students/")
     args = parser.parse_args()
     config = load_config(bundled_config("demo"), [f"teacher.epochs={args.epochs}", f"threads={args.threads}",
                                                     f"data.reference_fraction={REFERENCE_FRACTION}"])
@@ -150,7 +153,7 @@ def main() -> None:
         "rows": rows,
         "filter_curve_at_20_percent": curves,
         **student_paired_difference([int(seed) for seed in args.student_seeds.split(",") if seed],
-                                    args.student_epochs, args.threads),
+                                    args.student_epochs, args.threads, args.runs_dir),
     })
 
 
@@ -183,32 +186,36 @@ def feature_ensemble_levers(fit, views: dict, sources: dict) -> dict:
     return levers
 
 
-def student_paired_difference(seeds: list[int], epochs: float | None, threads: int) -> dict:
+def student_paired_difference(seeds: list[int], epochs: float | None, threads: int, runs_dir: Path) -> dict:
     """Filtered minus unfiltered final top-1 (points) of whole one-round runs at the smoke scale on
-    a pool with 20% rendered characters, per seed, and their mean."""
+    a pool with 20% rendered characters, per seed, and their mean and sample std: a sweep
+    (noisystudent.sweep: <runs_dir>/sweeps/ood-filter-students/, resumable) whose reference is the
+    unfiltered variant."""
     if not seeds:
         return {"student_paired_difference": None, "student_paired_difference_reason": "not run (--student-seeds '')"}
+    sweep = make_sweep({"name": "ood-filter-students", "base": "smoke", "seeds": seeds, "runs_dir": str(runs_dir),
+                        "overrides": [f"threads={threads}", "rounds=1", "evaluate.robustness=false",
+                                      "data.ood_fraction=0.2", f"data.reference_fraction={REFERENCE_FRACTION}",
+                                      *([f"student.epochs={epochs}", "student.warmup_epochs=0"] if epochs is not None
+                                        else [])],
+                        "reference": "unfiltered",
+                        "variants": {"unfiltered": [], "filtered": [f"selection.ood_quantile={FILTER_QUANTILE}"]}},
+                       "ood_filter.py", resolve_config)
+    paired = run_sweep(sweep)["variants"]["filtered"]
+    summaries = finished_runs(sweep)
     per_seed = []
-    with tempfile.TemporaryDirectory(prefix="ood-filter-students-") as runs_dir:
-        for seed in seeds:
-            top1 = {}
-            for variant, overrides in (("unfiltered", []), ("filtered", [f"selection.ood_quantile={FILTER_QUANTILE}"])):
-                config = load_config(bundled_config("smoke"), [
-                    f"runs_dir={runs_dir}", f"name={variant}-{seed}", f"seed={seed}", f"threads={threads}", "rounds=1",
-                    "evaluate.robustness=false", "data.ood_fraction=0.2",
-                    f"data.reference_fraction={REFERENCE_FRACTION}", *overrides,
-                    *([f"student.epochs={epochs}", "student.warmup_epochs=0"] if epochs is not None else [])])
-                summary = run(config, log=print)
-                selection = summary["rounds"][0]
-                top1[variant] = summary["final_top1"]
-                top1[f"{variant}_estimated_ood_share"] = selection["estimated_ood_share"]
-            per_seed.append({"seed": seed, **top1, "difference": round(100 * (top1["filtered"] - top1["unfiltered"]), 2)})
-    differences = [entry["difference"] for entry in per_seed]
-    return {"student_paired_difference": round(float(np.mean(differences)), 2),
-            "student_paired_difference_std": round(float(np.std(differences, ddof=1)), 2) if len(seeds) > 1 else None,
+    for seed in paired["paired_seeds"]:
+        top1 = {}
+        for variant in ("unfiltered", "filtered"):
+            summary = summaries[variant, seed]
+            top1[variant] = summary["final_top1"]
+            top1[f"{variant}_estimated_ood_share"] = summary["rounds"][0]["estimated_ood_share"]
+        per_seed.append({"seed": seed, **top1, "difference": round(100 * (top1["filtered"] - top1["unfiltered"]), 2)})
+    difference = paired["vs_reference"]
+    return {"student_paired_difference": round(100 * difference["mean"], 2),
+            "student_paired_difference_std": None if difference["std"] is None else round(100 * difference["std"], 2),
             "student_scale": {"config": "smoke", "rounds": 1, "ood_fraction": 0.2, "filter_quantile": FILTER_QUANTILE,
                               "student_epochs": epochs, "per_seed": per_seed}}
-
 
 if __name__ == "__main__":
     main()

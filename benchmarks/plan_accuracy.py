@@ -3,11 +3,14 @@ measured time (timings.jsonl), side by side on this machine.
 
     python benchmarks/plan_accuracy.py               # the quick demo (smoke): ~8 min on 2 cores
     python benchmarks/plan_accuracy.py --config demo # the full demo: ~45 min
+    python benchmarks/plan_accuracy.py --result plan_accuracy_finetune finetune.epochs=1.5
+                                                     # the quick demo with a fine-tune after each student
 
 Targets: every stage within +-30% of its measured time, the sum of the stages within +-20%.
 The plan probes a few steps of each model on synthetic data; the run is a fresh one in a
-temporary folder. Writes benchmarks/results/plan_accuracy.json (plan_accuracy_<config>.json for
-another config).
+temporary folder. Overrides (KEY=VALUE, as `noisystudent run` takes them) go to both. Writes
+benchmarks/results/plan_accuracy.json (plan_accuracy_<config>.json for another config, --result
+for a run with overrides, so it does not replace the plain config's result).
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ SEED = 0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="smoke")
+    parser.add_argument("--result", help="the result file's name (default: from --config)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for the plan and the run")
     args = parser.parse_args()
+    if args.overrides and not args.result:
+        parser.error("a run with overrides needs --result, so it does not replace the config's own result")
     with tempfile.TemporaryDirectory(prefix="noisystudent-plan-") as folder:
-        overrides = [f"runs_dir={folder}", "name=planned", f"seed={SEED}"]
+        overrides = [*args.overrides, f"runs_dir={folder}", "name=planned", f"seed={SEED}"]
         started = time.perf_counter()
         planned = json.loads(subprocess.run([sys.executable, "-m", "noisystudent.cli", "plan", args.config, *overrides,
                                              "--json"], check=True, capture_output=True, text=True).stdout)
@@ -55,8 +62,10 @@ def main() -> None:
         print(stages[-1], flush=True)
     estimated = sum(s["estimated_seconds"] or 0 for s in stages)
     actual = sum(s["measured_seconds"] or 0 for s in stages)
-    write_result("plan_accuracy" if args.config == "smoke" else f"plan_accuracy_{args.config}", {
-        "benchmark": "plan_accuracy", **environment(), "seed": SEED, "config": args.config, "stages": stages,
+    default_result = "plan_accuracy" if args.config == "smoke" else f"plan_accuracy_{args.config}"
+    write_result(args.result or default_result, {
+        "benchmark": "plan_accuracy", **environment(), "seed": SEED, "config": args.config,
+        "overrides": args.overrides, "stages": stages,
         "stages_within_30_percent": sum(s["within_30_percent"] for s in stages), "stages_total": len(stages),
         "estimated_total_seconds": round(estimated, 1), "measured_total_seconds": round(actual, 1),
         "total_ratio": round(estimated / actual, 3), "total_within_20_percent": 0.8 <= estimated / actual <= 1.2,

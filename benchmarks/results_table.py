@@ -245,7 +245,8 @@ def best_supervised_sentence(demo: dict) -> str:
 
 
 def plan_line(name: str, plan: dict) -> str:
-    return (f"- `noisystudent plan` against the run it planned (`{plan['config']}`, a fresh run on this machine): "
+    planned = " ".join([plan["config"], *plan.get("overrides", [])])
+    return (f"- `noisystudent plan` against the run it planned (`{planned}`, a fresh run on this machine): "
             f"{plan['estimated_total_seconds']:.0f} s estimated for {plan['measured_total_seconds']:.0f} s of stages "
             f"(ratio {plan['total_ratio']:.2f}); by stage: "
             + ", ".join(f"{s['stage']} {s['ratio']:.2f}" for s in plan["stages"] if s["ratio"] is not None)
@@ -349,7 +350,7 @@ def results_lines() -> list[str]:
         f"{memory['sizes'][large]['cache_bytes'] / 2**20:.0f} MiB of cache on disk "
         f"({link('labeled_memory')}).",
     ]
-    lines += [plan_line(name, load(name)) for name in ("plan_accuracy", "plan_accuracy_demo")
+    lines += [plan_line(name, load(name)) for name in ("plan_accuracy", "plan_accuracy_demo", "plan_accuracy_finetune")
               if (RESULTS / f"{name}.json").is_file()]
     lines += speed_lines()
     lines += demo_seeds_lines()

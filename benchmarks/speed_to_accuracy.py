@@ -7,8 +7,9 @@ How much a recipe (model and training settings) learns per CPU minute bounds eve
 can do on a laptop: a student cannot beat what its model learns from true labels in the same
 minutes (benchmarks/results/student_ceiling.json). Each point of a recipe's curve is its own run
 with a schedule of that length (a cosine that ends there: cutting one long run short would
-understate the short budgets), an ordinary resumable run under --runs-dir (rounds=0: the teacher
-stage alone, on all labels). The final point runs 3 seeds.
+understate the short budgets), an ordinary resumable run (rounds=0: the teacher stage alone, on
+all labels) of a sweep (noisystudent.sweep: <runs-dir>/sweeps/speed-to-accuracy/, a variant
+`<recipe>-<epochs>ep` per point). The final point runs 3 seeds.
 
 Minutes are the training stage's (timings.jsonl), scaled to the reference machine: minutes x
 (this machine's reference images/s) / REFERENCE_SPEED, with the reference workload (common.
@@ -23,6 +24,7 @@ none); runs already in the JSON with the same settings are kept, so a call can f
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import sys
@@ -30,13 +32,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import REFERENCE_WORKLOAD, RESULTS, environment, reference_speed, write_result  # noqa: E402
+from common import REFERENCE_WORKLOAD, RESULTS, environment, reference_speed, stage_seconds, write_result  # noqa: E402
 from demo_seeds import REFERENCE_SPEED  # noqa: E402
 
-from noisystudent.cli import bundled_config  # noqa: E402
-from noisystudent.config import load_config  # noqa: E402
+from noisystudent.cli import resolve_config  # noqa: E402
+from noisystudent.io import read_json  # noqa: E402
 from noisystudent.models import set_threads  # noqa: E402
-from noisystudent.pipeline import run  # noqa: E402
+from noisystudent.runs import SUMMARY  # noqa: E402
+from noisystudent.sweep import Sweep, make_sweep, mean_std, run_sweep  # noqa: E402
 
 TARGET_TOP1, FINAL_SEEDS, THREADS = 0.93, (0, 1, 2), 1
 # Every recipe trains on all 60,000 labels, un-noised (a supervised run), and is evaluated on the
@@ -60,19 +63,24 @@ RECIPES: dict[str, dict] = {
 EPOCHS = (2, 4, 8)  # schedule lengths, in passes over the 60,000 images; the last is the final point (3 seeds)
 
 
-def run_name(recipe: str, epochs: float, seed: int) -> str:
-    return f"{recipe}-{epochs:g}ep-seed{seed}"
+def variant(recipe: str, epochs: float) -> str:
+    return f"{recipe}-{epochs:g}ep"
 
 
-def measure(recipe: str, epochs: float, seed: int, runs_dir: Path) -> dict:
-    overrides = [*COMMON, *RECIPES[recipe]["overrides"], f"teacher.epochs={epochs}", f"seed={seed}",
-                 f"runs_dir={runs_dir}", f"name={run_name(recipe, epochs, seed)}"]
-    config = load_config(bundled_config(BASE), overrides)
+def points_sweep(recipes: list[str], runs_dir: Path) -> Sweep:
+    """Every point of `recipes`' curves, each seed of FINAL_SEEDS (the runs made are those wanted)."""
+    return make_sweep({"name": "speed-to-accuracy", "base": BASE, "overrides": COMMON, "seeds": list(FINAL_SEEDS),
+                       "runs_dir": str(runs_dir),
+                       "variants": {variant(recipe, epochs): [*RECIPES[recipe]["overrides"], f"teacher.epochs={epochs}"]
+                                    for recipe in recipes for epochs in EPOCHS}}, "speed_to_accuracy.py", resolve_config)
+
+
+def measure(sweep: Sweep, recipe: str, epochs: float, seed: int) -> dict:
+    (run,) = [run for run in sweep.runs if run.variant == variant(recipe, epochs) and run.seed == seed]
     before = reference_speed(30.0)["images_per_second"]
-    summary = run(config)
+    run_sweep(dataclasses.replace(sweep, runs=[run]))
     after = reference_speed(30.0)["images_per_second"]
-    timings = [json.loads(line) for line in (runs_dir / config.name / "timings.jsonl").read_text().splitlines()]
-    minutes = sum(record["seconds"] for record in timings if record["kind"] == "train") / 60
+    summary, minutes = read_json(run.folder / SUMMARY), stage_seconds(run.folder, "train") / 60
     speed = statistics.fmean([before, after])
     return {"epochs": epochs, "seed": seed, "top1": summary["teacher_top1"], "train_minutes": round(minutes, 2),
             "reference_images_per_second": {"before": before, "after": after},
@@ -83,10 +91,10 @@ def curve(runs: list[dict]) -> list[dict]:
     points = []
     for epochs in sorted({entry["epochs"] for entry in runs}):
         these = [entry for entry in runs if entry["epochs"] == epochs]
-        top1 = [entry["top1"] for entry in these]
+        top1 = mean_std([entry["top1"] for entry in these])
         points.append({"epochs": epochs, "seeds": len(these),
                        "scaled_minutes": round(statistics.fmean(entry["scaled_minutes"] for entry in these), 2),
-                       "top1": statistics.fmean(top1), "top1_std": statistics.stdev(top1) if len(top1) > 1 else None})
+                       "top1": top1["mean"], "top1_std": top1["std"]})
     return points
 
 
@@ -98,7 +106,8 @@ def minutes_to(points: list[dict], target: float) -> float | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=list(RECIPES))
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "benchmarks" / "speed")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="the sweep goes under its "
+                        "sweeps/speed-to-accuracy/")
     args = parser.parse_args()
     set_threads(THREADS)  # the reference workload runs at the runs' thread count
     path = RESULTS / "speed_to_accuracy.json"
@@ -107,11 +116,12 @@ def main() -> int:
                       "runs": earlier[name]["runs"] if earlier.get(name, {}).get("overrides") == [*COMMON, *spec["overrides"]] else []}
                for name, spec in RECIPES.items() if name in args.recipes or name in earlier}
     wanted = [(epochs, 0) for epochs in EPOCHS] + [(EPOCHS[-1], seed) for seed in FINAL_SEEDS[1:]]
+    sweep = points_sweep(args.recipes, args.runs_dir)
     for name in args.recipes:
         for epochs, seed in wanted:
             if any(entry["epochs"] == epochs and entry["seed"] == seed for entry in recipes[name]["runs"]):
                 continue
-            recipes[name]["runs"].append(measure(name, epochs, seed, args.runs_dir))
+            recipes[name]["runs"].append(measure(sweep, name, epochs, seed))
             for recipe in recipes.values():
                 recipe["curve"] = curve(recipe["runs"])
                 recipe["minutes_to_93"] = minutes_to(recipe["curve"], TARGET_TOP1)

@@ -272,3 +272,21 @@ def test_a_sweep_without_its_own_runs_dir_puts_its_runs_under_the_base_configs(t
     sweep = load_sweep(tmp_path / "sweep.yaml", resolve_config)
     assert sweep.root == tmp_path / "elsewhere" / "sweeps" / "s"
     assert [run.folder for run in sweep.runs] == [tmp_path / "elsewhere" / "sweeps" / "s" / "a-seed0"]
+
+
+def test_a_sweep_made_in_code_is_the_sweep_its_file_would_be(tmp_path):
+    """make_sweep takes a sweep file's contents (the benchmarks that run seeds build theirs so),
+    with the file's checks, named by where they came from."""
+    from noisystudent.cli import resolve_config
+    from noisystudent.errors import UserError
+    from noisystudent.sweep import load_sweep, make_sweep
+
+    spec = {"name": "s", "base": "smoke", "runs_dir": str(tmp_path), "seeds": [0, 1], "reference": "hard",
+            "overrides": ["rounds=1"], "variants": {"soft": ["labels.kind=soft"], "hard": ["labels.kind=hard"]}}
+    (tmp_path / "s.yaml").write_text(json.dumps(spec))  # JSON is YAML
+    made, loaded = make_sweep(spec, "a benchmark", resolve_config), load_sweep(tmp_path / "s.yaml", resolve_config)
+    assert made == loaded and made.root == tmp_path / "sweeps" / "s"
+    assert [(run.config.name, run.config.labels.kind) for run in made.runs] == [
+        ("soft-seed0", "soft"), ("soft-seed1", "soft"), ("hard-seed0", "hard"), ("hard-seed1", "hard")]
+    with pytest.raises(UserError, match="^a benchmark, overrides: seed=3 would be replaced"):
+        make_sweep({**spec, "overrides": ["seed=3"]}, "a benchmark", resolve_config)

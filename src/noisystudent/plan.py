@@ -9,8 +9,9 @@ few steps of `train_model` per (model, training setting) at its batch size, with
 `predict_logits` at `labels.batch_size` for labeling; and `evaluate_model` on two small test
 subsets with the run's evaluation settings (a fixed cost plus a cost per image, fitted), once
 with an empty corruption cache and once with a warm one (a run generates corrupted test images
-once and reuses them). A training stage is its steps x the measured step time, plus, for a
-student reading `selection.storage=encoded` images, their decoding (timed on a sample of the
+once and reuses them). A training stage is what its probe paid once (building the model, the
+first steps' set-up, the checkpoint and exported weights) plus its steps x the measured step
+time, plus, for a student reading `selection.storage=encoded` images, their decoding (timed on a sample of the
 pool). The selection stage is its own code timed on label stores of two prefixes of the pool
 (synthetic predictions, the pool's real images): a fixed cost plus a cost per pool image.
 Unknowns are said, not guessed: a pool of tar shards has no size before it is read, and a

@@ -80,31 +80,38 @@ def load_sweep(path: Path, resolve_config, variants_to_run: list[str] | None = N
     """Read and check a sweep file; every run's config is resolved (and validated) up front.
     `variants_to_run` / `seeds_to_run` narrow, order or move the runs to make (to continue a sweep on
     another machine on new seeds: see `summarize`); the table reads every finished run regardless."""
-    spec = read_yaml_mapping(path, "sweep file")
+    return make_sweep({"name": path.stem, **read_yaml_mapping(path, "sweep file")}, f"sweep file {path}",
+                      resolve_config, variants_to_run, seeds_to_run)
+
+
+def make_sweep(spec: dict, source: str, resolve_config, variants_to_run: list[str] | None = None,
+               seeds_to_run: list[int] | None = None) -> Sweep:
+    """`load_sweep` for a sweep file's contents `spec` (its keys, `name` required), from wherever
+    they come: a benchmark script builds its sweep in code. `source` names them in errors."""
     known = {"name", "base", "overrides", "seeds", "reference", "variants", "runs_dir"}
     if set(spec) - known:
-        raise UserError(f"sweep file {path}: unknown keys {', '.join(sorted(set(spec) - known))}; "
+        raise UserError(f"{source}: unknown keys {', '.join(sorted(set(spec) - known))}; "
                         f"known: {', '.join(sorted(known))}")
     variants, seeds = spec.get("variants"), spec.get("seeds", [0])
     if not isinstance(variants, dict) or not variants or not all(isinstance(v, list) for v in variants.values()):
-        raise UserError(f"sweep file {path}: `variants` must map names to lists of key=value overrides")
+        raise UserError(f"{source}: `variants` must map names to lists of key=value overrides")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise UserError(f"sweep file {path}: `seeds` must be a list of integers")
-    for label, values in ((f"sweep file {path}: seeds", seeds), ("--seeds", seeds_to_run or []),
+        raise UserError(f"{source}: `seeds` must be a list of integers")
+    for label, values in ((f"{source}: seeds", seeds), ("--seeds", seeds_to_run or []),
                           ("--variants", variants_to_run or [])):
         repeated = sorted({str(value) for value in values if values.count(value) > 1})
         if repeated:  # a run listed twice would count twice in the mean and its std
             raise UserError(f"{label} lists {', '.join(repeated)} more than once; list each once")
     reference = spec.get("reference", next(iter(variants)))
     if reference not in variants:
-        raise UserError(f"sweep file {path}: reference {reference!r} is not one of the variants ({', '.join(variants)})")
-    name = str(spec.get("name", path.stem))
+        raise UserError(f"{source}: reference {reference!r} is not one of the variants ({', '.join(variants)})")
+    name = str(spec["name"])
     base = resolve_config(Path(spec["base"])) if spec.get("base") else None
     shared = [str(o) for o in spec.get("overrides", [])]
     for owner, overrides in (("overrides", shared), *((f"variant {v!r}", o) for v, o in variants.items())):
         set_by_the_sweep = [str(o) for o in overrides if str(o).split("=", 1)[0].strip() in SET_BY_THE_SWEEP]
         if set_by_the_sweep:
-            raise UserError(f"sweep file {path}, {owner}: {', '.join(set_by_the_sweep)} would be replaced: the sweep "
+            raise UserError(f"{source}, {owner}: {', '.join(set_by_the_sweep)} would be replaced: the sweep "
                             f"names each run <variant>-seed<seed> under <runs_dir>/sweeps/{name}/ with the seeds of "
                             f"`seeds`; set the sweep file's runs_dir or seeds key instead, or make another variant")
     try:  # where the runs go: the sweep file's runs_dir, else its base config's
@@ -196,7 +203,8 @@ def run_sweep(sweep: Sweep, jobs: int = 1, log=print) -> dict:
     return table
 
 
-def _mean_std(values: list[float]) -> dict:
+def mean_std(values: list[float]) -> dict:
+    """Mean, sample standard deviation (None for one value) and count: every sweep statistic's form."""
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
             "n": len(values)}
 
@@ -243,16 +251,16 @@ def summarize(sweep: Sweep) -> dict:
         if not seeds:
             continue
         per_round = [[s["teacher_top1"]] + [r["student_top1"] for r in s["rounds"]] for s in rows]
-        entry = {"seeds": seeds, "teacher_top1": _mean_std([s["teacher_top1"] for s in rows]),
-                 "rounds": [_mean_std([acc[k] for acc in per_round]) for k in range(1, min(map(len, per_round)))],
-                 "final_top1": _mean_std([s["final_top1"] for s in rows]),
+        entry = {"seeds": seeds, "teacher_top1": mean_std([s["teacher_top1"] for s in rows]),
+                 "rounds": [mean_std([acc[k] for acc in per_round]) for k in range(1, min(map(len, per_round)))],
+                 "final_top1": mean_std([s["final_top1"] for s in rows]),
                  "final_top1_by_seed": [s["final_top1"] for s in rows],  # in `seeds` order: pairable later
-                 "gain": _mean_std([s["final_top1"] - s["teacher_top1"] for s in rows]),
+                 "gain": mean_std([s["final_top1"] - s["teacher_top1"] for s in rows]),
                  "machine_by_seed": [machine_key(s) for s in rows],
                  "code_by_seed": [s.get("provenance", {}).get("code", UNRECORDED) for s in rows]}
         if variant != sweep.reference and paired_seeds:
-            entry["vs_reference"] = _mean_std([summaries[variant, seed]["final_top1"] -
-                                               summaries[sweep.reference, seed]["final_top1"] for seed in paired_seeds])
+            entry["vs_reference"] = mean_std([summaries[variant, seed]["final_top1"] -
+                                              summaries[sweep.reference, seed]["final_top1"] for seed in paired_seeds])
             entry["paired_seeds"] = paired_seeds
         table["variants"][variant] = entry
     table["complete"] = not table["missing"]

@@ -1,6 +1,6 @@
 """What the three training stages (teacher, student, fine-tune) share: training a model and
 marking the stage done, then its evaluation stage; building a round's model; and the cost model
-of a training stage (its steps times a probed step)."""
+of a training stage (what it pays once plus its steps times a step, both probed)."""
 
 from __future__ import annotations
 
@@ -75,11 +75,12 @@ def cost(context: CostContext, stage: Stage, model: str, train: TrainConfig, pse
     steps, _ = steps_for(train, len(context.labeled), pseudo_size)
     batch, unlabeled = joint_batch_sizes(train.batch_size, train.unlabeled_ratio)
     per_step = batch + (unlabeled if pseudo_size is not None else 0)
-    step_seconds = context.measured(
+    probed = context.measured(
         ("train", model, json.dumps(train.inputs(), sort_keys=True), pseudo_size is not None, noise is not None,
          json.dumps(at, sort_keys=True), freeze_fraction),
         lambda: probe_training(model, train, context.shapes, context.classes, noise, pseudo_size is not None,
                                device, context.probe_steps, context.folder, at, freeze_fraction))
+    once_seconds, step_seconds = probed if probed is not None else (None, None)
     if step_seconds is not None and pseudo_size is not None and context.selected_decode_seconds:
         # encoded selected images are decoded per step in data.decode_threads threads: after
         # the step's compute on CPU, beside it when batches are prefetched (train.prefetch)
@@ -90,14 +91,17 @@ def cost(context: CostContext, stage: Stage, model: str, train: TrainConfig, pse
     disk = parameters * 4 * (2 + (train.ema_decay > 0) + (train.momentum > 0 or train.optimizer == "rmsprop")) + \
         parameters * 4
     return context.priced(StageCost(context.name(stage), model, steps * per_step, steps, parameters, flops, disk,
-                                    None if step_seconds is None else steps * step_seconds, note))
+                                    None if step_seconds is None else once_seconds + steps * step_seconds, note))
 
 
 def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, int], classes: int, noise,
                    with_pseudo: bool, device: torch.device, steps: int, folder: Path, resolutions: dict,
-                   freeze_fraction: float = 0.0) -> float:
-    """Seconds per optimizer step of `train_model` on synthetic data of the run's shapes (with the
-    fine-tune's frozen layers, which need no gradients)."""
+                   freeze_fraction: float = 0.0) -> tuple[float, float]:
+    """(seconds once per stage, seconds per optimizer step) of building a model and training it with
+    `train_model` on synthetic data of the run's shapes (with the fine-tune's frozen layers, which
+    need no gradients). What a stage pays once (building the model, the first steps' set-up, the
+    checkpoint and the exported weights) is most of a stage of a few steps, such as the quick
+    demo's fine-tune of 12, which its steps alone priced well under its measured time."""
     channels, size, _ = shapes
     batch, unlabeled = joint_batch_sizes(train.batch_size, train.unlabeled_ratio)
     generator = torch.Generator().manual_seed(0)
@@ -113,10 +117,13 @@ def probe_training(model_name: str, train: TrainConfig, shapes: tuple[int, int, 
     per_epoch = math.ceil(rows / batch) if pseudo is None or train.epoch_unit == "labeled" else math.ceil(
         len(pseudo) / unlabeled)
     probe = dataclasses.replace(train, epochs=(steps + 2) / per_epoch, checkpoint_every=10**9, warmup_epochs=0)
-    model = build_model(model_name, classes, channels, **resolutions, **(noise.model_kwargs if noise else {}))
     stage = Path(tempfile.mkdtemp(dir=folder))
+    started = time.perf_counter()
+    model = build_model(model_name, classes, channels, **resolutions, **(noise.model_kwargs if noise else {}))
     train_model(model, labeled, probe, stage, 0, device, pseudo, noise.randaugment if noise else None,
                 freeze_fraction=freeze_fraction, desc="probe")
+    total = time.perf_counter() - started
     windows = [json.loads(line) for line in (stage / "metrics.jsonl").read_text().splitlines()]
     images_per_second = statistics.median(window["images_per_second"] for window in windows[2:] or windows)
-    return (batch + (unlabeled if with_pseudo else 0)) / images_per_second
+    step_seconds = (batch + (unlabeled if with_pseudo else 0)) / images_per_second
+    return max(0.0, total - windows[-1]["step"] * step_seconds), step_seconds
