@@ -7,7 +7,7 @@ The demo's teacher (its first model, the demo's 1,000 labels less the held-out r
 labeled images, read against the held-out reference, and applied to pools of 2,000 in-domain
 images (from the unlabeled split) plus out-of-domain images of each source (rendered characters,
 drawn strokes: data/out_of_domain.py) making up 0, 5, 20 and 50% of the pool. The demo's model
-is now airnet_small_32; the committed results reuse (--teacher) the resnet_small_32 teacher the
+is now airnet_small_32; the committed results train (--model) the resnet_small_32 teacher the
 earlier results were measured on, so that the scores compare on one teacher (`teacher.model`). Per row: the score's
 AUROC (in-domain vs that pool's out-of-domain images), the estimated share (labels/ood.py,
 estimate_share) and, with the filter at the reference's `selection.ood_quantile`-quantile, the
@@ -18,7 +18,8 @@ in-domain ones. Writes benchmarks/results/ood_filter.json.
 `student_paired_difference`: whole runs at the quick demo's scale (configs/smoke.yaml, one
 round: resnet_tiny_32 teacher and student, 500 labels, a pool of 4,000 plus 20% rendered
 characters), with and without the filter at the same quantile, per seed, paired on the seed:
-the filtered student's test top-1 minus the unfiltered one's, in points (~40 min on one core).
+the filtered student's test top-1 minus the unfiltered one's, in points, and the standard error of
+their mean (~10 CPU minutes for 3 seeds: ~100 s of one core per run).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=100, help="teacher epochs (the demo's 200 reach the same "
                         "accuracy as 100: benchmarks/results/teacher_sweep.json)")
     parser.add_argument("--teacher", type=Path, help="reuse this trained teacher folder (its final.safetensors)")
+    parser.add_argument("--model", help="the teacher's model (default: the demo's first); the committed results "
+                        "use resnet_small_32")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--student-seeds", default="0,1,2", help="seeds of the paired student runs; '' skips them")
     parser.add_argument("--student-epochs", type=float, help="override the smoke students' epochs (plumbing checks)")
@@ -73,7 +76,7 @@ def main() -> None:
     if args.teacher is None:
         folder = Path(tempfile.mkdtemp(prefix="ood-filter-teacher-"))
         torch.manual_seed(config.seed)
-        model = build_model(config.models[0], labeled.num_classes, labeled.channels)
+        model = build_model(args.model or config.models[0], labeled.num_classes, labeled.channels)
         teacher = train_model(model, train, config.teacher, folder, config.seed, device, desc="teacher")
         print(f"teacher in {folder}")
         teacher_seconds = round(time.perf_counter() - started, 1)
@@ -185,10 +188,12 @@ def feature_ensemble_levers(fit, views: dict, sources: dict) -> dict:
 
 def student_paired_difference(seeds: list[int], epochs: float | None, threads: int) -> dict:
     """Filtered minus unfiltered final top-1 (points) of whole one-round runs at the smoke scale on
-    a pool with 20% rendered characters, per seed, and their mean."""
+    a pool with 20% rendered characters, per seed, their mean and its standard error (the spread
+    of the per-seed differences over sqrt(seeds): the pair shares the seed's labels, pool and
+    teacher, so only the filter and what it changes downstream differ)."""
     if not seeds:
         return {"student_paired_difference": None, "student_paired_difference_reason": "not run (--student-seeds '')"}
-    per_seed = []
+    per_seed, started = [], time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ood-filter-students-") as runs_dir:
         for seed in seeds:
             top1 = {}
@@ -202,12 +207,15 @@ def student_paired_difference(seeds: list[int], epochs: float | None, threads: i
                 selection = summary["rounds"][0]
                 top1[variant] = summary["final_top1"]
                 top1[f"{variant}_estimated_ood_share"] = selection["estimated_ood_share"]
+                top1[f"{variant}_teacher_top1"] = selection["teacher_top1"]  # the pair's teachers: one seed, one teacher
             per_seed.append({"seed": seed, **top1, "difference": round(100 * (top1["filtered"] - top1["unfiltered"]), 2)})
     differences = [entry["difference"] for entry in per_seed]
     return {"student_paired_difference": round(float(np.mean(differences)), 2),
-            "student_paired_difference_std": round(float(np.std(differences, ddof=1)), 2) if len(seeds) > 1 else None,
+            "student_paired_difference_se": round(float(np.std(differences, ddof=1) / np.sqrt(len(seeds))), 2)
+            if len(seeds) > 1 else None,
             "student_scale": {"config": "smoke", "rounds": 1, "ood_fraction": 0.2, "filter_quantile": FILTER_QUANTILE,
-                              "student_epochs": epochs, "per_seed": per_seed}}
+                              "student_epochs": config.student.epochs,
+                              "seconds": round(time.perf_counter() - started, 1), "per_seed": per_seed}}
 
 
 if __name__ == "__main__":
