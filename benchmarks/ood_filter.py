@@ -1,14 +1,14 @@
 """Out-of-domain scores, the share estimate and the filter, measured on pools of known make-up.
 
-    python benchmarks/ood_filter.py            # ~10 min on one core: one teacher, then scoring only
+    python benchmarks/ood_filter.py --config demo-resnet   # the committed results; ~25 min on one core
 
-The demo's teacher (its first model, the demo's 1,000 labels less the held-out reference,
-`data.reference_fraction`) is trained once. Then every score of labels/ood.py is fit on its
+A demo's teacher (`--config`'s first model and teacher recipe, its 1,000 labels less the held-out
+reference, `data.reference_fraction`) is trained once. Then every score of labels/ood.py is fit on its
 labeled images, read against the held-out reference, and applied to pools of 2,000 in-domain
 images (from the unlabeled split) plus out-of-domain images of each source (rendered characters,
 drawn strokes: data/out_of_domain.py) making up 0, 5, 20 and 50% of the pool. The demo's model
-is now airnet_small_32; the committed results train (--model) the resnet_small_32 teacher the
-earlier results were measured on, so that the scores compare on one teacher (`teacher.model`). Per row: the score's
+is now airnet_small_32; the committed results train demo-resnet's teacher (resnet_small_32, no
+label smoothing), the one the scores were first compared on (`teacher.config`). Per row: the score's
 AUROC (in-domain vs that pool's out-of-domain images), the estimated share (labels/ood.py,
 estimate_share) and, with the filter at the reference's `selection.ood_quantile`-quantile, the
 shares of out-of-domain images removed and of in-domain ones kept. Goals (issue 32): estimate
@@ -65,13 +65,13 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=100, help="teacher epochs (the demo's 200 reach the same "
                         "accuracy as 100: benchmarks/results/teacher_sweep.json)")
     parser.add_argument("--teacher", type=Path, help="reuse this trained teacher folder (its final.safetensors)")
-    parser.add_argument("--model", help="the teacher's model (default: the demo's first); the committed results "
-                        "use resnet_small_32")
+    parser.add_argument("--config", default="demo", help="bundled config whose first model and teacher recipe "
+                        "train the teacher (the committed results: demo-resnet)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--student-seeds", default="0,1,2", help="seeds of the paired student runs; '' skips them")
     parser.add_argument("--student-epochs", type=float, help="override the smoke students' epochs (plumbing checks)")
     args = parser.parse_args()
-    config = load_config(bundled_config("demo"), [f"teacher.epochs={args.epochs}", f"threads={args.threads}",
+    config = load_config(bundled_config(args.config), [f"teacher.epochs={args.epochs}", f"threads={args.threads}",
                                                     f"data.reference_fraction={REFERENCE_FRACTION}"])
     set_compute(config.threads, config.precision)
     device = torch.device("cpu")
@@ -81,7 +81,7 @@ def main() -> None:
     if args.teacher is None:
         folder = Path(tempfile.mkdtemp(prefix="ood-filter-teacher-"))
         torch.manual_seed(config.seed)
-        model = build_model(args.model or config.models[0], labeled.num_classes, labeled.channels)
+        model = build_model(config.models[0], labeled.num_classes, labeled.channels)
         teacher = train_model(model, train, config.teacher, folder, config.seed, device, desc="teacher")
         print(f"teacher in {folder}")
         teacher_seconds = round(time.perf_counter() - started, 1)
@@ -148,7 +148,7 @@ def main() -> None:
     levers = feature_ensemble_levers(fit, views, sources)
     write_result("ood_filter", {
         "benchmark": "ood_filter", **environment(), "seed": config.seed,
-        "teacher": {"model": teacher.spec.name, "epochs": args.epochs, "trained_on": len(train),
+        "teacher": {"config": args.config, "model": teacher.spec.name, "epochs": args.epochs, "trained_on": len(train),
                     "reference": len(reference), "test_top1": round(test_accuracy, 4),
                     "seconds": teacher_seconds, "reused": None if args.teacher is None else str(args.teacher)},
         "in_domain_pool": IN_DOMAIN, "estimate_quantile": ESTIMATE_QUANTILE, "filter_quantile": FILTER_QUANTILE,
