@@ -1,6 +1,6 @@
 """Out-of-domain scores, the share estimate and the filter, measured on pools of known make-up.
 
-    python benchmarks/ood_filter.py --config demo-resnet   # the committed results; ~25 min on one core
+    python benchmarks/ood_filter.py --config demo-resnet   # the committed results; ~12 min of one core
 
 A demo's teacher (`--config`'s first model and teacher recipe, its 1,000 labels less the held-out
 reference, `data.reference_fraction`) is trained once. Then every score of labels/ood.py is fit on its
