@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ README = ROOT / "README.md"
 sys.path.insert(0, str(ROOT / "src"))
 
 from noisystudent.provenance import UNRECORDED  # noqa: E402
+from noisystudent.sweep import mean_std as mean_std_over_seeds  # noqa: E402
 
 
 def load(name: str) -> dict:
@@ -457,21 +457,15 @@ def parity_lines() -> list[str]:
 # README's headline: teacher, students, the supervised baseline and the ceiling, over seeds
 
 
-def over_seeds(values: list[float]) -> dict:
-    """Mean and sample std over seeds, the form of a sweep's summaries (std None for one seed)."""
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else None,
-            "n": len(values)}
-
-
 def demo_rows() -> list[tuple[str, str, dict]]:
     """The demo's teacher and each round's student over the seeds of demo_seeds.json."""
     table = load("demo_seeds")
     models, seeds = table["config"]["models"], list(table["seeds"].values())
     noised = ", noised" if table["config"]["noise"]["teacher"] else ""
     rows = [(f"teacher `{models[0]}`", f"the labeled images alone{noised}",
-             over_seeds([entry["teacher_top1"] for entry in seeds]))]
+             mean_std_over_seeds([entry["teacher_top1"] for entry in seeds]))]
     rows += [(f"student round {k} `{models[k]}`", "labeled images + the previous model's pseudo labels, noised",
-              over_seeds([entry["rounds"][k - 1] for entry in seeds])) for k in range(1, len(models))]
+              mean_std_over_seeds([entry["rounds"][k - 1] for entry in seeds])) for k in range(1, len(models))]
     return rows
 
 
