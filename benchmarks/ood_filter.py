@@ -22,7 +22,9 @@ round: resnet_tiny_32 teacher and student, 500 labels, a pool of 4,000 plus 20% 
 characters), with and without the filter at the same quantile, per seed, paired on the seed:
 the filtered student's test top-1 minus the unfiltered one's, in points, and the standard error of
 their mean (~10 CPU minutes for 3 seeds: ~100 s of one core per run): a sweep under
-<runs-dir>/sweeps/ood-filter-students/, so an interrupted one resumes.
+<runs-dir>/sweeps/ood-filter-students/, so an interrupted one resumes. `equal_steps`: the same
+pairs with both students at the unfiltered one's steps (the filter's smaller selection otherwise
+costs its student steps too), another ~10 CPU minutes.
 """
 
 from __future__ import annotations
@@ -55,7 +57,10 @@ SHARES = (0.0, 0.05, 0.2, 0.5)
 IN_DOMAIN = 2000  # in-domain pool images; out-of-domain ones are added to reach each share
 FILTER_QUANTILE = 0.95  # the filter's threshold: this quantile of the reference's scores
 REFERENCE_FRACTION = 0.1  # data.reference_fraction: opt-in (default 0), set here as the results were made
-CURVE_QUANTILES = (0.8, 0.9, 0.95, 0.99)  # the filter's trade-off at 20% out of domain, per threshold
+CURVE_QUANTILES = (0.8, 0.9, 0.95, 0.99)
+# both arms' students at the unfiltered arm's steps: 130 passes over the 500 labels at 32 a step,
+# about 2,030 steps, as 40 passes over its ~4,860 selected images at 96 pool images a step
+EQUAL_STEPS = ["student.epoch_unit=labeled", "student.epochs=130"]  # the filter's trade-off at 20% out of domain, per threshold
 PLACEMENT_SIZES = (100, 200, 500, 1000, 2000)  # simulated reference sizes (threshold_placement)
 PLACEMENT_DRAWS = 1000
 SPARE = 4000  # in-domain images beyond the pool: what threshold_placement draws its references from
@@ -74,6 +79,9 @@ def main() -> None:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"),
                         help="the student runs' sweep goes under its sweeps/ood-filter-students/")
     args = parser.parse_args()
+    student_seeds = [int(seed) for seed in args.student_seeds.split(",") if seed]
+    student_overrides = ([f"student.epochs={args.student_epochs}", "student.warmup_epochs=0"]
+                         if args.student_epochs is not None else [])
     config = load_config(bundled_config(args.config), [f"teacher.epochs={args.epochs}", f"threads={args.threads}",
                                                     f"data.reference_fraction={REFERENCE_FRACTION}"])
     set_compute(config.threads, config.precision)
@@ -163,8 +171,11 @@ def main() -> None:
         "threshold_placement": threshold_placement(fit(best), views, view(spare), sources, config.seed),
         "rows": rows,
         "filter_curve_at_20_percent": curves,
-        **student_paired_difference([int(seed) for seed in args.student_seeds.split(",") if seed],
-                                    args.student_epochs, args.threads, args.runs_dir),
+        **student_paired_difference(student_seeds, student_overrides, args.threads, args.runs_dir),
+        # the filter shrinks the selection and so the steps of `epochs` passes over it: the same
+        # pairs again at equal steps, to tell the filter's effect from the steps it costs
+        "equal_steps": student_paired_difference(student_seeds, [*EQUAL_STEPS, *student_overrides], args.threads,
+                                                 args.runs_dir, "ood-filter-students-equal-steps"),
     })
 
 
@@ -229,7 +240,8 @@ def threshold_placement(score, views: dict, spare_view: tuple, sources: dict, se
             if holds.any() else None, "draws": PLACEMENT_DRAWS, "by_reference_size": by_size}
 
 
-def student_paired_difference(seeds: list[int], epochs: float | None, threads: int, runs_dir: Path) -> dict:
+def student_paired_difference(seeds: list[int], student_overrides: list[str], threads: int, runs_dir: Path,
+                              name: str = "ood-filter-students") -> dict:
     """Filtered minus unfiltered final top-1 (points) of whole one-round runs at the smoke scale on
     a pool with 20% rendered characters, per seed, their mean and its standard error (the spread
     of the per-seed differences over sqrt(seeds): the pair shares the seed's labels, pool and
@@ -238,8 +250,7 @@ def student_paired_difference(seeds: list[int], epochs: float | None, threads: i
     unfiltered variant."""
     if not seeds:
         return {"student_paired_difference": None, "student_paired_difference_reason": "not run (--student-seeds '')"}
-    student_overrides = [f"student.epochs={epochs}", "student.warmup_epochs=0"] if epochs is not None else []
-    sweep = make_sweep({"name": "ood-filter-students", "base": "smoke", "seeds": seeds, "runs_dir": str(runs_dir),
+    sweep = make_sweep({"name": name, "base": "smoke", "seeds": seeds, "runs_dir": str(runs_dir),
                         "overrides": [f"threads={threads}", "rounds=1", "evaluate.robustness=false",
                                       "data.ood_fraction=0.2", f"data.reference_fraction={REFERENCE_FRACTION}",
                                       *student_overrides],
@@ -263,6 +274,8 @@ def student_paired_difference(seeds: list[int], epochs: float | None, threads: i
             else round(100 * difference["std"] / len(per_seed) ** 0.5, 2),
             "student_scale": {"config": "smoke", "rounds": 1, "ood_fraction": 0.2, "filter_quantile": FILTER_QUANTILE,
                               "student_epochs": load_config(bundled_config("smoke"), student_overrides).student.epochs,
+                              "student_epoch_unit": load_config(bundled_config("smoke"),
+                                                                student_overrides).student.epoch_unit,
                               "seconds": round(sum(stage_seconds(folder) for (_, seed), folder
                                                    in finished_run_folders(sweep).items()
                                                    if seed in paired["paired_seeds"]), 1),
