@@ -259,6 +259,7 @@ def student_paired_difference(seeds: list[int], student_overrides: list[str], th
                         "variants": {"unfiltered": [], "filtered": [f"selection.ood_quantile={FILTER_QUANTILE}"]}},
                        "ood_filter.py", resolve_config)
     paired = run_sweep(sweep)["variants"]["filtered"]
+    student = load_config(bundled_config("smoke"), student_overrides).student  # the students' resolved length
     summaries = finished_runs(sweep)
     per_seed = []
     for seed in paired["paired_seeds"]:
@@ -274,9 +275,7 @@ def student_paired_difference(seeds: list[int], student_overrides: list[str], th
             "student_paired_difference_se": None if difference["std"] is None
             else round(100 * difference["std"] / len(per_seed) ** 0.5, 2),
             "student_scale": {"config": "smoke", "rounds": 1, "ood_fraction": 0.2, "filter_quantile": FILTER_QUANTILE,
-                              "student_epochs": load_config(bundled_config("smoke"), student_overrides).student.epochs,
-                              "student_epoch_unit": load_config(bundled_config("smoke"),
-                                                                student_overrides).student.epoch_unit,
+                              "student_epochs": student.epochs, "student_epoch_unit": student.epoch_unit,
                               "seconds": round(sum(stage_seconds(folder) for (_, seed), folder
                                                    in finished_run_folders(sweep).items()
                                                    if seed in paired["paired_seeds"]), 1),
